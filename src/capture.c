@@ -1,0 +1,374 @@
+/* Stack capture: blocked path and signal path. See capture.h. */
+#include "capture.h"
+
+#include <errno.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "mem.h"
+#include "preload.h"
+#include "thread.h"
+#include "unwind.h"
+
+#define SNAP_MAX (512 * 1024) /* stack bytes copied at most */
+#define RED_ZONE 128
+
+static _Atomic int sig_num;  /* 0: no signal captures */
+static _Atomic bool sig_lost_said;
+
+enum slot_state { SLOT_IDLE, SLOT_PENDING, SLOT_BUSY, SLOT_DONE, SLOT_CANCELLED };
+
+/*
+ * The one capture slot: the watchdog captures one thread at a time.
+ * State machine: the watchdog moves IDLE -> PENDING and sends the signal;
+ * the handler moves PENDING -> BUSY -> DONE; the watchdog, on timeout,
+ * moves PENDING -> CANCELLED, so a late (stale) delivery finds nothing to
+ * do, and a handler that already went BUSY is waited for.
+ */
+static struct {
+	_Atomic int state;
+	_Atomic int seq;
+	pid_t tid;
+	sem_t done;
+	greg_t gregs[NGREG];
+	uintptr_t stack_addr;
+	size_t stack_len;
+	uint8_t *stack;            /* SNAP_MAX bytes */
+	struct py_frame *py;       /* max_frames */
+	int py_max;
+	struct py_walk_info pyinfo;
+	bool py_walked;
+	int64_t pause_ns;
+} slot;
+
+int capture_signal_number(void)
+{
+	return atomic_load_explicit(&sig_num, memory_order_relaxed);
+}
+
+void capture_signal_taken(void)
+{
+	int s = atomic_exchange(&sig_num, 0);
+	thread_keep_signal = 0;
+	if (s > 0 && !atomic_exchange(&sig_lost_said, true)) {
+		char line[160];
+		int n = snprintf(line, sizeof(line),
+				 "slowdog: the application installed its own handler "
+				 "for signal %d; capturing running threads is off\n", s);
+		if (n > 0)
+			(void)!write(2, line, (size_t)n);
+	}
+}
+
+/* async-signal-safe */
+static void handler(int sig, siginfo_t *si, void *ucv)
+{
+	(void)sig;
+	int saved = errno;
+	struct sd_thread *t = thread_self();
+	int expect = SLOT_PENDING;
+	if (!t || si->si_code != SI_QUEUE ||
+	    si->si_value.sival_int != atomic_load(&slot.seq) ||
+	    slot.tid != t->tid ||
+	    !atomic_compare_exchange_strong(&slot.state, &expect, SLOT_BUSY))
+		goto out;
+
+	int64_t t0 = clock_mono_ns();
+	atomic_fetch_add_explicit(&t->intr, 1, memory_order_relaxed);
+	const ucontext_t *uc = ucv;
+	memcpy(slot.gregs, uc->uc_mcontext.gregs, sizeof(slot.gregs));
+
+	uintptr_t sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+	uintptr_t lo, hi;
+	if (sp >= t->stack_lo && sp < t->stack_hi) {
+		lo = t->stack_lo;
+		hi = t->stack_hi;
+	} else if (!mem_mapping_of(sp, &lo, &hi)) {
+		lo = hi = sp;
+	}
+	uintptr_t from = sp - RED_ZONE < lo || sp < RED_ZONE ? lo : sp - RED_ZONE;
+	size_t len = hi > from ? hi - from : 0;
+	if (len > SNAP_MAX)
+		len = SNAP_MAX;
+	if (len)
+		memcpy(slot.stack, (const void *)from, len);
+	slot.stack_addr = from;
+	slot.stack_len = len;
+
+	slot.py_walked = false;
+	slot.pyinfo.n = 0;
+	uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
+	if (!ts)
+		ts = py_tstate_self();
+	if (ts) {
+		py_walk(mem_read_mapped, ts, slot.py, slot.py_max, &slot.pyinfo);
+		slot.py_walked = true;
+	}
+	slot.pause_ns = clock_mono_ns() - t0;
+	atomic_store_explicit(&slot.state, SLOT_DONE, memory_order_release);
+	sem_post(&slot.done);
+out:
+	errno = saved;
+}
+
+static bool sig_free(int s)
+{
+	struct sigaction old;
+	if (preload_real_sigaction(s, NULL, &old) != 0)
+		return false;
+	return !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL;
+}
+
+void capture_setup(const struct config *cfg, void (*warn)(const char *line))
+{
+	char line[200];
+	int want = cfg->signal;
+	if (want < 0)
+		return; /* SLOWDOG_SIGNAL=off */
+	int first = want > 0 ? want : SIGRTMIN + 3;
+	int chosen = 0;
+	for (int s = first; s <= SIGRTMAX; s++) {
+		if (sig_free(s)) {
+			chosen = s;
+			break;
+		}
+	}
+	if (!chosen) {
+		snprintf(line, sizeof(line),
+			 "slowdog: no free real-time signal from %d up; capturing "
+			 "running threads is off", first);
+		warn(line);
+		return;
+	}
+	if (want > 0 && chosen != want) {
+		snprintf(line, sizeof(line),
+			 "slowdog: SLOWDOG_SIGNAL=%d is taken by the application; "
+			 "using %d", want, chosen);
+		warn(line);
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = handler;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigfillset(&sa.sa_mask); /* nothing nests inside the copy */
+	if (preload_real_sigaction(chosen, &sa, NULL) != 0) {
+		snprintf(line, sizeof(line),
+			 "slowdog: cannot install a handler for signal %d (%s); "
+			 "capturing running threads is off", chosen, strerror(errno));
+		warn(line);
+		return;
+	}
+	thread_keep_signal = chosen;
+	atomic_store(&sig_num, chosen);
+}
+
+bool capture_thread_init(const struct config *cfg)
+{
+	static bool done;
+	if (done)
+		return true;
+	slot.stack = mmap(NULL, SNAP_MAX, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (slot.stack == MAP_FAILED) {
+		slot.stack = NULL;
+		return false;
+	}
+	slot.py_max = cfg->max_frames;
+	slot.py = mmap(NULL, sizeof(struct py_frame) * (size_t)slot.py_max,
+		       PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (slot.py == MAP_FAILED) {
+		slot.py = NULL;
+		return false;
+	}
+	sem_init(&slot.done, 0, 0);
+	unwind_init();
+	done = true;
+	return true;
+}
+
+static int sigqueue_thread(pid_t tid, int sig, int value)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof(si));
+	si.si_signo = sig;
+	si.si_code = SI_QUEUE;
+	si.si_pid = getpid();
+	si.si_uid = getuid();
+	si.si_value.sival_int = value;
+	return (int)syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, sig, &si);
+}
+
+static void snap_from_gregs(struct uw_snapshot *s, const greg_t *g)
+{
+	static const int map[UW_NREGS] = {
+		[UW_RAX] = REG_RAX, [UW_RDX] = REG_RDX, [UW_RCX] = REG_RCX,
+		[UW_RBX] = REG_RBX, [UW_RSI] = REG_RSI, [UW_RDI] = REG_RDI,
+		[UW_RBP] = REG_RBP, [UW_RSP] = REG_RSP, [UW_R8] = REG_R8,
+		[UW_R9] = REG_R9, [UW_R10] = REG_R10, [UW_R11] = REG_R11,
+		[UW_R12] = REG_R12, [UW_R13] = REG_R13, [UW_R14] = REG_R14,
+		[UW_R15] = REG_R15, [UW_RIP] = REG_RIP,
+	};
+	for (int i = 0; i < UW_NREGS; i++)
+		s->regs[i] = (uint64_t)g[map[i]];
+	s->valid = (1u << UW_NREGS) - 1;
+}
+
+static void unwind_into(struct capture *out, const struct uw_snapshot *s)
+{
+	out->nip = unwind_snapshot(s, out->ip, NATIVE_MAX, &out->native_truncated);
+}
+
+static bool capture_blocked(struct sd_thread *t, struct capture *out)
+{
+	for (int attempt = 0; attempt < 3; attempt++) {
+		uint32_t s1 = atomic_load_explicit(&t->call_seq, memory_order_acquire);
+		if (!(s1 & 1))
+			return false;
+		struct call_regs r = t->regs;
+		int fn = t->call_fn;
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&t->call_seq, memory_order_relaxed) != s1)
+			continue;
+		uintptr_t sp = (uintptr_t)r.cfa - 8;
+		uintptr_t lo, hi;
+		if (sp >= t->stack_lo && sp < t->stack_hi) {
+			hi = t->stack_hi;
+		} else if (!mem_mapping_of(sp, &lo, &hi)) {
+			continue;
+		}
+		size_t len = hi - sp;
+		if (len > SNAP_MAX)
+			len = SNAP_MAX;
+		if (!mem_read_safe(slot.stack, sp, len))
+			continue;
+
+		out->py_walked = false;
+		out->pyinfo.n = 0;
+		uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
+		if (!ts && py_present())
+			ts = py_tstate_find(mem_read_safe, t->tid, t->pthread);
+		if (ts) {
+			py_walk(mem_read_safe, ts, slot.py, slot.py_max, &out->pyinfo);
+			out->py_walked = true;
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&t->call_seq, memory_order_relaxed) != s1)
+			continue;
+		if (out->py_walked)
+			py_resolve_lines(mem_read_safe, slot.py, out->pyinfo.n);
+
+		struct uw_snapshot s = {0};
+		s.regs[UW_RIP] = preload_stub_addr(fn);
+		s.regs[UW_RSP] = sp;
+		s.regs[UW_RBX] = r.rbx;
+		s.regs[UW_RBP] = r.rbp;
+		s.regs[UW_R12] = r.r12;
+		s.regs[UW_R13] = r.r13;
+		s.regs[UW_R14] = r.r14;
+		s.regs[UW_R15] = r.r15;
+		s.valid = (1u << UW_RIP) | (1u << UW_RSP) | (1u << UW_RBX) |
+			  (1u << UW_RBP) | (1u << UW_R12) | (1u << UW_R13) |
+			  (1u << UW_R14) | (1u << UW_R15);
+		s.stack_addr = sp;
+		s.stack = slot.stack;
+		s.stack_len = len;
+		unwind_into(out, &s);
+		/* Frame 0 is our entry stub: show libc's function instead. */
+		uintptr_t real = preload_call_addr(fn);
+		if (out->nip > 0 && real)
+			out->ip[0] = real;
+		out->mode = CAPTURE_BLOCKED;
+		out->call_fn = fn;
+		out->py = slot.py;
+		return true;
+	}
+	return false;
+}
+
+static bool capture_signal(struct sd_thread *t, struct capture *out)
+{
+	int sig = capture_signal_number();
+	if (sig <= 0) {
+		snprintf(out->why, sizeof(out->why),
+			 "the thread is running and signal captures are off");
+		return false;
+	}
+	while (sem_trywait(&slot.done) == 0)
+		;
+	int seq = atomic_fetch_add(&slot.seq, 1) + 1;
+	slot.tid = t->tid;
+	atomic_store(&slot.state, SLOT_PENDING);
+	if (sigqueue_thread(t->tid, sig, seq) != 0) {
+		atomic_store(&slot.state, SLOT_IDLE);
+		snprintf(out->why, sizeof(out->why), "cannot signal thread %d: %s",
+			 (int)t->tid, strerror(errno));
+		return false;
+	}
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_nsec += 200 * NS_PER_MS;
+	if (dl.tv_nsec >= NS_PER_SEC) {
+		dl.tv_sec++;
+		dl.tv_nsec -= NS_PER_SEC;
+	}
+	while (sem_timedwait(&slot.done, &dl) != 0 && errno == EINTR)
+		;
+	int st = SLOT_PENDING;
+	if (atomic_compare_exchange_strong(&slot.state, &st, SLOT_CANCELLED)) {
+		snprintf(out->why, sizeof(out->why),
+			 "thread %d did not answer the signal (it blocks it?)",
+			 (int)t->tid);
+		return false;
+	}
+	/* BUSY or DONE: the handler is running or ran; it is short. */
+	for (int i = 0; i < 1000 && atomic_load(&slot.state) == SLOT_BUSY; i++) {
+		struct timespec ms = {0, NS_PER_MS};
+		nanosleep(&ms, NULL);
+	}
+	if (atomic_load_explicit(&slot.state, memory_order_acquire) != SLOT_DONE) {
+		snprintf(out->why, sizeof(out->why), "the signal handler did not finish");
+		return false;
+	}
+	struct uw_snapshot s;
+	snap_from_gregs(&s, slot.gregs);
+	s.stack_addr = slot.stack_addr;
+	s.stack = slot.stack;
+	s.stack_len = slot.stack_len;
+	out->pyinfo = slot.pyinfo;
+	out->py_walked = slot.py_walked;
+	out->py = slot.py;
+	out->pause_ns = slot.pause_ns;
+	atomic_store(&slot.state, SLOT_IDLE);
+	if (out->py_walked)
+		py_resolve_lines(mem_read_safe, slot.py, out->pyinfo.n);
+	unwind_into(out, &s);
+	out->mode = CAPTURE_SIGNAL;
+	return true;
+}
+
+bool capture_thread(struct sd_thread *t, struct capture *out)
+{
+	memset(out, 0, offsetof(struct capture, ip));
+	out->py = slot.py;
+	if (!slot.stack) {
+		snprintf(out->why, sizeof(out->why), "no capture buffers");
+		out->mode = CAPTURE_FAILED;
+		return false;
+	}
+	mem_maps_refresh();
+	if (capture_blocked(t, out))
+		return true;
+	if (capture_signal(t, out))
+		return true;
+	out->mode = CAPTURE_FAILED;
+	return false;
+}

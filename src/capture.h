@@ -1,0 +1,60 @@
+/*
+ * Taking a thread's stack while it serves a request.
+ *
+ * Blocked path: a thread inside an interposed call (recv, poll, sleep, ...)
+ * is captured with no signal: the watchdog copies its stack from where the
+ * call's caller resumes, using the record the entry stub left, and keeps
+ * the copy only if the thread stayed inside the call meanwhile.
+ *
+ * Signal path: any other thread gets slowdog's real-time signal. The
+ * handler copies the interrupted registers and the live stack (bounded)
+ * into a preallocated slot and walks the Python frames, nothing else: no
+ * unwinding, no lock, no allocation. The watchdog unwinds the copy later.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "python.h"
+
+struct sd_thread;
+
+#define NATIVE_MAX 256 /* native frames shown at most */
+
+enum capture_mode {
+	CAPTURE_NONE = 0,
+	CAPTURE_BLOCKED, /* no signal: blocked inside an interposed call */
+	CAPTURE_SIGNAL,  /* snapshot taken by the signal handler */
+	CAPTURE_FAILED,
+};
+
+struct capture {
+	int mode;
+	char why[128];       /* CAPTURE_FAILED, or notes */
+	int call_fn;         /* CAPTURE_BLOCKED: enum call_fn */
+	int nip;
+	bool native_truncated;
+	uintptr_t ip[NATIVE_MAX];
+	struct py_frame *py; /* capture_setup's buffer: valid until next capture */
+	struct py_walk_info pyinfo;
+	bool py_walked;      /* a Python walk was attempted */
+	int64_t pause_ns;    /* signal path: how long the handler ran */
+};
+
+/* At the first connection of the process (any thread): picks and installs
+ * the signal. Messages go through warn. */
+void capture_setup(const struct config *cfg, void (*warn)(const char *line));
+
+/* Watchdog thread, once: buffers, unwinder. */
+bool capture_thread_init(const struct config *cfg);
+
+/* Watchdog thread: captures t. Returns false with out->why set on failure. */
+bool capture_thread(struct sd_thread *t, struct capture *out);
+
+/* The signal in use, 0 if none. async-signal-safe. */
+int capture_signal_number(void);
+
+/* The application installs its own handler on our signal: stop using it. */
+void capture_signal_taken(void);

@@ -1,0 +1,528 @@
+/* Connection table and request state machine. See conn.h. */
+#include "conn.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+
+#include "common.h"
+#include "escape.h"
+#include "python.h"
+#include "thread.h"
+#include "watchdog.h"
+
+_Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
+
+static _Atomic uint32_t conn_gen_counter;
+static _Atomic uint64_t req_counter;
+
+uint64_t conn_next_id(void)
+{
+	return atomic_fetch_add_explicit(&req_counter, 1, memory_order_relaxed) + 1;
+}
+
+static struct conn *slot_of(int fd)
+{
+	if ((unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
+		return NULL;
+	struct conn *chunk = atomic_load_explicit(
+		&conn_chunks[(unsigned)fd >> CONN_CHUNK_BITS], memory_order_acquire);
+	return chunk ? &chunk[fd & (CONN_CHUNK - 1)] : NULL;
+}
+
+static void info_begin(struct conn *c)
+{
+	atomic_fetch_add_explicit(&c->info_seq, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+}
+
+static void info_end(struct conn *c)
+{
+	atomic_fetch_add_explicit(&c->info_seq, 1, memory_order_release);
+}
+
+static void info_clear(struct reqinfo *in)
+{
+	in->proto = PROTO_UNKNOWN;
+	in->is_head = false;
+	in->head_complete = false;
+	in->method[0] = in->target[0] = in->host[0] = '\0';
+}
+
+static void req_publish(struct conn *c, struct sd_thread *t, int64_t now)
+{
+	uint64_t id = conn_next_id();
+	c->owner = t;
+	c->req_id = id;
+	c->state = CONN_REQ;
+	c->start_ns = now;
+	c->last_write_ns = 0;
+	c->resp_unframed = false;
+	http_resp_init(&c->resp, c->info[c->cur].is_head);
+	if (!t)
+		return;
+	t->fd = c->fd;
+	t->conn_gen = atomic_load_explicit(&c->gen, memory_order_relaxed);
+	t->req_start_ns = now;
+	if (!atomic_load_explicit(&t->tstate, memory_order_relaxed))
+		atomic_store_explicit(&t->tstate, py_tstate_self(),
+				      memory_order_relaxed);
+	atomic_store_explicit(&t->req_id, id, memory_order_release);
+}
+
+static void req_start_next(struct conn *c, int64_t now);
+
+/* The request on c is over at end_ns. */
+static void req_end(struct conn *c, int64_t end_ns)
+{
+	struct sd_thread *t = c->owner;
+	uint64_t id = c->req_id;
+	if (t && id && atomic_load_explicit(&t->req_id, memory_order_relaxed) == id) {
+		atomic_store_explicit(&t->req_id, 0, memory_order_release);
+		if (unlikely(atomic_load_explicit(&t->reported_id,
+						  memory_order_acquire) == id)) {
+			t->done_ns = end_ns - c->start_ns;
+			atomic_store_explicit(&t->done_id, id, memory_order_release);
+			watchdog_kick();
+		}
+	}
+	c->owner = NULL;
+	c->req_id = 0;
+	c->state = CONN_IDLE;
+	if (c->next_ready)
+		req_start_next(c, end_ns);
+}
+
+/* A pipelined request, already read, starts now on the same thread. */
+static void req_start_next(struct conn *c, int64_t now)
+{
+	info_begin(c);
+	c->cur ^= 1;
+	c->next_ready = false;
+	info_end(c);
+	struct sd_thread *t = thread_get();
+	req_publish(c, t, now);
+}
+
+/* The thread t starts serving a request: it can't still own another. */
+static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
+{
+	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+	if (!id)
+		return;
+	struct conn *o = slot_of(t->fd);
+	if (o && o != c && o->req_id == id && o->owner == t) {
+		if (o->state == CONN_REQ) {
+			/* Reading a new request while the previous one has had
+			 * no answer: this thread juggles connections. */
+			t->mux = true;
+		}
+		req_end(o, o->last_write_ns ? o->last_write_ns : now);
+	} else if (!o || o != c) {
+		atomic_store_explicit(&t->req_id, 0, memory_order_release);
+	}
+}
+
+static void req_start(struct conn *c, int64_t now)
+{
+	struct sd_thread *t = thread_get();
+	if (t)
+		thread_takes(t, c, now);
+	watchdog_ensure();
+	info_begin(c);
+	c->fill = c->cur;
+	if (c->info[c->cur].proto != PROTO_UNKNOWN &&
+	    c->info[c->cur].proto != PROTO_HTTP) {
+		/* uwsgi and unknown protocols: one request per connection is
+		 * all we can name; keep the description. */
+	} else {
+		uint8_t proto = c->info[c->cur].proto;
+		info_clear(&c->info[c->cur]);
+		c->info[c->cur].proto = proto;
+	}
+	info_end(c);
+	req_publish(c, t, now);
+}
+
+static void parse_http(struct conn *c, const char *buf, size_t n)
+{
+	while (n > 0 && !c->parse_off) {
+		size_t used = n;
+		struct reqinfo *in = &c->info[c->fill & 1];
+		int ev = http_req_feed(&c->rp.http, in, buf, n, &used);
+		if (used > n)
+			used = n;
+		switch (ev) {
+		case HTTP_REQ_HEAD:
+			if (c->fill == c->cur && c->state == CONN_REQ)
+				c->resp.no_body = in->is_head;
+			if (c->fill != c->cur)
+				c->next_ready = true;
+			break;
+		case HTTP_REQ_NEXT:
+			if (c->state == CONN_IDLE || c->fill != c->cur) {
+				if (c->fill != c->cur) {
+					/* A third request in flight: stop naming. */
+					c->parse_off = true;
+					break;
+				}
+				info_clear(in);
+			} else {
+				c->fill = c->cur ^ 1;
+				info_clear(&c->info[c->fill]);
+			}
+			break;
+		case HTTP_REQ_ERROR:
+			c->parse_off = true;
+			break;
+		default:
+			break;
+		}
+		buf += used;
+		n -= used;
+		if (ev == HTTP_REQ_MORE)
+			break;
+	}
+}
+
+static void parse_request(struct conn *c, const char *buf, size_t n)
+{
+	if (c->parse_off || n == 0)
+		return;
+	struct reqinfo *in = &c->info[c->fill & 1];
+	info_begin(c);
+	if (in->proto == PROTO_UNKNOWN) {
+		if ((unsigned char)buf[0] == 0) {
+			in->proto = PROTO_UWSGI;
+			uwsgi_req_init(&c->rp.uwsgi);
+		} else if (http_looks_like_request(buf, n)) {
+			in->proto = PROTO_HTTP;
+		} else {
+			in->proto = PROTO_OTHER;
+			c->parse_off = true;
+		}
+	}
+	if (in->proto == PROTO_UWSGI) {
+		size_t used;
+		int ev = uwsgi_req_feed(&c->rp.uwsgi, in, buf, n, &used);
+		if (ev != UWSGI_MORE)
+			c->parse_off = true;
+		if (ev == UWSGI_DONE && c->state == CONN_REQ)
+			c->resp.no_body = in->is_head;
+	} else if (in->proto == PROTO_HTTP) {
+		parse_http(c, buf, n);
+	}
+	info_end(c);
+}
+
+void conn_accepted(int fd)
+{
+	if (fd < 0 || (unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
+		return;
+	unsigned ci = (unsigned)fd >> CONN_CHUNK_BITS;
+	struct conn *chunk = atomic_load_explicit(&conn_chunks[ci],
+						  memory_order_acquire);
+	if (!chunk) {
+		void *m = mmap(NULL, sizeof(struct conn) * CONN_CHUNK,
+			       PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (m == MAP_FAILED)
+			return;
+		struct conn *expect = NULL;
+		if (!atomic_compare_exchange_strong(&conn_chunks[ci], &expect, m)) {
+			munmap(m, sizeof(struct conn) * CONN_CHUNK);
+			chunk = expect;
+		} else {
+			chunk = m;
+		}
+	}
+	struct conn *c = &chunk[fd & (CONN_CHUNK - 1)];
+
+	/* The accepting thread is done with any answered request. */
+	struct sd_thread *t = thread_self();
+	if (t) {
+		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+		struct conn *o = id ? slot_of(t->fd) : NULL;
+		if (o && o != c && o->req_id == id) {
+			if (o->state == CONN_REQ)
+				t->mux = true;
+			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
+		}
+	}
+
+	atomic_store_explicit(&c->gen, 0, memory_order_relaxed);
+	uint32_t seq = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
+	memset((char *)c + sizeof(c->gen), 0,
+	       offsetof(struct conn, info_seq) - sizeof(c->gen));
+	c->fd = fd;
+	c->epfd = -1;
+	http_req_init(&c->rp.http);
+	info_begin(c);
+	info_clear(&c->info[0]);
+	info_clear(&c->info[1]);
+	info_end(c);
+	(void)seq;
+	uint32_t g = atomic_fetch_add_explicit(&conn_gen_counter, 1,
+					       memory_order_relaxed) + 1;
+	if (g == 0)
+		g = atomic_fetch_add_explicit(&conn_gen_counter, 1,
+					      memory_order_relaxed) + 1;
+	atomic_store_explicit(&c->gen, g, memory_order_release);
+}
+
+void conn_read_enter(struct conn *c)
+{
+	if (c->state == CONN_RESP)
+		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
+}
+
+void conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
+{
+	(void)fd;
+	if (n == 0)
+		return;
+	if (c->state == CONN_IDLE)
+		req_start(c, clock_coarse_ns());
+	parse_request(c, buf, n);
+}
+
+void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
+		   size_t n)
+{
+	(void)fd;
+	if (n == 0)
+		return;
+	if (c->state == CONN_IDLE)
+		req_start(c, clock_coarse_ns());
+	for (int i = 0; i < cnt && n > 0; i++) {
+		size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
+		parse_request(c, iov[i].iov_base, k);
+		n -= k;
+	}
+}
+
+void conn_wait_input(struct conn *c)
+{
+	conn_read_enter(c);
+}
+
+void conn_epoll_wait(int epfd)
+{
+	struct sd_thread *t = thread_self();
+	if (!t || t->mux)
+		return;
+	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+	if (!id)
+		return;
+	struct conn *o = slot_of(t->fd);
+	/* Waiting on the very epoll set that holds its own request's socket,
+	 * before answering it: an event loop, not a request thread. */
+	if (o && o->req_id == id && o->epfd == epfd && o->state == CONN_REQ)
+		t->mux = true;
+}
+
+void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
+{
+	if (op == EPOLL_CTL_DEL)
+		return;
+	c->epfd = epfd;
+	/* gthread parks a keep-alive connection this way after its response. */
+	if (c->state == CONN_RESP && (events & EPOLLIN))
+		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
+}
+
+static void write_bytes(struct conn *c, const char *buf, size_t n)
+{
+	while (n > 0) {
+		if (c->state == CONN_IDLE)
+			return;
+		if (c->resp_unframed) {
+			c->state = CONN_RESP;
+			return;
+		}
+		size_t used = n;
+		int ev = http_resp_feed(&c->resp, buf, n, &used);
+		if (used > n)
+			used = n;
+		if (ev == HTTP_RESP_ERROR) {
+			c->resp_unframed = true;
+			c->state = CONN_RESP;
+			return;
+		}
+		if (c->resp.final)
+			c->state = CONN_RESP;
+		if (ev != HTTP_RESP_DONE)
+			return;
+		c->state = CONN_RESP;
+		req_end(c, c->last_write_ns);
+		buf += used;
+		n -= used;
+	}
+}
+
+static bool write_begin(struct conn *c)
+{
+	if (c->state == CONN_IDLE) {
+		if (!c->next_ready)
+			return false;
+		req_start_next(c, clock_coarse_ns());
+	}
+	c->last_write_ns = clock_coarse_ns();
+	return true;
+}
+
+void conn_write_done(struct conn *c, const void *buf, size_t n)
+{
+	if (n == 0 || !write_begin(c))
+		return;
+	write_bytes(c, buf, n);
+}
+
+void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt, size_t n)
+{
+	if (n == 0 || !write_begin(c))
+		return;
+	for (int i = 0; i < cnt && n > 0; i++) {
+		size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
+		write_bytes(c, iov[i].iov_base, k);
+		n -= k;
+	}
+}
+
+void conn_sendfile_done(struct conn *c, size_t n)
+{
+	if (n == 0 || !write_begin(c))
+		return;
+	if (c->resp_unframed) {
+		c->state = CONN_RESP;
+		return;
+	}
+	int ev = http_resp_skip(&c->resp, n);
+	c->state = CONN_RESP;
+	if (ev == HTTP_RESP_ERROR)
+		c->resp_unframed = true;
+	else if (ev == HTTP_RESP_DONE)
+		req_end(c, c->last_write_ns);
+}
+
+void conn_write_failed(struct conn *c, int err)
+{
+	if ((err == EPIPE || err == ECONNRESET) && c->state != CONN_IDLE) {
+		c->next_ready = false;
+		req_end(c, clock_coarse_ns());
+	}
+}
+
+void conn_shutdown(struct conn *c)
+{
+	if (c->state != CONN_IDLE) {
+		c->next_ready = false;
+		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
+	}
+}
+
+void conn_closed(int fd)
+{
+	struct conn *c = conn_get(fd);
+	if (!c)
+		return;
+	conn_shutdown(c);
+	atomic_store_explicit(&c->gen, 0, memory_order_release);
+}
+
+void conn_close_range(unsigned lo, unsigned hi)
+{
+	if (lo >= CONN_CHUNKS * CONN_CHUNK)
+		return;
+	if (hi >= CONN_CHUNKS * CONN_CHUNK)
+		hi = CONN_CHUNKS * CONN_CHUNK - 1;
+	for (unsigned ci = lo >> CONN_CHUNK_BITS; ci <= hi >> CONN_CHUNK_BITS; ci++) {
+		if (!atomic_load_explicit(&conn_chunks[ci], memory_order_acquire))
+			continue;
+		unsigned a = ci << CONN_CHUNK_BITS, b = a + CONN_CHUNK - 1;
+		if (a < lo)
+			a = lo;
+		if (b > hi)
+			b = hi;
+		for (unsigned fd = a; fd <= b; fd++)
+			conn_closed((int)fd);
+	}
+}
+
+void conn_dup(int newfd)
+{
+	conn_accepted(newfd);
+}
+
+bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
+{
+	struct conn *c = slot_of(fd);
+	if (!c)
+		return false;
+	for (int tries = 0; tries < 100; tries++) {
+		uint32_t s1 = atomic_load_explicit(&c->info_seq, memory_order_acquire);
+		if (s1 & 1)
+			continue;
+		if (atomic_load_explicit(&c->gen, memory_order_relaxed) != gen)
+			return false;
+		uint8_t cur = c->cur & 1;
+		memcpy(out, &c->info[cur], sizeof(*out));
+		uint64_t id = c->req_id;
+		atomic_thread_fence(memory_order_acquire);
+		uint32_t s2 = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
+		if (s1 != s2)
+			continue;
+		if (id != req_id)
+			return false;
+		out->method[sizeof(out->method) - 1] = '\0';
+		out->target[sizeof(out->target) - 1] = '\0';
+		out->host[sizeof(out->host) - 1] = '\0';
+		return true;
+	}
+	return false;
+}
+
+void conn_atfork_child(void)
+{
+	for (unsigned ci = 0; ci < CONN_CHUNKS; ci++) {
+		struct conn *chunk = atomic_load(&conn_chunks[ci]);
+		if (!chunk)
+			continue;
+		for (unsigned i = 0; i < CONN_CHUNK; i++)
+			atomic_store(&chunk[i].gen, 0);
+	}
+}
+
+uint64_t conn_begin_label(struct sd_thread *t, const char *label)
+{
+	int64_t now = clock_coarse_ns();
+	thread_takes(t, NULL, now);
+	size_t pos = 0;
+	t->label[0] = '\0';
+	escape_append(t->label, sizeof(t->label), &pos, label ? label : "",
+		      label ? strlen(label) : 0);
+	watchdog_ensure();
+	uint64_t id = conn_next_id();
+	t->fd = -1;
+	t->conn_gen = 0;
+	t->req_start_ns = now;
+	if (!atomic_load_explicit(&t->tstate, memory_order_relaxed))
+		atomic_store_explicit(&t->tstate, py_tstate_self(),
+				      memory_order_relaxed);
+	atomic_store_explicit(&t->req_id, id, memory_order_release);
+	return id;
+}
+
+void conn_end_label(struct sd_thread *t)
+{
+	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+	if (!id || t->fd != -1)
+		return;
+	atomic_store_explicit(&t->req_id, 0, memory_order_release);
+	if (atomic_load_explicit(&t->reported_id, memory_order_acquire) == id) {
+		t->done_ns = clock_coarse_ns() - t->req_start_ns;
+		atomic_store_explicit(&t->done_id, id, memory_order_release);
+		watchdog_kick();
+	}
+}

@@ -1,0 +1,115 @@
+/*
+ * The connection table and the request state machine.
+ *
+ * One process-wide table indexed by fd, two levels (chunks of 256 slots
+ * mapped on first use), so memory follows the highest fd in use. Only fds
+ * returned by accept/accept4 in this process are tracked. A slot's gen
+ * tells a connection from a later one on the same fd number.
+ *
+ * Each slot is written by the thread operating on its fd (servers never
+ * read one socket from two threads at once); the watchdog only reads a
+ * slot's request text, under info_seq (a seqlock). Every index into the
+ * slot is bounds-checked, so even a torn update can't overrun it.
+ *
+ * The hooks below are called by the interposer (preload.c) around the real
+ * call: no system call, no lock, no allocation (except mapping a chunk on
+ * accept of a new range of fds).
+ */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "http.h"
+#include "reqinfo.h"
+#include "uwsgi.h"
+
+struct sd_thread;
+
+enum conn_state {
+	CONN_IDLE = 0, /* between requests */
+	CONN_REQ,      /* request started, no response yet */
+	CONN_RESP,     /* response started */
+};
+
+struct conn {
+	_Atomic uint32_t gen; /* 0: not a tracked connection */
+	uint8_t state;        /* enum conn_state */
+	uint8_t cur;          /* info[cur] describes the current request */
+	bool next_ready;      /* info[cur ^ 1] holds a pipelined request */
+	bool parse_off;       /* request parsing stopped (error or done) */
+	int fd;
+	int epfd;             /* epoll set the fd was last added to, -1 */
+	uint8_t fill;         /* info[fill] is being filled by the parser */
+	bool resp_unframed;   /* response framing unknown: ends by other signs */
+	struct sd_thread *owner;
+	uint64_t req_id;
+	int64_t start_ns;
+	int64_t last_write_ns;
+	union {
+		struct http_req http;
+		struct uwsgi_req uwsgi;
+	} rp;
+	struct http_resp resp;
+	_Atomic uint32_t info_seq; /* odd while info[] is being written */
+	struct reqinfo info[2];
+};
+
+#define CONN_CHUNK_BITS 8
+#define CONN_CHUNK (1 << CONN_CHUNK_BITS)
+#define CONN_CHUNKS 4096 /* fds below 1 Mi */
+
+extern _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
+
+/* async-signal-safe: the tracked connection on fd, or NULL. */
+static inline struct conn *conn_get(int fd)
+{
+	if ((unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
+		return NULL;
+	struct conn *chunk = atomic_load_explicit(
+		&conn_chunks[(unsigned)fd >> CONN_CHUNK_BITS], memory_order_acquire);
+	if (!chunk)
+		return NULL;
+	struct conn *c = &chunk[fd & (CONN_CHUNK - 1)];
+	return atomic_load_explicit(&c->gen, memory_order_relaxed) ? c : NULL;
+}
+
+/* Hooks, each called on the thread making the call. */
+void conn_accepted(int fd);                /* accept/accept4 returned fd */
+void conn_read_enter(struct conn *c);      /* a read-family call enters */
+void conn_read_done(struct conn *c, int fd, const void *buf, size_t n);
+void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
+		   size_t n);
+void conn_wait_input(struct conn *c);      /* poll/select for input on fd */
+void conn_epoll_wait(int epfd);            /* the thread waits on epfd */
+void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events);
+void conn_write_done(struct conn *c, const void *buf, size_t n);
+void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt,
+		    size_t n);
+void conn_sendfile_done(struct conn *c, size_t n);
+void conn_write_failed(struct conn *c, int err); /* EPIPE, ECONNRESET */
+void conn_shutdown(struct conn *c);
+void conn_closed(int fd);                  /* close, dup2 over, ... */
+void conn_close_range(unsigned lo, unsigned hi);
+void conn_dup(int newfd);                  /* a dup of a connection */
+
+/* The thread starts explicit work (slowdog_begin) / ends it. */
+uint64_t conn_begin_label(struct sd_thread *t, const char *label);
+void conn_end_label(struct sd_thread *t);
+
+/* Watchdog: copies the request's description if fd still carries the
+ * connection gen and request req_id. */
+bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out);
+
+/* Child after fork: forget every connection. */
+void conn_atfork_child(void);
+
+/* Called once per process at the first accepted connection: config,
+ * Python, watchdog. Set by preload.c / watchdog.c. */
+void conn_first_connection(void);
+
+/* Internal (exposed for unit tests): request id counter. */
+uint64_t conn_next_id(void);

@@ -1,0 +1,65 @@
+/* Escaping of untrusted request bytes into report-safe text. See escape.h. */
+#include "escape.h"
+
+#include <stdbool.h>
+
+static const char hex_digits[] = "0123456789abcdef";
+
+static inline bool escape_plain(unsigned char c)
+{
+	return c >= 0x21 && c <= 0x7e && c != '\\';
+}
+
+/*
+ * Ends the value in "..." and marks it full (*pos = cap). The dots overwrite
+ * the tail, moved back so that they never split an escape: every backslash
+ * in dst starts a 4-byte \xHH, because a literal backslash is escaped too.
+ * async-signal-safe
+ */
+static void escape_truncate(char *dst, size_t cap, size_t *pos)
+{
+	size_t q = cap > 4 ? cap - 4 : 0;
+
+	if (q > *pos)
+		q = *pos;
+	for (size_t j = q >= 3 ? q - 3 : 0; j < q; j++) {
+		if (dst[j] == '\\') {
+			q = j;
+			break;
+		}
+	}
+	for (size_t k = 0; k < 3 && q + 1 < cap; k++)
+		dst[q++] = '.';
+	dst[q] = '\0';
+	*pos = cap;
+}
+
+/* async-signal-safe */
+void escape_append(char *dst, size_t cap, size_t *pos, const char *src,
+		   size_t n)
+{
+	size_t p = *pos;
+
+	if (cap == 0 || p >= cap)
+		return; /* full (or truncated earlier): drop */
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)src[i];
+		size_t need = escape_plain(c) ? 1 : 4;
+
+		if (p + need > cap - 1) {
+			*pos = p;
+			escape_truncate(dst, cap, pos);
+			return;
+		}
+		if (need == 1) {
+			dst[p++] = (char)c;
+		} else {
+			dst[p++] = '\\';
+			dst[p++] = 'x';
+			dst[p++] = hex_digits[c >> 4];
+			dst[p++] = hex_digits[c & 15];
+		}
+	}
+	dst[p] = '\0';
+	*pos = p;
+}

@@ -1,0 +1,972 @@
+/*
+ * Incremental HTTP/1.x parsers. See http.h.
+ *
+ * Both parsers are byte-driven state machines that may stop at any byte and
+ * resume with the next buffer; nothing is buffered but the few header-name
+ * bytes needed to recognise Host, Content-Length and Transfer-Encoding.
+ * Runs of bytes that carry nothing we keep (bodies, uninteresting header
+ * values, chunk data) are skipped with memchr or arithmetic, so the work is
+ * O(1) per byte at worst. They are observers, not gatekeepers: what a server
+ * would reject with 400 we skip when the framing stays clear, and give up
+ * (ERROR) only where we could no longer tell where a message ends.
+ *
+ * async-signal-safe: no allocation, no system call, no lock, no stdio.
+ */
+#include "http.h"
+
+#include <string.h>
+
+#include "escape.h"
+
+/* A head bigger than this is not HTTP as any server speaks it (they refuse
+ * a few tens of KiB). Past it we stop, rather than skip lines forever. */
+#define HTTP_HEAD_MAX (1u << 20)
+/* Empty lines tolerated before a request line (RFC 9112 2.2). */
+#define HTTP_IDLE_CRLF_MAX 256
+/* Longest method token accepted: standard ones are at most 17 bytes. */
+#define HTTP_METHOD_TOKEN_MAX 32
+/* Content-Length and chunk sizes saturate here: nobody sends 2^60 bytes. */
+#define HTTP_LEN_MAX (1ull << 60)
+
+enum hdr_field {
+	FIELD_OTHER = 0,
+	FIELD_HOST,
+	FIELD_CLEN,        /* Content-Length, before its digits */
+	FIELD_CLEN_DIGITS, /* ... in its digits */
+	FIELD_CLEN_TRAIL,  /* ... after its digits (only OWS allowed) */
+	FIELD_CLEN_BAD,    /* ... not a number */
+	FIELD_TE,          /* Transfer-Encoding */
+};
+
+static const char method_extra[] = "!#$%&'*+-.^_`|~";
+
+/* RFC 9110 token characters, without lowercase letters: methods are
+ * case-sensitive and every registered one is uppercase, so a lowercase
+ * first word is another protocol (or text) and is refused at once. */
+static inline bool http_method_char(unsigned char c)
+{
+	if ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+		return true;
+	return c != '\0' && memchr(method_extra, c, sizeof(method_extra) - 1);
+}
+
+static inline bool http_tchar(unsigned char c)
+{
+	return http_method_char(c) || (c >= 'a' && c <= 'z');
+}
+
+static inline unsigned char http_lower(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+static inline bool http_ows(unsigned char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static inline int http_hexval(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = http_lower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Header names are matched case-insensitively from the lowercased prefix
+ * kept in tok; longer names are never one of ours. */
+static void name_push(char *tok, size_t toksz, uint16_t *len, unsigned char c)
+{
+	if (*len < toksz)
+		tok[*len] = (char)http_lower(c);
+	if (*len < UINT16_MAX)
+		(*len)++;
+}
+
+static bool name_is(const char *tok, uint16_t len, const char *name)
+{
+	size_t n = strlen(name);
+	return len == n && memcmp(tok, name, n) == 0;
+}
+
+/* Content-Length value, one byte at a time; *field walks the FIELD_CLEN_*
+ * sub-states, *acc collects the number (saturating: a huge length is as
+ * good as infinite for us). */
+static void clen_byte(uint8_t *field, uint64_t *acc, unsigned char c)
+{
+	switch (*field) {
+	case FIELD_CLEN:
+		if (http_ows(c) || c == '\r')
+			return;
+		*acc = 0;
+		*field = FIELD_CLEN_DIGITS;
+		/* fall through */
+	case FIELD_CLEN_DIGITS:
+		if (c >= '0' && c <= '9') {
+			if (*acc < HTTP_LEN_MAX)
+				*acc = *acc * 10 + (uint64_t)(c - '0');
+			return;
+		}
+		if (http_ows(c) || c == '\r') {
+			*field = FIELD_CLEN_TRAIL;
+			return;
+		}
+		*field = FIELD_CLEN_BAD;
+		return;
+	case FIELD_CLEN_TRAIL:
+		if (!http_ows(c) && c != '\r')
+			*field = FIELD_CLEN_BAD;
+		return;
+	default:
+		return;
+	}
+}
+
+/* Transfer-Encoding value: keeps the last coding of the list in tok (the
+ * one that frames the message). OWS is dropped, a comma starts over. */
+static void te_byte(char *tok, size_t toksz, uint16_t *len, unsigned char c)
+{
+	if (c == ',') {
+		*len = 0;
+		return;
+	}
+	if (http_ows(c) || c == '\r')
+		return;
+	name_push(tok, toksz, len, c);
+}
+
+/* ======================================================================
+ * Requests
+ * ====================================================================== */
+
+enum req_state {
+	RQ_IDLE = 0,    /* before a request line: empty lines skipped */
+	RQ_METHOD,
+	RQ_TARGET_SP,   /* spaces before the target */
+	RQ_TARGET,
+	RQ_VERSION,     /* "HTTP/1.", then one digit; len = bytes matched */
+	RQ_VERSION_END, /* optional spaces, CR, LF */
+	RQ_LINE_LF,     /* CR seen after the version */
+	RQ_HLINE,       /* start of a header line (or of the empty line) */
+	RQ_HNAME,
+	RQ_HOWS,        /* after the colon */
+	RQ_HVALUE,      /* value of a field we parse */
+	RQ_HSKIP,       /* rest of a line we ignore */
+	RQ_END_LF,      /* CR at the start of a line */
+	RQ_BODY,        /* Content-Length body */
+	RQ_SINK,        /* body we cannot frame: swallow everything */
+	RQ_ERROR,
+};
+
+enum req_flag {
+	RQF_DONE = 1 << 0,     /* a head was reported: next request is NEXT */
+	RQF_NO_NEXT = 1 << 1,  /* Transfer-Encoding or bad Content-Length */
+	RQF_HAVE_CLEN = 1 << 2,
+	RQF_HAVE_HOST = 1 << 3,
+};
+
+void http_req_init(struct http_req *p)
+{
+	memset(p, 0, sizeof(*p));
+}
+
+bool http_looks_like_request(const char *buf, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n && i <= HTTP_METHOD_TOKEN_MAX; i++) {
+		unsigned char c = (unsigned char)buf[i];
+		if (c == ' ')
+			return i > 0;
+		if (!http_method_char(c))
+			return false;
+	}
+	return n <= HTTP_METHOD_TOKEN_MAX;
+}
+
+static void req_start(struct http_req *p, struct reqinfo *info)
+{
+	info->is_head = false;
+	info->head_complete = false;
+	info->method[0] = '\0';
+	info->target[0] = '\0';
+	info->host[0] = '\0';
+	p->out = 0;
+	p->len = 0;
+	p->state = RQ_METHOD;
+}
+
+static void req_append(struct http_req *p, char *dst, size_t cap,
+		       const char *src, size_t n)
+{
+	size_t pos = p->out;
+	escape_append(dst, cap, &pos, src, n);
+	p->out = (uint16_t)pos;
+}
+
+/* Host value: trailing OWS (and a stray CR) must not be stored, but we only
+ * know it was trailing at the end of the line. The pending run is kept in
+ * tok (free once the name is matched) and flushed before the next visible
+ * byte. A run longer than tok would fill the 128-byte host field by itself
+ * (4 bytes per escaped space), so losing its tail changes nothing. */
+static void host_flush(struct http_req *p, struct reqinfo *info)
+{
+	size_t k = p->len < sizeof(p->tok) ? p->len : sizeof(p->tok);
+	req_append(p, info->host, sizeof(info->host), p->tok, k);
+	p->len = 0;
+}
+
+static void req_field_end(struct http_req *p)
+{
+	switch (p->field) {
+	case FIELD_HOST:
+		p->flags |= RQF_HAVE_HOST;
+		break;
+	case FIELD_CLEN_DIGITS:
+	case FIELD_CLEN_TRAIL:
+		if ((p->flags & RQF_HAVE_CLEN) && p->clen != p->body_left)
+			p->flags |= RQF_NO_NEXT; /* conflicting lengths */
+		p->clen = p->body_left;
+		p->body_left = 0;
+		p->flags |= RQF_HAVE_CLEN;
+		break;
+	case FIELD_CLEN:
+	case FIELD_CLEN_BAD:
+		p->flags |= RQF_NO_NEXT;
+		p->body_left = 0;
+		break;
+	default:
+		break;
+	}
+	p->field = FIELD_OTHER;
+}
+
+static void req_field_begin(struct http_req *p)
+{
+	uint16_t len = p->len;
+
+	p->field = FIELD_OTHER;
+	if (name_is(p->tok, len, "host")) {
+		if (!(p->flags & RQF_HAVE_HOST))
+			p->field = FIELD_HOST;
+	} else if (name_is(p->tok, len, "content-length")) {
+		p->field = FIELD_CLEN;
+		p->body_left = 0; /* accumulator while the value is read */
+	} else if (name_is(p->tok, len, "transfer-encoding")) {
+		/* Any transfer coding on a request: the body is chunked (or
+		 * the server answers 400 and closes). Either way we do not
+		 * follow it. */
+		p->flags |= RQF_NO_NEXT;
+	}
+	p->len = 0;
+}
+
+/* The empty line after the headers: decides how the body is skipped. */
+static void req_head_end(struct http_req *p, struct reqinfo *info)
+{
+	info->head_complete = true;
+	p->flags |= RQF_DONE;
+	p->len = 0;
+	if (p->flags & RQF_NO_NEXT) {
+		p->state = RQ_SINK;
+	} else if ((p->flags & RQF_HAVE_CLEN) && p->clen > 0) {
+		p->body_left = p->clen;
+		p->state = RQ_BODY;
+	} else {
+		p->state = RQ_IDLE;
+	}
+}
+
+/* async-signal-safe */
+int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
+		  size_t n, size_t *used)
+{
+	static const char version[] = "HTTP/1.";
+	size_t i = 0;
+
+	if (p->state == RQ_ERROR)
+		goto error;
+	while (i < n) {
+		unsigned char c = (unsigned char)buf[i];
+		size_t start = i;
+
+		switch (p->state) {
+		case RQ_IDLE:
+			if (c == '\r' || c == '\n') {
+				if (++p->len > HTTP_IDLE_CRLF_MAX)
+					goto error;
+				i++;
+				continue;
+			}
+			if (p->flags & RQF_DONE) {
+				/* The byte belongs to the next request. */
+				http_req_init(p);
+				*used = i;
+				return HTTP_REQ_NEXT;
+			}
+			if (!http_method_char(c))
+				goto error;
+			req_start(p, info);
+			continue;
+		case RQ_METHOD:
+			if (c == ' ') {
+				info->is_head = p->len == 4 &&
+						memcmp(info->method, "HEAD", 5) == 0;
+				info->proto = PROTO_HTTP;
+				p->state = RQ_TARGET_SP;
+				p->out = 0;
+				i++;
+				break;
+			}
+			if (!http_method_char(c) ||
+			    p->len >= HTTP_METHOD_TOKEN_MAX)
+				goto error;
+			req_append(p, info->method, sizeof(info->method),
+				   buf + i, 1);
+			p->len++;
+			i++;
+			break;
+		case RQ_TARGET_SP:
+			if (c == ' ') {
+				i++;
+				break;
+			}
+			if (c == '\n' || c == '\r')
+				goto error; /* HTTP/0.9 or no target */
+			p->state = RQ_TARGET;
+			continue;
+		case RQ_TARGET: {
+			/* Anything but SP and LF is kept (escaped): servers
+			 * differ on what they refuse, and a report should show
+			 * what was sent. */
+			size_t j = i;
+			while (j < n && buf[j] != ' ' && buf[j] != '\n')
+				j++;
+			req_append(p, info->target, sizeof(info->target),
+				   buf + i, j - i);
+			i = j;
+			if (i == n)
+				break;
+			if (buf[i] == '\n')
+				goto error;
+			p->state = RQ_VERSION;
+			p->len = 0;
+			i++;
+			break;
+		}
+		case RQ_VERSION:
+			if (p->len == 0 && c == ' ') {
+				i++; /* more than one space */
+				break;
+			}
+			if (p->len < sizeof(version) - 1) {
+				if (c != (unsigned char)version[p->len])
+					goto error;
+				p->len++;
+			} else {
+				if (c < '0' || c > '9')
+					goto error;
+				p->state = RQ_VERSION_END;
+			}
+			i++;
+			break;
+		case RQ_VERSION_END:
+			if (c == '\r')
+				p->state = RQ_LINE_LF;
+			else if (c == '\n')
+				p->state = RQ_HLINE;
+			else if (!http_ows(c))
+				goto error;
+			i++;
+			break;
+		case RQ_LINE_LF:
+			if (c != '\n')
+				goto error;
+			p->state = RQ_HLINE;
+			i++;
+			break;
+		case RQ_HLINE:
+			i++;
+			if (c == '\n') {
+				p->hdr_bytes += (uint32_t)(i - start);
+				req_head_end(p, info);
+				*used = i;
+				return HTTP_REQ_HEAD;
+			}
+			if (c == '\r') {
+				p->state = RQ_END_LF;
+			} else if (http_tchar(c)) {
+				p->len = 0;
+				name_push(p->tok, sizeof(p->tok), &p->len, c);
+				p->state = RQ_HNAME;
+			} else {
+				/* obs-fold continuation or junk: ignored */
+				p->state = RQ_HSKIP;
+			}
+			break;
+		case RQ_END_LF:
+			if (c == '\n') {
+				i++;
+				p->hdr_bytes += (uint32_t)(i - start);
+				req_head_end(p, info);
+				*used = i;
+				return HTTP_REQ_HEAD;
+			}
+			p->state = RQ_HSKIP;
+			continue;
+		case RQ_HNAME:
+			i++;
+			if (http_tchar(c)) {
+				name_push(p->tok, sizeof(p->tok), &p->len, c);
+			} else if (c == ':') {
+				req_field_begin(p);
+				p->state = p->field == FIELD_OTHER ? RQ_HSKIP
+								   : RQ_HOWS;
+			} else if (c == '\n') {
+				p->state = RQ_HLINE; /* no colon: ignored */
+			} else {
+				p->state = RQ_HSKIP;
+			}
+			break;
+		case RQ_HOWS:
+			if (http_ows(c)) {
+				i++;
+				break;
+			}
+			p->state = RQ_HVALUE;
+			if (p->field == FIELD_HOST)
+				p->out = 0;
+			continue;
+		case RQ_HVALUE:
+			if (c == '\n') {
+				i++;
+				req_field_end(p);
+				p->state = RQ_HLINE;
+				break;
+			}
+			if (p->field == FIELD_HOST) {
+				if (http_ows(c) || c == '\r') {
+					if (p->len < sizeof(p->tok))
+						p->tok[p->len] = (char)c;
+					if (p->len < UINT16_MAX)
+						p->len++;
+					i++;
+					break;
+				}
+				if (p->len)
+					host_flush(p, info);
+				size_t j = i;
+				while (j < n && !http_ows((unsigned char)buf[j]) &&
+				       buf[j] != '\r' && buf[j] != '\n')
+					j++;
+				req_append(p, info->host, sizeof(info->host),
+					   buf + i, j - i);
+				i = j;
+			} else {
+				clen_byte(&p->field, &p->body_left, c);
+				i++;
+			}
+			break;
+		case RQ_HSKIP: {
+			const char *lf = memchr(buf + i, '\n', n - i);
+			if (!lf) {
+				i = n;
+				break;
+			}
+			i = (size_t)(lf - buf) + 1;
+			p->state = RQ_HLINE;
+			break;
+		}
+		case RQ_BODY: {
+			uint64_t k = n - i;
+			if (k > p->body_left)
+				k = p->body_left;
+			p->body_left -= k;
+			i += (size_t)k;
+			if (p->body_left == 0) {
+				p->state = RQ_IDLE;
+				p->len = 0;
+			}
+			continue; /* body bytes are not head bytes */
+		}
+		case RQ_SINK:
+			*used = n;
+			return HTTP_REQ_MORE;
+		case RQ_ERROR:
+		default:
+			goto error;
+		}
+		if (p->state >= RQ_METHOD && p->state <= RQ_END_LF) {
+			uint64_t hb = (uint64_t)p->hdr_bytes + (i - start);
+			if (hb > HTTP_HEAD_MAX)
+				goto error;
+			p->hdr_bytes = (uint32_t)hb;
+		}
+	}
+	*used = n;
+	return HTTP_REQ_MORE;
+error:
+	p->state = RQ_ERROR;
+	*used = n;
+	return HTTP_REQ_ERROR;
+}
+
+/* ======================================================================
+ * Responses
+ * ====================================================================== */
+
+enum resp_state {
+	RS_VERSION = 0, /* "HTTP/1." then a digit; len = bytes matched */
+	RS_STATUS_SP,   /* at least one space */
+	RS_STATUS,      /* three digits; len = digits seen, clen = value */
+	RS_STATUS_END,  /* SP, CR or LF after the code */
+	RS_REASON,      /* up to LF */
+	RS_HLINE,
+	RS_HNAME,
+	RS_HOWS,
+	RS_HVALUE,
+	RS_HSKIP,
+	RS_END_LF,
+	RS_BODY,        /* Content-Length body */
+	RS_CHUNK_SIZE,  /* hex digits; len = digits seen, clen = value */
+	RS_CHUNK_EXT,   /* rest of the chunk-size line */
+	RS_CHUNK_DATA,
+	RS_CHUNK_CR,    /* CRLF after the chunk data */
+	RS_CHUNK_LF,
+	RS_TRAILER,     /* start of a trailer line (or of the final CRLF) */
+	RS_TRAILER_SKIP,
+	RS_TRAILER_LF,
+	RS_SINK,        /* close-delimited body or tunnel: never DONE */
+	RS_DONE,
+	RS_ERROR,
+};
+
+enum resp_flag {
+	RSF_INTERIM = 1 << 0,   /* current head is 1xx */
+	RSF_HAVE_CLEN = 1 << 1,
+	RSF_BAD_CLEN = 1 << 2,  /* unusable or conflicting Content-Length */
+	RSF_TE = 1 << 3,        /* Transfer-Encoding seen */
+	RSF_CHUNKED = 1 << 4,   /* ... and its last coding is chunked */
+	RSF_SWITCH = 1 << 5,    /* current head is 101 Switching Protocols */
+};
+
+void http_resp_init(struct http_resp *r, bool head_request)
+{
+	memset(r, 0, sizeof(*r));
+	r->no_body = head_request;
+}
+
+/* Ready for the next head after a 1xx. */
+static void resp_head_reset(struct http_resp *r)
+{
+	r->state = RS_VERSION;
+	r->flags = 0;
+	r->field = FIELD_OTHER;
+	r->len = 0;
+	r->hdr_bytes = 0;
+	r->body_left = 0;
+	r->clen = 0;
+}
+
+static void resp_field_begin(struct http_resp *r)
+{
+	uint16_t len = r->len;
+
+	r->field = FIELD_OTHER;
+	if (name_is(r->tok, len, "content-length")) {
+		r->field = FIELD_CLEN;
+		r->body_left = 0;
+	} else if (name_is(r->tok, len, "transfer-encoding")) {
+		r->field = FIELD_TE;
+	}
+	r->len = 0;
+}
+
+static void resp_field_end(struct http_resp *r)
+{
+	switch (r->field) {
+	case FIELD_CLEN_DIGITS:
+	case FIELD_CLEN_TRAIL:
+		if ((r->flags & RSF_HAVE_CLEN) && r->clen != r->body_left)
+			r->flags |= RSF_BAD_CLEN;
+		r->clen = r->body_left;
+		r->body_left = 0;
+		r->flags |= RSF_HAVE_CLEN;
+		break;
+	case FIELD_CLEN:
+	case FIELD_CLEN_BAD:
+		r->flags |= RSF_BAD_CLEN;
+		r->body_left = 0;
+		break;
+	case FIELD_TE:
+		/* Several Transfer-Encoding lines make one list: the last
+		 * coding of the last line is the one that frames. */
+		r->flags |= RSF_TE;
+		if (name_is(r->tok, r->len, "chunked"))
+			r->flags |= RSF_CHUNKED;
+		else
+			r->flags &= (uint8_t)~RSF_CHUNKED;
+		break;
+	default:
+		break;
+	}
+	r->field = FIELD_OTHER;
+	r->len = 0;
+}
+
+enum resp_next {
+	RN_CONTINUE, /* keep parsing this buffer */
+	RN_DONE,     /* the response is complete */
+};
+
+/* The empty line after a head: which framing follows (RFC 9112 6.3). */
+static int resp_head_end(struct http_resp *r)
+{
+	if (r->flags & RSF_INTERIM) {
+		if (r->flags & RSF_SWITCH) {
+			/* Switching Protocols: the connection is no longer
+			 * HTTP; what follows ends only at close. */
+			r->final = true;
+			r->status = 101;
+			r->close_delimited = true;
+			r->state = RS_SINK;
+			return RN_CONTINUE;
+		}
+		resp_head_reset(r);
+		return RN_CONTINUE;
+	}
+	if (r->no_body || r->status == 204 || r->status == 304)
+		return RN_DONE;
+	if (r->flags & RSF_TE) {
+		if (r->flags & RSF_CHUNKED) {
+			r->state = RS_CHUNK_SIZE;
+			r->len = 0;
+			r->clen = 0;
+			return RN_CONTINUE;
+		}
+		r->close_delimited = true;
+		r->state = RS_SINK;
+		return RN_CONTINUE;
+	}
+	if ((r->flags & RSF_HAVE_CLEN) && !(r->flags & RSF_BAD_CLEN)) {
+		if (r->clen == 0)
+			return RN_DONE;
+		r->body_left = r->clen;
+		r->state = RS_BODY;
+		return RN_CONTINUE;
+	}
+	r->close_delimited = true;
+	r->state = RS_SINK;
+	return RN_CONTINUE;
+}
+
+/* async-signal-safe */
+int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
+		   size_t *used)
+{
+	static const char version[] = "HTTP/1.";
+	size_t i = 0;
+
+	if (r->state == RS_DONE) {
+		*used = 0;
+		return HTTP_RESP_DONE;
+	}
+	if (r->state == RS_ERROR)
+		goto error;
+	while (i < n) {
+		unsigned char c = (unsigned char)buf[i];
+		size_t start = i;
+
+		switch (r->state) {
+		case RS_VERSION:
+			if (r->len < sizeof(version) - 1) {
+				if (c != (unsigned char)version[r->len])
+					goto error;
+				r->len++;
+			} else {
+				if (c < '0' || c > '9')
+					goto error;
+				r->state = RS_STATUS_SP;
+				r->len = 0;
+			}
+			i++;
+			break;
+		case RS_STATUS_SP:
+			if (c != ' ')
+				goto error;
+			r->state = RS_STATUS;
+			r->len = 0;
+			r->clen = 0;
+			i++;
+			break;
+		case RS_STATUS:
+			if (c == ' ' && r->len == 0) {
+				i++; /* more than one space */
+				break;
+			}
+			if (c < '0' || c > '9')
+				goto error;
+			if (r->len == 0) {
+				if (c == '0')
+					goto error;
+				if (c == '1')
+					r->flags |= RSF_INTERIM;
+				else
+					r->final = true;
+			}
+			r->clen = r->clen * 10 + (uint64_t)(c - '0');
+			if (++r->len == 3) {
+				/* status stays 0 through interim heads */
+				if (!(r->flags & RSF_INTERIM))
+					r->status = (uint16_t)r->clen;
+				else if (r->clen == 101)
+					r->flags |= RSF_SWITCH;
+				r->clen = 0;
+				r->len = 0;
+				r->state = RS_STATUS_END;
+			}
+			i++;
+			break;
+		case RS_STATUS_END:
+			if (c == '\n')
+				r->state = RS_HLINE;
+			else if (c == ' ' || c == '\r')
+				r->state = RS_REASON;
+			else
+				goto error;
+			i++;
+			break;
+		case RS_REASON:
+		case RS_HSKIP: {
+			const char *lf = memchr(buf + i, '\n', n - i);
+			if (!lf) {
+				i = n;
+				break;
+			}
+			i = (size_t)(lf - buf) + 1;
+			r->state = RS_HLINE;
+			break;
+		}
+		case RS_HLINE:
+			i++;
+			if (c == '\n')
+				goto head_end;
+			if (c == '\r') {
+				r->state = RS_END_LF;
+			} else if (http_tchar(c)) {
+				r->len = 0;
+				name_push(r->tok, sizeof(r->tok), &r->len, c);
+				r->state = RS_HNAME;
+			} else {
+				r->state = RS_HSKIP;
+			}
+			break;
+		case RS_END_LF:
+			if (c == '\n') {
+				i++;
+				goto head_end;
+			}
+			r->state = RS_HSKIP;
+			continue;
+		case RS_HNAME:
+			i++;
+			if (http_tchar(c)) {
+				name_push(r->tok, sizeof(r->tok), &r->len, c);
+			} else if (c == ':') {
+				resp_field_begin(r);
+				r->state = r->field == FIELD_OTHER ? RS_HSKIP
+								   : RS_HOWS;
+			} else if (c == '\n') {
+				r->state = RS_HLINE;
+			} else {
+				r->state = RS_HSKIP;
+			}
+			break;
+		case RS_HOWS:
+			if (http_ows(c)) {
+				i++;
+				break;
+			}
+			r->state = RS_HVALUE;
+			continue;
+		case RS_HVALUE:
+			i++;
+			if (c == '\n') {
+				resp_field_end(r);
+				r->state = RS_HLINE;
+			} else if (r->field == FIELD_TE) {
+				te_byte(r->tok, sizeof(r->tok), &r->len, c);
+			} else {
+				clen_byte(&r->field, &r->body_left, c);
+			}
+			break;
+		case RS_BODY: {
+			uint64_t k = n - i;
+			if (k > r->body_left)
+				k = r->body_left;
+			r->body_left -= k;
+			i += (size_t)k;
+			if (r->body_left == 0) {
+				r->state = RS_DONE;
+				*used = i;
+				return HTTP_RESP_DONE;
+			}
+			continue;
+		}
+		case RS_CHUNK_SIZE: {
+			int v = http_hexval(c);
+			if (v >= 0) {
+				if (r->clen >= HTTP_LEN_MAX)
+					goto error;
+				r->clen = r->clen * 16 + (uint64_t)v;
+				r->len = 1;
+				i++;
+				continue;
+			}
+			if (r->len == 0)
+				goto error;
+			if (c == '\n') {
+				i++;
+				goto chunk_line_end;
+			}
+			if (c != ';' && c != '\r' && !http_ows(c))
+				goto error;
+			r->state = RS_CHUNK_EXT;
+			i++;
+			continue;
+		}
+		case RS_CHUNK_EXT: {
+			const char *lf = memchr(buf + i, '\n', n - i);
+			if (!lf) {
+				i = n;
+				continue;
+			}
+			i = (size_t)(lf - buf) + 1;
+			goto chunk_line_end;
+		}
+		case RS_CHUNK_DATA: {
+			uint64_t k = n - i;
+			if (k > r->body_left)
+				k = r->body_left;
+			r->body_left -= k;
+			i += (size_t)k;
+			if (r->body_left == 0)
+				r->state = RS_CHUNK_CR;
+			continue;
+		}
+		case RS_CHUNK_CR:
+			if (c == '\r')
+				r->state = RS_CHUNK_LF;
+			else if (c == '\n')
+				r->state = RS_CHUNK_SIZE;
+			else
+				goto error;
+			r->len = 0;
+			r->clen = 0;
+			i++;
+			continue;
+		case RS_CHUNK_LF:
+			if (c != '\n')
+				goto error;
+			r->state = RS_CHUNK_SIZE;
+			i++;
+			continue;
+		case RS_TRAILER:
+			i++;
+			if (c == '\n')
+				goto done;
+			r->state = c == '\r' ? RS_TRAILER_LF : RS_TRAILER_SKIP;
+			continue;
+		case RS_TRAILER_LF:
+			if (c == '\n') {
+				i++;
+				goto done;
+			}
+			r->state = RS_TRAILER_SKIP;
+			continue;
+		case RS_TRAILER_SKIP: {
+			const char *lf = memchr(buf + i, '\n', n - i);
+			if (!lf) {
+				i = n;
+				continue;
+			}
+			i = (size_t)(lf - buf) + 1;
+			r->state = RS_TRAILER;
+			continue;
+		}
+		case RS_SINK:
+			*used = n;
+			return HTTP_RESP_MORE;
+		case RS_ERROR:
+		default:
+			goto error;
+		}
+		/* Only head states get here. */
+		{
+			uint64_t hb = (uint64_t)r->hdr_bytes + (i - start);
+			if (hb > HTTP_HEAD_MAX)
+				goto error;
+			r->hdr_bytes = (uint32_t)hb;
+		}
+		continue;
+head_end:
+		r->hdr_bytes += (uint32_t)(i - start);
+		if (resp_head_end(r) == RN_DONE)
+			goto done;
+		continue;
+chunk_line_end:
+		if (r->clen == 0) {
+			r->state = RS_TRAILER;
+		} else {
+			r->body_left = r->clen;
+			r->state = RS_CHUNK_DATA;
+		}
+		continue;
+	}
+	*used = n;
+	return HTTP_RESP_MORE;
+done:
+	r->state = RS_DONE;
+	*used = i;
+	return HTTP_RESP_DONE;
+error:
+	r->state = RS_ERROR;
+	*used = n;
+	return HTTP_RESP_ERROR;
+}
+
+int http_resp_skip(struct http_resp *r, uint64_t n)
+{
+	switch (r->state) {
+	case RS_DONE:
+		return HTTP_RESP_DONE;
+	case RS_SINK:
+		return HTTP_RESP_MORE;
+	case RS_BODY:
+		if (n >= r->body_left) {
+			r->body_left = 0;
+			r->state = RS_DONE;
+			return HTTP_RESP_DONE;
+		}
+		r->body_left -= n;
+		return HTTP_RESP_MORE;
+	case RS_CHUNK_DATA:
+		if (n <= r->body_left) {
+			r->body_left -= n;
+			if (r->body_left == 0)
+				r->state = RS_CHUNK_CR;
+			return HTTP_RESP_MORE;
+		}
+		break;
+	default:
+		if (n == 0)
+			return r->state == RS_ERROR ? HTTP_RESP_ERROR
+						    : HTTP_RESP_MORE;
+		break;
+	}
+	/* Unseen bytes where framing had to be read: we lost track. */
+	r->state = RS_ERROR;
+	return HTTP_RESP_ERROR;
+}

@@ -1,0 +1,98 @@
+/*
+ * Incremental HTTP/1.x parsers: request heads (method, target, Host) on the
+ * bytes a server reads, response framing on the bytes it writes.
+ *
+ * Pure functions of their state and input: no allocation, no system call,
+ * no lock; safe on the interposed hot path. Memory per connection is the
+ * size of these structs, whatever a client sends.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reqinfo.h"
+
+/* ---- requests ---- */
+
+enum http_req_event {
+	HTTP_REQ_MORE = 0, /* all bytes consumed; nothing to report */
+	HTTP_REQ_HEAD,     /* a request head completed after *used bytes */
+	HTTP_REQ_NEXT,     /* the previous request (head and body) is complete and
+	                      a new request starts at offset *used: the caller
+	                      switches to a fresh reqinfo and feeds the rest */
+	HTTP_REQ_ERROR,    /* not HTTP/1.x (or unparseable): stop feeding */
+};
+
+struct http_req {
+	uint8_t state;     /* private */
+	uint8_t field;     /* private: which header is being read */
+	uint8_t flags;     /* private */
+	uint16_t len;      /* private: bytes of the current token / line */
+	uint16_t out;      /* private: write position in the current field */
+	uint32_t hdr_bytes;/* private: size of the head so far */
+	uint64_t body_left;/* private: body bytes still to skip (Content-Length) */
+	uint64_t clen;     /* private */
+	char tok[32];      /* private: header name being matched */
+};
+
+/* Resets to "expecting the first byte of a request". */
+void http_req_init(struct http_req *p);
+
+/*
+ * Feeds n bytes read from the client. On HTTP_REQ_HEAD and HTTP_REQ_NEXT,
+ * *used is how many bytes were consumed; call again with the rest. On
+ * HTTP_REQ_MORE and HTTP_REQ_ERROR, *used is n.
+ * Request bodies with Content-Length are skipped; a chunked request body is
+ * not followed (HTTP_REQ_NEXT is never returned after one).
+ */
+int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
+		  size_t n, size_t *used);
+
+/* True if buf starts like an HTTP/1.x request line (a method token and a space,
+ * as far as n allows). */
+bool http_looks_like_request(const char *buf, size_t n);
+
+/* ---- responses ---- */
+
+enum http_resp_event {
+	HTTP_RESP_MORE = 0, /* all bytes consumed, response not complete */
+	HTTP_RESP_DONE,     /* the response is complete after *used bytes */
+	HTTP_RESP_ERROR,    /* not an HTTP/1.x response: framing unknown */
+};
+
+struct http_resp {
+	uint8_t state;      /* private */
+	uint8_t flags;      /* private */
+	uint8_t field;      /* private */
+	bool no_body;       /* the request was HEAD */
+	bool final;         /* a final (non-1xx) status line has begun: the
+	                       response has started for real */
+	bool close_delimited; /* final head complete and the body runs until
+	                         the connection closes */
+	uint16_t status;    /* status code of the current (final) head, 0 until known */
+	uint16_t len;       /* private */
+	uint32_t hdr_bytes; /* private */
+	uint64_t body_left; /* private: Content-Length or chunk bytes left */
+	uint64_t clen;      /* private */
+	char tok[32];       /* private */
+};
+
+/* Resets for the response to one request; head_request: it was HEAD. */
+void http_resp_init(struct http_resp *r, bool head_request);
+
+/*
+ * Feeds n bytes written to the client. 1xx interim responses are consumed
+ * and parsing goes on with the next head. 204, 304, HEAD, Content-Length,
+ * chunked (with trailers) and close-delimited bodies are understood.
+ * On HTTP_RESP_DONE, *used bytes belonged to this response (the rest, if any,
+ * is the next response of a pipelined connection).
+ */
+int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
+		   size_t *used);
+
+/* Accounts n body bytes sent without being seen (sendfile). Returns
+ * HTTP_RESP_DONE if that completes a Content-Length body, else HTTP_RESP_MORE
+ * (or HTTP_RESP_ERROR if the parser was in error). */
+int http_resp_skip(struct http_resp *r, uint64_t n);

@@ -1,0 +1,165 @@
+/* Fault-tolerant reads of our own memory. See mem.h. */
+#include "mem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common.h"
+
+bool mem_read_safe(void *dst, uintptr_t src, size_t n)
+{
+	if (n == 0)
+		return true;
+	if (src + n < src)
+		return false;
+	struct iovec local = {.iov_base = dst, .iov_len = n};
+	struct iovec remote = {.iov_base = (void *)src, .iov_len = n};
+	ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	if (r == (ssize_t)n)
+		return true;
+	if (r >= 0 || (errno != ENOSYS && errno != EPERM))
+		return false;
+	/* process_vm_readv forbidden (seccomp): fall back to the maps table. */
+	return mem_read_mapped(dst, src, n);
+}
+
+/*
+ * The readable-mapping table. Two buffers: the watchdog fills the one not
+ * published, then publishes it with a release store; a handler reads the
+ * published one. The watchdog is the only writer and refreshes at most once
+ * per capture, after the previous capture is over, so a handler never sees a
+ * buffer being rewritten.
+ */
+#define MAPS_MAX 8192
+struct maps {
+	int n;
+	uintptr_t lo[MAPS_MAX];
+	uintptr_t hi[MAPS_MAX];
+};
+static struct maps maps_buf[2];
+static _Atomic(struct maps *) maps_cur;
+
+static bool parse_hex(const char **p, const char *end, uintptr_t *out)
+{
+	uintptr_t v = 0;
+	const char *s = *p;
+	if (s >= end)
+		return false;
+	for (; s < end; s++) {
+		int d;
+		if (*s >= '0' && *s <= '9')
+			d = *s - '0';
+		else if (*s >= 'a' && *s <= 'f')
+			d = *s - 'a' + 10;
+		else
+			break;
+		v = (v << 4) | (uintptr_t)d;
+	}
+	if (s == *p)
+		return false;
+	*p = s;
+	*out = v;
+	return true;
+}
+
+int mem_maps_refresh(void)
+{
+	struct maps *cur = atomic_load_explicit(&maps_cur, memory_order_acquire);
+	struct maps *m = cur == &maps_buf[0] ? &maps_buf[1] : &maps_buf[0];
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	char buf[16384];
+	size_t have = 0;
+	m->n = 0;
+	bool eof = false;
+	while (!eof || have > 0) {
+		if (!eof && have < sizeof(buf)) {
+			ssize_t r = read(fd, buf + have, sizeof(buf) - have);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				eof = true;
+			else
+				have += (size_t)r;
+		}
+		char *nl = memchr(buf, '\n', have);
+		if (!nl) {
+			if (eof || have == sizeof(buf))
+				break;
+			continue;
+		}
+		const char *p = buf, *end = nl;
+		uintptr_t lo, hi;
+		if (parse_hex(&p, end, &lo) && p < end && *p == '-' &&
+		    (p++, parse_hex(&p, end, &hi)) && p + 2 < end &&
+		    p[1] == 'r' && m->n < MAPS_MAX && hi > lo) {
+			/* Merge adjacent readable ranges. Skip [vvar]: reading
+			 * some of its pages faults on some kernels. */
+			bool vvar = memmem(p, (size_t)(end - p), "[vvar]", 6) != NULL;
+			if (!vvar) {
+				if (m->n > 0 && m->hi[m->n - 1] == lo)
+					m->hi[m->n - 1] = hi;
+				else {
+					m->lo[m->n] = lo;
+					m->hi[m->n] = hi;
+					m->n++;
+				}
+			}
+		}
+		size_t used = (size_t)(nl + 1 - buf);
+		memmove(buf, nl + 1, have - used);
+		have -= used;
+	}
+	close(fd);
+	atomic_store_explicit(&maps_cur, m, memory_order_release);
+	return m->n > 0 ? 0 : -ENOENT;
+}
+
+/* async-signal-safe */
+static int maps_find(const struct maps *m, uintptr_t addr)
+{
+	int a = 0, b = m->n;
+	while (a < b) {
+		int mid = a + (b - a) / 2;
+		if (addr < m->lo[mid])
+			b = mid;
+		else if (addr >= m->hi[mid])
+			a = mid + 1;
+		else
+			return mid;
+	}
+	return -1;
+}
+
+/* async-signal-safe */
+bool mem_mapping_of(uintptr_t addr, uintptr_t *lo, uintptr_t *hi)
+{
+	const struct maps *m = atomic_load_explicit(&maps_cur, memory_order_acquire);
+	if (!m)
+		return false;
+	int i = maps_find(m, addr);
+	if (i < 0)
+		return false;
+	*lo = m->lo[i];
+	*hi = m->hi[i];
+	return true;
+}
+
+/* async-signal-safe */
+bool mem_read_mapped(void *dst, uintptr_t src, size_t n)
+{
+	if (n == 0)
+		return true;
+	if (src + n < src)
+		return false;
+	uintptr_t lo, hi;
+	if (!mem_mapping_of(src, &lo, &hi) || src + n > hi)
+		return false;
+	memcpy(dst, (const void *)src, n);
+	return true;
+}

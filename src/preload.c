@@ -1,0 +1,941 @@
+/*
+ * The interposed libc entry points. Each calls the real function and tells
+ * conn.c what happened on a tracked connection; it returns exactly what the
+ * real function returned, with errno as the real one left it.
+ *
+ * Calls a thread may block in go through an assembler entry stub that first
+ * records where the caller resumes (the return address, the stack pointer
+ * after return and the callee-saved registers) in a thread-local staging
+ * area, clobbering only r10 and r11, then jumps to the C body. The body
+ * publishes that record in the thread's sd_thread under call_seq, so the
+ * watchdog can capture a blocked thread's stack with no signal at all.
+ *
+ * Hot path: no system call of slowdog's own, no lock, no allocation.
+ */
+
+/* We define both fcntl and fcntl64, sendfile and sendfile64: no redirection
+ * of the 32-bit-offset names to the 64-bit ones. */
+#undef _FILE_OFFSET_BITS
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/select.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "capture.h"
+#include "common.h"
+#include "conn.h"
+#include "preload.h"
+#include "thread.h"
+#include "watchdog.h"
+
+/* Written by the entry stubs (see STUB below); read by call_enter. */
+__attribute__((visibility("hidden"), tls_model("initial-exec")))
+__thread struct call_regs sd_tls_regs;
+
+#define STUB(name)                                                        \
+	__asm__(".text\n"                                                 \
+		".globl " #name "\n"                                      \
+		".type " #name ", @function\n"                            \
+		".p2align 4\n" #name ":\n"                                \
+		".cfi_startproc\n"                                        \
+		"movq sd_tls_regs@gottpoff(%rip), %r11\n"                 \
+		"movq %fs:0, %r10\n"                                      \
+		"addq %r10, %r11\n"                                       \
+		"movq %rbx, 0(%r11)\n"                                    \
+		"movq %rbp, 8(%r11)\n"                                    \
+		"movq %r12, 16(%r11)\n"                                   \
+		"movq %r13, 24(%r11)\n"                                   \
+		"movq %r14, 32(%r11)\n"                                   \
+		"movq %r15, 40(%r11)\n"                                   \
+		"leaq 8(%rsp), %r10\n"                                    \
+		"movq %r10, 48(%r11)\n"                                   \
+		"movq (%rsp), %r10\n"                                     \
+		"movq %r10, 56(%r11)\n"                                   \
+		"jmp sd_body_" #name "\n"                                 \
+		".cfi_endproc\n"                                          \
+		".size " #name ", .-" #name "\n")
+
+/* ---- real functions ---- */
+
+#define REAL(ret, name, ...) static ret (*real_##name)(__VA_ARGS__)
+REAL(ssize_t, read, int, void *, size_t);
+REAL(ssize_t, readv, int, const struct iovec *, int);
+REAL(ssize_t, recv, int, void *, size_t, int);
+REAL(ssize_t, recvfrom, int, void *, size_t, int, struct sockaddr *, socklen_t *);
+REAL(ssize_t, recvmsg, int, struct msghdr *, int);
+REAL(ssize_t, write, int, const void *, size_t);
+REAL(ssize_t, writev, int, const struct iovec *, int);
+REAL(ssize_t, send, int, const void *, size_t, int);
+REAL(ssize_t, sendto, int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+REAL(ssize_t, sendmsg, int, const struct msghdr *, int);
+REAL(ssize_t, sendfile, int, int, off_t *, size_t);
+REAL(ssize_t, sendfile64, int, int, off_t *, size_t);
+REAL(int, accept, int, struct sockaddr *, socklen_t *);
+REAL(int, accept4, int, struct sockaddr *, socklen_t *, int);
+REAL(int, poll, struct pollfd *, nfds_t, int);
+REAL(int, ppoll, struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+REAL(int, select, int, fd_set *, fd_set *, fd_set *, struct timeval *);
+REAL(int, pselect, int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
+REAL(int, epoll_wait, int, struct epoll_event *, int, int);
+REAL(int, epoll_pwait, int, struct epoll_event *, int, int, const sigset_t *);
+REAL(int, nanosleep, const struct timespec *, struct timespec *);
+REAL(int, clock_nanosleep, clockid_t, int, const struct timespec *, struct timespec *);
+REAL(int, connect, int, const struct sockaddr *, socklen_t);
+REAL(pid_t, waitpid, pid_t, int *, int);
+REAL(pid_t, wait4, pid_t, int *, int, struct rusage *);
+REAL(int, close, int);
+REAL(int, shutdown, int, int);
+REAL(int, close_range, unsigned, unsigned, int);
+REAL(int, dup, int);
+REAL(int, dup2, int, int);
+REAL(int, dup3, int, int, int);
+REAL(int, fcntl, int, int, ...);
+REAL(int, fcntl64, int, int, ...);
+REAL(int, epoll_ctl, int, int, int, struct epoll_event *);
+REAL(int, sigaction, int, const struct sigaction *, struct sigaction *);
+REAL(int, pthread_sigmask, int, const sigset_t *, sigset_t *);
+REAL(int, sigprocmask, int, const sigset_t *, sigset_t *);
+
+struct call_info {
+	const char *name;
+	void **real;
+	uintptr_t stub;
+};
+
+/* Stubs, declared so their addresses can be taken. */
+#define STUB_DECL(name) extern char name##_stub_sym __asm__(#name)
+STUB_DECL(read); STUB_DECL(readv); STUB_DECL(recv); STUB_DECL(recvfrom);
+STUB_DECL(recvmsg); STUB_DECL(write); STUB_DECL(writev); STUB_DECL(send);
+STUB_DECL(sendto); STUB_DECL(sendmsg); STUB_DECL(sendfile);
+STUB_DECL(sendfile64); STUB_DECL(accept); STUB_DECL(accept4); STUB_DECL(poll);
+STUB_DECL(ppoll); STUB_DECL(select); STUB_DECL(pselect);
+STUB_DECL(epoll_wait); STUB_DECL(epoll_pwait); STUB_DECL(nanosleep);
+STUB_DECL(clock_nanosleep); STUB_DECL(connect); STUB_DECL(waitpid);
+STUB_DECL(wait4);
+
+#define CI(id, name) [id] = {#name, (void **)&real_##name, 0}
+static struct call_info calls[CALL_COUNT] = {
+	CI(CALL_READ, read), CI(CALL_READV, readv), CI(CALL_RECV, recv),
+	CI(CALL_RECVFROM, recvfrom), CI(CALL_RECVMSG, recvmsg),
+	CI(CALL_WRITE, write), CI(CALL_WRITEV, writev), CI(CALL_SEND, send),
+	CI(CALL_SENDTO, sendto), CI(CALL_SENDMSG, sendmsg),
+	CI(CALL_SENDFILE, sendfile), CI(CALL_SENDFILE64, sendfile64),
+	CI(CALL_ACCEPT, accept), CI(CALL_ACCEPT4, accept4),
+	CI(CALL_POLL, poll), CI(CALL_PPOLL, ppoll), CI(CALL_SELECT, select),
+	CI(CALL_PSELECT, pselect), CI(CALL_EPOLL_WAIT, epoll_wait),
+	CI(CALL_EPOLL_PWAIT, epoll_pwait), CI(CALL_NANOSLEEP, nanosleep),
+	CI(CALL_CLOCK_NANOSLEEP, clock_nanosleep), CI(CALL_CONNECT, connect),
+	CI(CALL_WAITPID, waitpid), CI(CALL_WAIT4, wait4),
+};
+
+static void **other_reals[] = {
+	(void **)&real_close, (void **)&real_shutdown, (void **)&real_close_range,
+	(void **)&real_dup, (void **)&real_dup2, (void **)&real_dup3,
+	(void **)&real_fcntl, (void **)&real_fcntl64, (void **)&real_epoll_ctl,
+	(void **)&real_sigaction, (void **)&real_pthread_sigmask,
+	(void **)&real_sigprocmask,
+};
+static const char *other_names[] = {
+	"close", "shutdown", "close_range", "dup", "dup2", "dup3", "fcntl",
+	"fcntl64", "epoll_ctl", "sigaction", "pthread_sigmask", "sigprocmask",
+};
+
+static void preload_resolve(void)
+{
+	for (int i = 1; i < CALL_COUNT; i++)
+		if (!*calls[i].real)
+			*calls[i].real = dlsym(RTLD_NEXT, calls[i].name);
+	for (size_t i = 0; i < ARRAY_LEN(other_reals); i++)
+		if (!*other_reals[i])
+			*other_reals[i] = dlsym(RTLD_NEXT, other_names[i]);
+	uintptr_t stubs[CALL_COUNT] = {
+		[CALL_READ] = (uintptr_t)&read_stub_sym,
+		[CALL_READV] = (uintptr_t)&readv_stub_sym,
+		[CALL_RECV] = (uintptr_t)&recv_stub_sym,
+		[CALL_RECVFROM] = (uintptr_t)&recvfrom_stub_sym,
+		[CALL_RECVMSG] = (uintptr_t)&recvmsg_stub_sym,
+		[CALL_WRITE] = (uintptr_t)&write_stub_sym,
+		[CALL_WRITEV] = (uintptr_t)&writev_stub_sym,
+		[CALL_SEND] = (uintptr_t)&send_stub_sym,
+		[CALL_SENDTO] = (uintptr_t)&sendto_stub_sym,
+		[CALL_SENDMSG] = (uintptr_t)&sendmsg_stub_sym,
+		[CALL_SENDFILE] = (uintptr_t)&sendfile_stub_sym,
+		[CALL_SENDFILE64] = (uintptr_t)&sendfile64_stub_sym,
+		[CALL_ACCEPT] = (uintptr_t)&accept_stub_sym,
+		[CALL_ACCEPT4] = (uintptr_t)&accept4_stub_sym,
+		[CALL_POLL] = (uintptr_t)&poll_stub_sym,
+		[CALL_PPOLL] = (uintptr_t)&ppoll_stub_sym,
+		[CALL_SELECT] = (uintptr_t)&select_stub_sym,
+		[CALL_PSELECT] = (uintptr_t)&pselect_stub_sym,
+		[CALL_EPOLL_WAIT] = (uintptr_t)&epoll_wait_stub_sym,
+		[CALL_EPOLL_PWAIT] = (uintptr_t)&epoll_pwait_stub_sym,
+		[CALL_NANOSLEEP] = (uintptr_t)&nanosleep_stub_sym,
+		[CALL_CLOCK_NANOSLEEP] = (uintptr_t)&clock_nanosleep_stub_sym,
+		[CALL_CONNECT] = (uintptr_t)&connect_stub_sym,
+		[CALL_WAITPID] = (uintptr_t)&waitpid_stub_sym,
+		[CALL_WAIT4] = (uintptr_t)&wait4_stub_sym,
+	};
+	for (int i = 1; i < CALL_COUNT; i++)
+		calls[i].stub = stubs[i];
+}
+
+const char *preload_call_name(int fn)
+{
+	return fn > 0 && fn < CALL_COUNT ? calls[fn].name : "?";
+}
+
+uintptr_t preload_call_addr(int fn)
+{
+	return fn > 0 && fn < CALL_COUNT ? (uintptr_t)*calls[fn].real : 0;
+}
+
+uintptr_t preload_stub_addr(int fn)
+{
+	return fn > 0 && fn < CALL_COUNT ? calls[fn].stub : 0;
+}
+
+int preload_real_sigaction(int sig, const void *act, void *old)
+{
+	if (!real_sigaction)
+		preload_resolve();
+	return real_sigaction(sig, act, old);
+}
+
+int preload_real_sigmask(int how, const void *set, void *old)
+{
+	if (!real_pthread_sigmask)
+		preload_resolve();
+	return real_pthread_sigmask(how, set, old);
+}
+
+static void atfork_child(void)
+{
+	thread_atfork_child();
+	conn_atfork_child();
+	watchdog_atfork_child();
+}
+
+__attribute__((constructor)) static void preload_init(void)
+{
+	preload_resolve();
+	pthread_atfork(NULL, NULL, atfork_child);
+}
+
+/* ---- call bracketing (blocked-call record) ---- */
+
+static inline struct sd_thread *call_enter(int fn)
+{
+	struct sd_thread *t = thread_self();
+	if (t && t->call_depth++ == 0) {
+		t->regs = sd_tls_regs;
+		t->call_fn = (uint16_t)fn;
+		uint32_t s = atomic_load_explicit(&t->call_seq, memory_order_relaxed);
+		atomic_store_explicit(&t->call_seq, s + 1, memory_order_release);
+	}
+	return t;
+}
+
+static inline void call_leave(struct sd_thread *t)
+{
+	if (t && --t->call_depth == 0) {
+		uint32_t s = atomic_load_explicit(&t->call_seq, memory_order_relaxed);
+		atomic_store_explicit(&t->call_seq, s + 1, memory_order_release);
+		atomic_signal_fence(memory_order_seq_cst);
+	}
+}
+
+static inline uint32_t intr_mark(struct sd_thread *t)
+{
+	return t ? atomic_load_explicit(&t->intr, memory_order_relaxed) : 0;
+}
+
+/* An EINTR that slowdog's own signal caused, to be hidden by retrying. */
+static inline bool our_eintr(struct sd_thread *t, uint32_t mark, ssize_t r, int e)
+{
+	return r < 0 && e == EINTR && t &&
+	       atomic_load_explicit(&t->intr, memory_order_relaxed) != mark;
+}
+
+#define RESOLVE(name)                     \
+	do {                              \
+		if (unlikely(!real_##name)) \
+			preload_resolve(); \
+	} while (0)
+
+/* A tracked connection, remembered with its generation across the call. */
+struct tracked {
+	struct conn *c;
+	uint32_t gen;
+};
+
+static inline struct tracked track(int fd)
+{
+	struct tracked k = {conn_get(fd), 0};
+	if (k.c)
+		k.gen = atomic_load_explicit(&k.c->gen, memory_order_relaxed);
+	return k;
+}
+
+static inline bool still(struct tracked k)
+{
+	return k.c && atomic_load_explicit(&k.c->gen, memory_order_relaxed) == k.gen;
+}
+
+/* ---- reads ---- */
+
+#define READ_BODY(fn, name, call)                                       \
+	RESOLVE(name);                                                  \
+	struct tracked k = track(fd);                                   \
+	if (k.c)                                                        \
+		conn_read_enter(k.c);                                   \
+	struct sd_thread *t = call_enter(fn);                           \
+	ssize_t r = call;                                               \
+	int e = errno;                                                  \
+	call_leave(t);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_read(int fd, void *buf, size_t n)
+{
+	READ_BODY(CALL_READ, read, real_read(fd, buf, n));
+	if (r > 0 && still(k))
+		conn_read_done(k.c, fd, buf, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(read);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_recv(int fd, void *buf, size_t n, int fl)
+{
+	READ_BODY(CALL_RECV, recv, real_recv(fd, buf, n, fl));
+	if (r > 0 && still(k) && !(fl & MSG_PEEK))
+		conn_read_done(k.c, fd, buf, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(recv);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_recvfrom(int fd, void *buf, size_t n, int fl,
+				   struct sockaddr *a, socklen_t *al)
+{
+	READ_BODY(CALL_RECVFROM, recvfrom, real_recvfrom(fd, buf, n, fl, a, al));
+	if (r > 0 && still(k) && !(fl & MSG_PEEK))
+		conn_read_done(k.c, fd, buf, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(recvfrom);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_readv(int fd, const struct iovec *iov, int cnt)
+{
+	READ_BODY(CALL_READV, readv, real_readv(fd, iov, cnt));
+	if (r > 0 && still(k))
+		conn_read_iov(k.c, fd, iov, cnt, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(readv);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_recvmsg(int fd, struct msghdr *m, int fl)
+{
+	READ_BODY(CALL_RECVMSG, recvmsg, real_recvmsg(fd, m, fl));
+	if (r > 0 && still(k) && !(fl & MSG_PEEK) && m)
+		conn_read_iov(k.c, fd, m->msg_iov, (int)m->msg_iovlen, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(recvmsg);
+
+/* ---- writes ---- */
+
+#define WRITE_BODY(fn, name, call)                                      \
+	RESOLVE(name);                                                  \
+	struct tracked k = track(fd);                                   \
+	struct sd_thread *t = call_enter(fn);                           \
+	ssize_t r = call;                                               \
+	int e = errno;                                                  \
+	call_leave(t);                                                  \
+	if (k.c && r < 0 && still(k))                                   \
+		conn_write_failed(k.c, e);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_write(int fd, const void *buf, size_t n)
+{
+	WRITE_BODY(CALL_WRITE, write, real_write(fd, buf, n));
+	if (r > 0 && still(k))
+		conn_write_done(k.c, buf, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(write);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_send(int fd, const void *buf, size_t n, int fl)
+{
+	WRITE_BODY(CALL_SEND, send, real_send(fd, buf, n, fl));
+	if (r > 0 && still(k))
+		conn_write_done(k.c, buf, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(send);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendto(int fd, const void *buf, size_t n, int fl,
+				 const struct sockaddr *a, socklen_t al)
+{
+	WRITE_BODY(CALL_SENDTO, sendto, real_sendto(fd, buf, n, fl, a, al));
+	if (r > 0 && still(k))
+		conn_write_done(k.c, buf, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(sendto);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_writev(int fd, const struct iovec *iov, int cnt)
+{
+	WRITE_BODY(CALL_WRITEV, writev, real_writev(fd, iov, cnt));
+	if (r > 0 && still(k))
+		conn_write_iov(k.c, iov, cnt, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(writev);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendmsg(int fd, const struct msghdr *m, int fl)
+{
+	WRITE_BODY(CALL_SENDMSG, sendmsg, real_sendmsg(fd, m, fl));
+	if (r > 0 && still(k) && m)
+		conn_write_iov(k.c, m->msg_iov, (int)m->msg_iovlen, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(sendmsg);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendfile(int fd, int in, off_t *off, size_t n)
+{
+	WRITE_BODY(CALL_SENDFILE, sendfile, real_sendfile(fd, in, off, n));
+	if (r > 0 && still(k))
+		conn_sendfile_done(k.c, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(sendfile);
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendfile64(int fd, int in, off_t *off, size_t n)
+{
+	WRITE_BODY(CALL_SENDFILE64, sendfile64, real_sendfile64(fd, in, off, n));
+	if (r > 0 && still(k))
+		conn_sendfile_done(k.c, (size_t)r);
+	errno = e;
+	return r;
+}
+STUB(sendfile64);
+
+/* ---- accept ---- */
+
+static void accepted(int fd)
+{
+	watchdog_setup();
+	if (!slowdog_off)
+		conn_accepted(fd);
+}
+
+__attribute__((used, visibility("hidden"))) int sd_body_accept(int fd, struct sockaddr *a, socklen_t *al)
+{
+	RESOLVE(accept);
+	struct sd_thread *t = call_enter(CALL_ACCEPT);
+	int r = real_accept(fd, a, al);
+	int e = errno;
+	call_leave(t);
+	if (r >= 0)
+		accepted(r);
+	errno = e;
+	return r;
+}
+STUB(accept);
+
+__attribute__((used, visibility("hidden"))) int sd_body_accept4(int fd, struct sockaddr *a, socklen_t *al, int fl)
+{
+	RESOLVE(accept4);
+	struct sd_thread *t = call_enter(CALL_ACCEPT4);
+	int r = real_accept4(fd, a, al, fl);
+	int e = errno;
+	call_leave(t);
+	if (r >= 0)
+		accepted(r);
+	errno = e;
+	return r;
+}
+STUB(accept4);
+
+/* ---- waiting ---- */
+
+static int64_t remaining_ms(int64_t deadline)
+{
+	int64_t left = deadline - clock_mono_ns();
+	return left <= 0 ? 0 : (left + NS_PER_MS - 1) / NS_PER_MS;
+}
+
+static void poll_inputs(const struct pollfd *p, nfds_t n)
+{
+	for (nfds_t i = 0; i < n; i++) {
+		if (!(p[i].events & (POLLIN | POLLRDNORM)))
+			continue;
+		struct conn *c = conn_get(p[i].fd);
+		if (c)
+			conn_wait_input(c);
+	}
+}
+
+__attribute__((used, visibility("hidden"))) int sd_body_poll(struct pollfd *p, nfds_t n, int ms)
+{
+	RESOLVE(poll);
+	poll_inputs(p, n);
+	struct sd_thread *t = call_enter(CALL_POLL);
+	int64_t deadline = ms > 0 && t ? clock_mono_ns() + ms * NS_PER_MS : 0;
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_poll(p, n, ms);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+		if (ms > 0)
+			ms = (int)remaining_ms(deadline);
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(poll);
+
+__attribute__((used, visibility("hidden"))) int sd_body_ppoll(struct pollfd *p, nfds_t n, const struct timespec *ts,
+			 const sigset_t *mask)
+{
+	RESOLVE(ppoll);
+	poll_inputs(p, n);
+	struct sd_thread *t = call_enter(CALL_PPOLL);
+	int64_t deadline = ts && t ? clock_mono_ns() + ts->tv_sec * NS_PER_SEC + ts->tv_nsec : 0;
+	struct timespec left;
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_ppoll(p, n, ts, mask);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+		if (ts) {
+			int64_t l = deadline - clock_mono_ns();
+			if (l < 0)
+				l = 0;
+			left.tv_sec = l / NS_PER_SEC;
+			left.tv_nsec = l % NS_PER_SEC;
+			ts = &left;
+		}
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(ppoll);
+
+static void select_inputs(int nfds, const fd_set *rd)
+{
+	if (!rd || nfds <= 0)
+		return;
+	if (nfds > FD_SETSIZE)
+		nfds = FD_SETSIZE;
+	const unsigned long *w = (const unsigned long *)rd;
+	int bits = 8 * (int)sizeof(unsigned long);
+	for (int i = 0; i * bits < nfds; i++) {
+		unsigned long word = w[i];
+		while (word) {
+			int b = __builtin_ctzl(word);
+			word &= word - 1;
+			int fd = i * bits + b;
+			if (fd >= nfds)
+				break;
+			struct conn *c = conn_get(fd);
+			if (c)
+				conn_wait_input(c);
+		}
+	}
+}
+
+__attribute__((used, visibility("hidden"))) int sd_body_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
+			  struct timeval *tv)
+{
+	RESOLVE(select);
+	select_inputs(nfds, rd);
+	struct sd_thread *t = call_enter(CALL_SELECT);
+	/* An interrupted select leaves the sets undefined: keep copies. */
+	fd_set crd, cwr, cex;
+	bool copy = t != NULL;
+	if (copy) {
+		if (rd)
+			crd = *rd;
+		if (wr)
+			cwr = *wr;
+		if (ex)
+			cex = *ex;
+	}
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_select(nfds, rd, wr, ex, tv); /* Linux updates *tv */
+		if (!our_eintr(t, mark, r, errno))
+			break;
+		if (rd)
+			*rd = crd;
+		if (wr)
+			*wr = cwr;
+		if (ex)
+			*ex = cex;
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(select);
+
+__attribute__((used, visibility("hidden"))) int sd_body_pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
+			   const struct timespec *ts, const sigset_t *mask)
+{
+	RESOLVE(pselect);
+	select_inputs(nfds, rd);
+	struct sd_thread *t = call_enter(CALL_PSELECT);
+	fd_set crd, cwr, cex;
+	if (t) {
+		if (rd)
+			crd = *rd;
+		if (wr)
+			cwr = *wr;
+		if (ex)
+			cex = *ex;
+	}
+	int64_t deadline = ts && t ? clock_mono_ns() + ts->tv_sec * NS_PER_SEC + ts->tv_nsec : 0;
+	struct timespec left;
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_pselect(nfds, rd, wr, ex, ts, mask);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+		if (rd)
+			*rd = crd;
+		if (wr)
+			*wr = cwr;
+		if (ex)
+			*ex = cex;
+		if (ts) {
+			int64_t l = deadline - clock_mono_ns();
+			if (l < 0)
+				l = 0;
+			left.tv_sec = l / NS_PER_SEC;
+			left.tv_nsec = l % NS_PER_SEC;
+			ts = &left;
+		}
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(pselect);
+
+__attribute__((used, visibility("hidden"))) int sd_body_epoll_wait(int epfd, struct epoll_event *ev, int max, int ms)
+{
+	RESOLVE(epoll_wait);
+	conn_epoll_wait(epfd);
+	struct sd_thread *t = call_enter(CALL_EPOLL_WAIT);
+	int64_t deadline = ms > 0 && t ? clock_mono_ns() + ms * NS_PER_MS : 0;
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_epoll_wait(epfd, ev, max, ms);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+		if (ms > 0)
+			ms = (int)remaining_ms(deadline);
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(epoll_wait);
+
+__attribute__((used, visibility("hidden"))) int sd_body_epoll_pwait(int epfd, struct epoll_event *ev, int max, int ms,
+			       const sigset_t *mask)
+{
+	RESOLVE(epoll_pwait);
+	conn_epoll_wait(epfd);
+	struct sd_thread *t = call_enter(CALL_EPOLL_PWAIT);
+	int64_t deadline = ms > 0 && t ? clock_mono_ns() + ms * NS_PER_MS : 0;
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_epoll_pwait(epfd, ev, max, ms, mask);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+		if (ms > 0)
+			ms = (int)remaining_ms(deadline);
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(epoll_pwait);
+
+__attribute__((used, visibility("hidden"))) int sd_body_nanosleep(const struct timespec *req, struct timespec *rem)
+{
+	RESOLVE(nanosleep);
+	struct sd_thread *t = call_enter(CALL_NANOSLEEP);
+	struct timespec left, mine;
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_nanosleep(req, rem ? rem : &mine);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+		left = rem ? *rem : mine;
+		req = &left;
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(nanosleep);
+
+__attribute__((used, visibility("hidden"))) int sd_body_clock_nanosleep(clockid_t clk, int fl, const struct timespec *req,
+				   struct timespec *rem)
+{
+	RESOLVE(clock_nanosleep);
+	struct sd_thread *t = call_enter(CALL_CLOCK_NANOSLEEP);
+	struct timespec left, mine;
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_clock_nanosleep(clk, fl, req, rem ? rem : &mine);
+		/* clock_nanosleep returns the error instead of setting errno */
+		if (!(r == EINTR && t &&
+		      atomic_load_explicit(&t->intr, memory_order_relaxed) != mark))
+			break;
+		if (!(fl & TIMER_ABSTIME)) {
+			left = rem ? *rem : mine;
+			req = &left;
+		}
+	}
+	call_leave(t);
+	return r;
+}
+STUB(clock_nanosleep);
+
+__attribute__((used, visibility("hidden"))) int sd_body_connect(int fd, const struct sockaddr *a, socklen_t al)
+{
+	RESOLVE(connect);
+	struct sd_thread *t = call_enter(CALL_CONNECT);
+	int r = real_connect(fd, a, al);
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(connect);
+
+__attribute__((used, visibility("hidden"))) pid_t sd_body_waitpid(pid_t pid, int *st, int opt)
+{
+	RESOLVE(waitpid);
+	struct sd_thread *t = call_enter(CALL_WAITPID);
+	pid_t r = real_waitpid(pid, st, opt);
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(waitpid);
+
+__attribute__((used, visibility("hidden"))) pid_t sd_body_wait4(pid_t pid, int *st, int opt, struct rusage *ru)
+{
+	RESOLVE(wait4);
+	struct sd_thread *t = call_enter(CALL_WAIT4);
+	pid_t r = real_wait4(pid, st, opt, ru);
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(wait4);
+
+/* ---- descriptors: plain wrappers, nothing blocks here ---- */
+
+SD_EXPORT int close(int fd)
+{
+	RESOLVE(close);
+	conn_closed(fd);
+	return real_close(fd);
+}
+
+SD_EXPORT int shutdown(int fd, int how)
+{
+	RESOLVE(shutdown);
+	int r = real_shutdown(fd, how);
+	int e = errno;
+	struct conn *c = conn_get(fd);
+	if (c && (r == 0 || e == ENOTCONN))
+		conn_shutdown(c);
+	errno = e;
+	return r;
+}
+
+SD_EXPORT int close_range(unsigned lo, unsigned hi, int flags)
+{
+	RESOLVE(close_range);
+	if (!real_close_range) {
+		errno = ENOSYS;
+		return -1;
+	}
+	int r = real_close_range(lo, hi, flags);
+	int e = errno;
+	if (r == 0 && !(flags & 4 /* CLOSE_RANGE_CLOEXEC */))
+		conn_close_range(lo, hi);
+	errno = e;
+	return r;
+}
+
+SD_EXPORT int dup(int fd)
+{
+	RESOLVE(dup);
+	int r = real_dup(fd);
+	int e = errno;
+	if (r >= 0) {
+		conn_closed(r);
+		if (conn_get(fd))
+			conn_dup(r);
+	}
+	errno = e;
+	return r;
+}
+
+static int dup_to(int old, int new, int r)
+{
+	int e = errno;
+	if (r >= 0 && old != new) {
+		conn_closed(new);
+		if (conn_get(old))
+			conn_dup(new);
+	}
+	errno = e;
+	return r;
+}
+
+SD_EXPORT int dup2(int old, int new)
+{
+	RESOLVE(dup2);
+	return dup_to(old, new, real_dup2(old, new));
+}
+
+SD_EXPORT int dup3(int old, int new, int flags)
+{
+	RESOLVE(dup3);
+	return dup_to(old, new, real_dup3(old, new, flags));
+}
+
+static int fcntl_common(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
+{
+	int r = fn(fd, cmd, arg);
+	if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && r >= 0) {
+		int e = errno;
+		conn_closed(r);
+		if (conn_get(fd))
+			conn_dup(r);
+		errno = e;
+	}
+	return r;
+}
+
+/* The third argument is an int or a pointer; passing it on as a pointer-
+ * sized value is what the ABI does for both. */
+SD_EXPORT int fcntl(int fd, int cmd, ...)
+{
+	RESOLVE(fcntl);
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	return fcntl_common(real_fcntl, fd, cmd, arg);
+}
+
+SD_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+	RESOLVE(fcntl64);
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	return fcntl_common(real_fcntl64 ? real_fcntl64 : real_fcntl, fd, cmd, arg);
+}
+
+SD_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	RESOLVE(epoll_ctl);
+	int r = real_epoll_ctl(epfd, op, fd, ev);
+	if (r == 0) {
+		struct conn *c = conn_get(fd);
+		if (c) {
+			int e = errno;
+			conn_epoll_ctl(c, epfd, op, ev ? ev->events : 0);
+			errno = e;
+		}
+	}
+	return r;
+}
+
+/* ---- signals: keep slowdog's signal usable on tracked threads ---- */
+
+SD_EXPORT int sigaction(int sig, const struct sigaction *act,
+			struct sigaction *old)
+{
+	RESOLVE(sigaction);
+	if (act && sig > 0 && sig == capture_signal_number())
+		capture_signal_taken();
+	return real_sigaction(sig, act, old);
+}
+
+static const sigset_t *keep_unblocked(int how, const sigset_t *set, sigset_t *copy)
+{
+	int sig = thread_keep_signal;
+	if (!set || sig <= 0 || how == SIG_UNBLOCK || !thread_self() ||
+	    !sigismember(set, sig))
+		return set;
+	*copy = *set;
+	sigdelset(copy, sig);
+	return copy;
+}
+
+SD_EXPORT int pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+	RESOLVE(pthread_sigmask);
+	sigset_t copy;
+	return real_pthread_sigmask(how, keep_unblocked(how, set, &copy), old);
+}
+
+SD_EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old)
+{
+	RESOLVE(sigprocmask);
+	sigset_t copy;
+	return real_sigprocmask(how, keep_unblocked(how, set, &copy), old);
+}

@@ -1,0 +1,67 @@
+/*
+ * CPython layouts, one table per minor version, as constants: the library
+ * must read whichever interpreter it is loaded into, whatever was installed
+ * where it was built. The tables are generated from each interpreter's own
+ * headers by scripts/gen-pyoffsets, which also checks them (--check).
+ *
+ * 3.8-3.12 are used as they are. For 3.13 the walker takes the offsets from
+ * _PyRuntime.debug_offsets at run time; the 3.13 table supplies what those
+ * do not describe and is trusted only where debug_offsets agree with it.
+ */
+#pragma once
+
+#include <stdint.h>
+
+enum py_layout {
+	/* 3.8, 3.9: PyFrameObject chain, f_lasti in bytes, co_lnotab */
+	PY_LAYOUT_38 = 1,
+	/* 3.10: PyFrameObject chain, f_lasti in code units, co_linetable
+	 * (offset, line) pairs */
+	PY_LAYOUT_310,
+	/* 3.11: _PyInterpreterFrame through tstate->cframe, is_entry, the
+	 * location table */
+	PY_LAYOUT_311,
+	/* 3.12: as 3.11 without is_entry; shim frames owned by the C stack */
+	PY_LAYOUT_312,
+	/* 3.13: tstate->current_frame, instr_ptr, f_executable */
+	PY_LAYOUT_313,
+};
+
+/* Byte offsets in the named structure; -1 when the version has no such
+ * field. See scripts/gen-pyoffsets for what each one is measured from. */
+struct py_offsets {
+	int major, minor, layout;
+	int rt_interp_head;      /* _PyRuntimeState.interpreters.head */
+	int is_next;             /* PyInterpreterState.next */
+	int is_threads_head;     /* .tstate_head (<3.11) / .threads.head */
+	int ts_next;             /* PyThreadState.next */
+	int ts_thread_id;        /* .thread_id (pthread_self()) */
+	int ts_native_thread_id; /* .native_thread_id (gettid(), 3.11+) */
+	int ts_frame;            /* .frame (<3.11), .cframe (3.11, 3.12),
+	                            .current_frame (3.13) */
+	int cf_current_frame;    /* _PyCFrame.current_frame (3.11, 3.12) */
+	int fr_previous;         /* f_back / previous */
+	int fr_code;             /* f_code / f_executable */
+	int fr_instr;            /* f_lasti (int) / prev_instr / instr_ptr */
+	int fr_owner;            /* char owner (3.11+) */
+	int fr_is_entry;         /* bool is_entry (3.11) */
+	int fr_size;             /* bytes read per frame */
+	int owner_generator;     /* FRAME_OWNED_BY_GENERATOR */
+	int owner_cstack;        /* FRAME_OWNED_BY_CSTACK (3.12+) */
+	int ob_type;             /* PyObject.ob_type */
+	int co_filename, co_name, co_firstlineno;
+	int co_linetable;        /* co_lnotab (<3.10) / co_linetable */
+	int co_firsttraceable;   /* int _co_firsttraceable (3.11+) */
+	int co_code_adaptive;    /* the bytecode, inline (3.11+) */
+	int co_size;             /* bytes read per code object */
+	int str_length, str_state;
+	int str_ascii_size;      /* sizeof(PyASCIIObject) */
+	int str_compact_size;    /* sizeof(PyCompactUnicodeObject) */
+	int str_kind_shift;      /* bit of state.kind (3 bits) */
+	int str_compact_bit, str_ascii_bit;
+	int bytes_size;          /* PyVarObject.ob_size */
+	int bytes_sval;          /* PyBytesObject.ob_sval */
+};
+
+/* The table of 3.minor, NULL when there is none. */
+const struct py_offsets *pyoffsets_get(int major, int minor);

@@ -1,0 +1,834 @@
+/*
+ * Python frames without the GIL. See python.h.
+ *
+ * The walker reads CPython's structures through a mem_reader only, with the
+ * layout of the running interpreter: a constant table per minor version
+ * (pyoffsets.c) for 3.8-3.12, _PyRuntime.debug_offsets for 3.13. Nothing here
+ * calls into CPython except py_tstate_self.
+ */
+#include "python.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "pyoffsets.h"
+
+/* Bounds on reads that the tables could otherwise make arbitrary. */
+#define HDR_MAX 256          /* frame and code object headers read */
+#define INTERP_MAX 256       /* interpreters followed by py_tstate_find */
+#define THREADS_MAX 65536    /* thread states followed per interpreter */
+#define LINETABLE_MAX (256 * 1024)
+#define CODE_BYTES_MAX (64 * 1024 * 1024) /* larger offsets are nonsense */
+
+enum py_state {
+	PY_NONE = 0,     /* no CPython found (yet) */
+	PY_UNSUPPORTED,  /* found, but frames cannot be walked */
+	PY_READY,
+};
+
+/*
+ * Written by py_init under init_lock, then published by the release store
+ * of `state`; everyone else reads them only after an acquire load that saw
+ * PY_READY (or PY_UNSUPPORTED for the strings). Never written again after
+ * publication, so handlers read them without a lock.
+ */
+static struct py_offsets off;
+static uintptr_t runtime_addr;
+static uintptr_t code_type, unicode_type, bytes_type;
+static void *(*gilstate_get)(void);
+static char version_str[32];
+static char unavailable_msg[96];
+static _Atomic int state;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- symbols ------------------------------------------------------------ */
+
+#define LIBPY_MAX 4
+struct libpy_names {
+	int n;
+	char name[LIBPY_MAX][256];
+};
+
+static int libpy_collect(struct dl_phdr_info *info, size_t size, void *data)
+{
+	struct libpy_names *ln = data;
+	(void)size;
+	if (!info->dlpi_name || !strstr(info->dlpi_name, "libpython"))
+		return 0;
+	size_t len = strlen(info->dlpi_name);
+	if (ln->n < LIBPY_MAX && len < sizeof(ln->name[0])) {
+		memcpy(ln->name[ln->n], info->dlpi_name, len + 1);
+		ln->n++;
+	}
+	return 0;
+}
+
+/*
+ * The handle to resolve CPython's symbols from: the global scope when the
+ * interpreter is there (a python executable, a libpython it links), else a
+ * libpython loaded with RTLD_LOCAL (uWSGI's python plugin). A handle from
+ * dlopen is kept open on purpose: the walker holds addresses inside it.
+ */
+static bool py_handle(void **handle)
+{
+	*handle = RTLD_DEFAULT; /* NULL */
+	if (dlsym(RTLD_DEFAULT, "Py_GetVersion"))
+		return true;
+	/* Collect names first: no dlopen while dl_iterate_phdr holds the
+	 * loader's lock. */
+	static struct libpy_names ln;
+	ln.n = 0;
+	dl_iterate_phdr(libpy_collect, &ln);
+	for (int i = 0; i < ln.n; i++) {
+		void *h = dlopen(ln.name[i], RTLD_NOLOAD | RTLD_LAZY);
+		if (!h)
+			continue;
+		if (dlsym(h, "Py_GetVersion")) {
+			*handle = h;
+			return true;
+		}
+		dlclose(h);
+	}
+	return false;
+}
+
+/* "3.11.7" and (major, minor) from the interpreter itself. */
+static bool py_version(void *h, int *major, int *minor)
+{
+	const uint32_t *hex = dlsym(h, "Py_Version");
+	if (hex) {
+		uint32_t v;
+		if (!mem_read_safe(&v, (uintptr_t)hex, sizeof(v)))
+			return false;
+		*major = (int)(v >> 24);
+		*minor = (int)((v >> 16) & 0xff);
+		unsigned level = (v >> 4) & 0xf, serial = v & 0xf;
+		const char *lv = level == 0xa ? "a" : level == 0xb ? "b" :
+				 level == 0xc ? "rc" : "";
+		if (*lv)
+			snprintf(version_str, sizeof(version_str), "%d.%d.%u%s%u",
+				 *major, *minor, (v >> 8) & 0xff, lv, serial);
+		else
+			snprintf(version_str, sizeof(version_str), "%d.%d.%u",
+				 *major, *minor, (v >> 8) & 0xff);
+		return true;
+	}
+	const char *(*get)(void) = (const char *(*)(void))dlsym(h, "Py_GetVersion");
+	if (!get)
+		return false;
+	/* "3.8.18 (default, ...)": a static string, safe without the GIL. */
+	const char *s = get();
+	size_t i = 0;
+	while (s[i] && s[i] != ' ' && i + 1 < sizeof(version_str)) {
+		version_str[i] = s[i];
+		i++;
+	}
+	version_str[i] = '\0';
+	return sscanf(version_str, "%d.%d", major, minor) == 2;
+}
+
+/* ---- 3.13: _PyRuntime.debug_offsets ------------------------------------- */
+
+/*
+ * struct _Py_DebugOffsets as 3.13 defines it (Include/internal/
+ * pycore_runtime.h): all uint64_t after the cookie. Its layout is stable
+ * within one minor version only, so this is used for 3.13 alone.
+ */
+struct dbg313 {
+	char cookie[8];
+	uint64_t version;
+	uint64_t free_threaded;
+	struct { uint64_t size, finalizing, interpreters_head; } runtime_state;
+	struct {
+		uint64_t size, id, next, threads_head, gc, imports_modules,
+			sysdict, builtins, ceval_gil, gil_runtime_state,
+			gil_runtime_state_enabled, gil_runtime_state_locked,
+			gil_runtime_state_holder;
+	} interpreter_state;
+	struct {
+		uint64_t size, prev, next, interp, current_frame, thread_id,
+			native_thread_id, datastack_chunk, status;
+	} thread_state;
+	struct {
+		uint64_t size, previous, executable, instr_ptr, localsplus,
+			owner;
+	} interpreter_frame;
+	struct {
+		uint64_t size, filename, name, qualname, linetable,
+			firstlineno, argcount, localsplusnames,
+			localspluskinds, co_code_adaptive;
+	} code_object;
+	struct { uint64_t size, ob_type; } pyobject;
+	struct { uint64_t size, tp_name, tp_repr, tp_flags; } type_object;
+	struct { uint64_t size, ob_item, ob_size; } tuple_object;
+	struct { uint64_t size, ob_item, ob_size; } list_object;
+	struct { uint64_t size, ma_keys, ma_values; } dict_object;
+	struct { uint64_t size, ob_fval; } float_object;
+	struct { uint64_t size, lv_tag, ob_digit; } long_object;
+	struct { uint64_t size, ob_size, ob_sval; } bytes_object;
+	struct { uint64_t size, state, length, asciiobject_size; } unicode_object;
+	struct { uint64_t size, collecting; } gc;
+};
+
+/* An offset of a field of `width` bytes inside a struct of `size` bytes. */
+static bool dbg_field(uint64_t v, uint64_t size, int width, int *out)
+{
+	if (v > 0xffff || v + (uint64_t)width > size)
+		return false;
+	*out = (int)v;
+	return true;
+}
+
+static int imax(int a, int b)
+{
+	return a > b ? a : b;
+}
+
+/*
+ * The walker's offsets for 3.13 from debug_offsets. What they do not
+ * describe (where _co_firsttraceable is, sizeof(PyCompactUnicodeObject),
+ * the bit layout of the string state, the frame owner values) comes from
+ * the 3.13 table, used only if debug_offsets agree with that table on the
+ * neighbouring fields: then it is the layout the table was made from.
+ */
+static bool py_offsets_313(struct py_offsets *o)
+{
+	const struct py_offsets *t = pyoffsets_get(3, 13);
+	struct dbg313 d;
+	if (!t || !mem_read_safe(&d, runtime_addr, sizeof(d)))
+		return false;
+	if (memcmp(d.cookie, "xdebugpy", 8) != 0 || (d.version >> 16) != 0x030d ||
+	    d.free_threaded != 0)
+		return false;
+	*o = *t;
+	bool ok = true;
+	ok &= dbg_field(d.runtime_state.interpreters_head, d.runtime_state.size, 8,
+			&o->rt_interp_head);
+	ok &= dbg_field(d.interpreter_state.next, d.interpreter_state.size, 8,
+			&o->is_next);
+	ok &= dbg_field(d.interpreter_state.threads_head, d.interpreter_state.size,
+			8, &o->is_threads_head);
+	ok &= dbg_field(d.thread_state.next, d.thread_state.size, 8, &o->ts_next);
+	ok &= dbg_field(d.thread_state.thread_id, d.thread_state.size, 8,
+			&o->ts_thread_id);
+	ok &= dbg_field(d.thread_state.native_thread_id, d.thread_state.size, 8,
+			&o->ts_native_thread_id);
+	ok &= dbg_field(d.thread_state.current_frame, d.thread_state.size, 8,
+			&o->ts_frame);
+	ok &= dbg_field(d.interpreter_frame.previous, d.interpreter_frame.size, 8,
+			&o->fr_previous);
+	ok &= dbg_field(d.interpreter_frame.executable, d.interpreter_frame.size,
+			8, &o->fr_code);
+	ok &= dbg_field(d.interpreter_frame.instr_ptr, d.interpreter_frame.size, 8,
+			&o->fr_instr);
+	ok &= dbg_field(d.interpreter_frame.owner, d.interpreter_frame.size, 1,
+			&o->fr_owner);
+	ok &= dbg_field(d.pyobject.ob_type, d.code_object.size, 8, &o->ob_type);
+	ok &= dbg_field(d.code_object.filename, d.code_object.size, 8,
+			&o->co_filename);
+	ok &= dbg_field(d.code_object.name, d.code_object.size, 8, &o->co_name);
+	ok &= dbg_field(d.code_object.linetable, d.code_object.size, 8,
+			&o->co_linetable);
+	ok &= dbg_field(d.code_object.firstlineno, d.code_object.size, 4,
+			&o->co_firstlineno);
+	ok &= dbg_field(d.code_object.co_code_adaptive, d.code_object.size, 0,
+			&o->co_code_adaptive);
+	ok &= dbg_field(d.unicode_object.length, d.unicode_object.size, 8,
+			&o->str_length);
+	ok &= dbg_field(d.unicode_object.state, d.unicode_object.size, 4,
+			&o->str_state);
+	ok &= dbg_field(d.unicode_object.asciiobject_size, 0xffff, 0,
+			&o->str_ascii_size);
+	ok &= dbg_field(d.bytes_object.ob_size, d.bytes_object.size, 8,
+			&o->bytes_size);
+	ok &= dbg_field(d.bytes_object.ob_sval, d.bytes_object.size, 0,
+			&o->bytes_sval);
+	if (!ok)
+		return false;
+	/* Where the table's extra knowledge holds. */
+	if (o->co_code_adaptive != t->co_code_adaptive ||
+	    o->str_ascii_size != t->str_ascii_size ||
+	    o->str_state != t->str_state || o->ob_type != t->ob_type)
+		return false;
+	o->fr_size = imax(imax(o->fr_previous + 8, o->fr_code + 8),
+			  imax(o->fr_instr + 8, o->fr_owner + 1));
+	o->co_size = o->co_code_adaptive;
+	return true;
+}
+
+/* ---- init ---------------------------------------------------------------- */
+
+static bool offsets_sane(const struct py_offsets *o)
+{
+	return o->fr_size > 0 && o->fr_size <= HDR_MAX && o->co_size > 0 &&
+	       o->co_size <= HDR_MAX && o->str_ascii_size > 0 &&
+	       o->str_compact_size >= o->str_ascii_size &&
+	       o->str_compact_size <= HDR_MAX && o->bytes_sval > 0 &&
+	       o->bytes_sval <= HDR_MAX;
+}
+
+static void py_set_unsupported(const char *version, const char *why)
+{
+	snprintf(unavailable_msg, sizeof(unavailable_msg),
+		 "Python frames unavailable: CPython %s%s", version, why);
+	atomic_store_explicit(&state, PY_UNSUPPORTED, memory_order_release);
+}
+
+bool py_init(void)
+{
+	int s = atomic_load_explicit(&state, memory_order_acquire);
+	if (s != PY_NONE)
+		return s == PY_READY;
+	pthread_mutex_lock(&init_lock);
+	s = atomic_load_explicit(&state, memory_order_acquire);
+	if (s != PY_NONE)
+		goto out;
+	void *h;
+	if (!py_handle(&h))
+		goto out;
+	int major, minor;
+	if (!py_version(h, &major, &minor))
+		goto out;
+	runtime_addr = (uintptr_t)dlsym(h, "_PyRuntime");
+	code_type = (uintptr_t)dlsym(h, "PyCode_Type");
+	unicode_type = (uintptr_t)dlsym(h, "PyUnicode_Type");
+	bytes_type = (uintptr_t)dlsym(h, "PyBytes_Type");
+	gilstate_get = (void *(*)(void))dlsym(h, "PyGILState_GetThisThreadState");
+	const struct py_offsets *t = pyoffsets_get(major, minor);
+	if (!t) {
+		/* "CPython 3.14": the minor version is what is missing. */
+		char mm[24];
+		snprintf(mm, sizeof(mm), "%d.%d", major, minor);
+		py_set_unsupported(mm, "");
+		goto out;
+	}
+	if (!runtime_addr || !code_type || !unicode_type || !bytes_type ||
+	    !gilstate_get) {
+		py_set_unsupported(version_str, " (symbols missing)");
+		goto out;
+	}
+	if (t->layout == PY_LAYOUT_313) {
+		if (!py_offsets_313(&off)) {
+			py_set_unsupported(version_str, " (unrecognised debug offsets)");
+			goto out;
+		}
+	} else {
+		off = *t;
+	}
+	if (!offsets_sane(&off)) {
+		py_set_unsupported(version_str, " (bad layout table)");
+		goto out;
+	}
+	atomic_store_explicit(&state, PY_READY, memory_order_release);
+out:
+	pthread_mutex_unlock(&init_lock);
+	return atomic_load_explicit(&state, memory_order_acquire) == PY_READY;
+}
+
+bool py_present(void)
+{
+	return atomic_load_explicit(&state, memory_order_acquire) != PY_NONE;
+}
+
+const char *py_unavailable(void)
+{
+	int s = atomic_load_explicit(&state, memory_order_acquire);
+	return s == PY_UNSUPPORTED ? unavailable_msg : NULL;
+}
+
+const char *py_version_string(void)
+{
+	return atomic_load_explicit(&state, memory_order_acquire) != PY_NONE ?
+		       version_str : "";
+}
+
+static bool ready(void)
+{
+	return atomic_load_explicit(&state, memory_order_acquire) == PY_READY;
+}
+
+/* async-signal-safe */
+uintptr_t py_tstate_self(void)
+{
+	if (!ready())
+		return 0;
+	return (uintptr_t)gilstate_get();
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+/* async-signal-safe */
+static uintptr_t get_ptr(const unsigned char *buf, int at)
+{
+	uintptr_t v;
+	memcpy(&v, buf + at, sizeof(v));
+	return v;
+}
+
+/* async-signal-safe */
+static int32_t get_i32(const unsigned char *buf, int at)
+{
+	int32_t v;
+	memcpy(&v, buf + at, sizeof(v));
+	return v;
+}
+
+/* async-signal-safe */
+static bool read_ptr(mem_reader rd, uintptr_t addr, uintptr_t *out)
+{
+	return (addr & 7) == 0 && rd(out, addr, sizeof(*out));
+}
+
+/* async-signal-safe: the code object's header, type-checked. */
+static bool read_code(mem_reader rd, uintptr_t code, unsigned char *buf)
+{
+	if (!code || (code & 7) || !rd(buf, code, (size_t)off.co_size))
+		return false;
+	return get_ptr(buf, off.ob_type) == code_type;
+}
+
+/* async-signal-safe: one code point as UTF-8 into dst if it fits. */
+static size_t utf8_put(char *dst, size_t room, uint32_t c)
+{
+	if ((c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+		c = '?'; /* lone surrogates (surrogateescape) are not UTF-8 */
+	if (c < 0x80) {
+		if (room < 1)
+			return 0;
+		dst[0] = (char)c;
+		return 1;
+	}
+	if (c < 0x800) {
+		if (room < 2)
+			return 0;
+		dst[0] = (char)(0xc0 | (c >> 6));
+		dst[1] = (char)(0x80 | (c & 0x3f));
+		return 2;
+	}
+	if (c < 0x10000) {
+		if (room < 3)
+			return 0;
+		dst[0] = (char)(0xe0 | (c >> 12));
+		dst[1] = (char)(0x80 | ((c >> 6) & 0x3f));
+		dst[2] = (char)(0x80 | (c & 0x3f));
+		return 3;
+	}
+	if (room < 4)
+		return 0;
+	dst[0] = (char)(0xf0 | (c >> 18));
+	dst[1] = (char)(0x80 | ((c >> 12) & 0x3f));
+	dst[2] = (char)(0x80 | ((c >> 6) & 0x3f));
+	dst[3] = (char)(0x80 | (c & 0x3f));
+	return 4;
+}
+
+/*
+ * async-signal-safe: a str object as UTF-8, cut on a character boundary.
+ * Only compact strings (all that CPython makes for code objects' names);
+ * anything else gives "?".
+ */
+static void read_str(mem_reader rd, uintptr_t obj, char *dst, size_t cap)
+{
+	unsigned char hdr[HDR_MAX];
+	size_t out = 0;
+	dst[0] = '\0';
+	if (!obj || (obj & 7) || !rd(hdr, obj, (size_t)off.str_ascii_size) ||
+	    get_ptr(hdr, off.ob_type) != unicode_type)
+		goto bad;
+	uint32_t st;
+	memcpy(&st, hdr + off.str_state, sizeof(st));
+	int64_t len;
+	memcpy(&len, hdr + off.str_length, sizeof(len));
+	unsigned kind = (st >> off.str_kind_shift) & 7;
+	bool compact = (st >> off.str_compact_bit) & 1;
+	bool ascii = (st >> off.str_ascii_bit) & 1;
+	if (!compact || len < 0 || (kind != 1 && kind != 2 && kind != 4) ||
+	    (ascii && kind != 1))
+		goto bad;
+	uintptr_t data = obj + (uintptr_t)(ascii ? off.str_ascii_size :
+						    off.str_compact_size);
+	/* At most cap - 1 characters can fit. */
+	uint64_t want = (uint64_t)len < cap - 1 ? (uint64_t)len : cap - 1;
+	unsigned char chunk[256];
+	size_t per = sizeof(chunk) / kind;
+	for (uint64_t i = 0; i < want;) {
+		size_t k = want - i < per ? (size_t)(want - i) : per;
+		if (!rd(chunk, data + i * kind, k * kind))
+			goto bad;
+		for (size_t j = 0; j < k; j++) {
+			uint32_t c;
+			if (kind == 1) {
+				c = chunk[j];
+			} else if (kind == 2) {
+				uint16_t c16;
+				memcpy(&c16, chunk + 2 * j, 2);
+				c = c16;
+			} else {
+				memcpy(&c, chunk + 4 * j, 4);
+			}
+			size_t w = utf8_put(dst + out, cap - 1 - out, c);
+			if (w == 0) {
+				dst[out] = '\0';
+				return;
+			}
+			out += w;
+		}
+		i += k;
+	}
+	dst[out] = '\0';
+	return;
+bad:
+	dst[0] = '?';
+	dst[1] = '\0';
+}
+
+/* ---- the walk ------------------------------------------------------------ */
+
+/* async-signal-safe: the innermost frame of tstate, 0 if none. */
+static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame)
+{
+	uintptr_t p;
+	if (!read_ptr(rd, tstate + (uintptr_t)off.ts_frame, &p))
+		return false;
+	if (off.cf_current_frame >= 0 && p) /* 3.11, 3.12: through cframe */
+		return read_ptr(rd, p + (uintptr_t)off.cf_current_frame, frame);
+	*frame = p;
+	return true;
+}
+
+/* async-signal-safe: rotate out[a..b) left by k, in place. */
+static void rotate(struct py_frame *out, int a, int b, int k)
+{
+	struct py_frame tmp;
+	for (int lo = a, hi = a + k - 1; lo < hi; lo++, hi--) {
+		tmp = out[lo], out[lo] = out[hi], out[hi] = tmp;
+	}
+	for (int lo = a + k, hi = b - 1; lo < hi; lo++, hi--) {
+		tmp = out[lo], out[lo] = out[hi], out[hi] = tmp;
+	}
+	for (int lo = a, hi = b - 1; lo < hi; lo++, hi--) {
+		tmp = out[lo], out[lo] = out[hi], out[hi] = tmp;
+	}
+}
+
+/*
+ * async-signal-safe. One pass over the chain records code, addr and flags;
+ * the names are read afterwards for the frames kept only.
+ */
+int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
+	    struct py_walk_info *info)
+{
+	info->n = info->total = info->head = 0;
+	info->damaged = false;
+	if (!ready() || !tstate || max < 0)
+		return 0;
+
+	/* Keep out[0..inner) for the innermost frames, a ring of `outer`
+	 * slots after them for the outermost ones. */
+	int inner = max - max / 2, outer = max / 2;
+	struct py_frame *last = NULL; /* the frame stored last */
+	uintptr_t frame;
+	if (!first_frame(rd, tstate, &frame)) {
+		info->damaged = true;
+		return 0;
+	}
+	/* Brent's cycle detection: cheap, no memory. */
+	uintptr_t saved = 0;
+	long power = 1, lam = 0;
+	long steps = 0;
+	int total = 0;
+	unsigned char fb[HDR_MAX], cb[HDR_MAX];
+
+	while (frame) {
+		if (++steps > 2L * PY_WALK_LIMIT || total >= PY_WALK_LIMIT ||
+		    frame == saved || (frame & 7) ||
+		    !rd(fb, frame, (size_t)off.fr_size)) {
+			info->damaged = true;
+			break;
+		}
+		if (lam == power) {
+			saved = frame;
+			power *= 2;
+			lam = 0;
+		}
+		lam++;
+		uintptr_t prev = get_ptr(fb, off.fr_previous);
+		uintptr_t code = get_ptr(fb, off.fr_code);
+		uint32_t flags = 0;
+		int owner = off.fr_owner >= 0 ? fb[off.fr_owner] : -1;
+		if (off.owner_cstack >= 0 && owner == off.owner_cstack) {
+			/* A shim the eval loop pushes at its entry: the frame
+			 * walked just before it is the outermost one that
+			 * native eval frame runs. */
+			if (last)
+				last->flags |= PY_FRAME_ENTRY;
+			frame = prev;
+			continue;
+		}
+		if (!read_code(rd, code, cb)) {
+			info->damaged = true;
+			break;
+		}
+		int32_t addr = -1;
+		if (off.layout == PY_LAYOUT_38 || off.layout == PY_LAYOUT_310) {
+			int32_t lasti = get_i32(fb, off.fr_instr);
+			if (lasti >= 0 && lasti < CODE_BYTES_MAX)
+				addr = off.layout == PY_LAYOUT_310 ? lasti * 2 : lasti;
+			flags = PY_FRAME_ENTRY; /* one eval call per frame */
+		} else {
+			uintptr_t ip = get_ptr(fb, off.fr_instr);
+			uintptr_t start = code + (uintptr_t)off.co_code_adaptive;
+			int32_t first = get_i32(cb, off.co_firsttraceable);
+			/* _PyFrame_IsIncomplete: pushed, prologue not run yet. */
+			if (owner != off.owner_generator &&
+			    (ip < start || first < 0 ||
+			     ip - start < (uintptr_t)first * 2)) {
+				frame = prev;
+				continue;
+			}
+			if (ip >= start && ip - start < CODE_BYTES_MAX)
+				addr = (int32_t)(ip - start);
+			if (off.fr_is_entry >= 0 && fb[off.fr_is_entry])
+				flags = PY_FRAME_ENTRY;
+		}
+		if (max > 0) {
+			struct py_frame *f;
+			if (total < inner)
+				f = &out[total];
+			else if (outer > 0)
+				f = &out[inner + (total - inner) % outer];
+			else
+				f = NULL;
+			if (f) {
+				f->code = code;
+				f->addr = addr;
+				f->line = 0;
+				f->flags = flags;
+				f->file[0] = f->func[0] = '\0';
+			}
+			last = f;
+		}
+		total++;
+		frame = prev;
+	}
+
+	int n = total < max ? total : max;
+	int head = n;
+	if (total > max) {
+		head = inner;
+		/* The oldest outer frame sits where the next one would go. */
+		if (outer > 0)
+			rotate(out, inner, max, (total - inner) % outer);
+	}
+	for (int i = 0; i < n; i++) {
+		struct py_frame *f = &out[i];
+		if (i > 0 && out[i - 1].code == f->code) {
+			memcpy(f->file, out[i - 1].file, sizeof(f->file));
+			memcpy(f->func, out[i - 1].func, sizeof(f->func));
+			continue;
+		}
+		if (!read_code(rd, f->code, cb)) {
+			/* Freed since the pass above: names unknown. */
+			strcpy(f->file, "?");
+			strcpy(f->func, "?");
+			continue;
+		}
+		read_str(rd, get_ptr(cb, off.co_filename), f->file, sizeof(f->file));
+		read_str(rd, get_ptr(cb, off.co_name), f->func, sizeof(f->func));
+	}
+	info->n = n;
+	info->total = total;
+	info->head = head;
+	return n;
+}
+
+/* ---- thread states ------------------------------------------------------- */
+
+uintptr_t py_tstate_find(mem_reader rd, pid_t tid, unsigned long pthread_id)
+{
+	if (!ready())
+		return 0;
+	uintptr_t interp;
+	if (!read_ptr(rd, runtime_addr + (uintptr_t)off.rt_interp_head, &interp))
+		return 0;
+	for (int i = 0; interp && i < INTERP_MAX; i++) {
+		uintptr_t ts;
+		if (!read_ptr(rd, interp + (uintptr_t)off.is_threads_head, &ts))
+			return 0;
+		for (int j = 0; ts && j < THREADS_MAX; j++) {
+			uintptr_t id;
+			/* 3.11+ records the kernel tid; before, only
+			 * pthread_self() of the thread. */
+			if (off.ts_native_thread_id >= 0) {
+				if (!read_ptr(rd, ts + (uintptr_t)off.ts_native_thread_id,
+					      &id))
+					return 0;
+				if (id == (uintptr_t)tid)
+					return ts;
+			} else {
+				if (!read_ptr(rd, ts + (uintptr_t)off.ts_thread_id,
+					      &id))
+					return 0;
+				if (id == pthread_id)
+					return ts;
+			}
+			if (!read_ptr(rd, ts + (uintptr_t)off.ts_next, &ts))
+				return 0;
+		}
+		if (!read_ptr(rd, interp + (uintptr_t)off.is_next, &interp))
+			return 0;
+	}
+	return 0;
+}
+
+/* ---- line numbers -------------------------------------------------------- */
+
+/* 3.8, 3.9: co_lnotab, (address delta, signed line delta) byte pairs. */
+static int line_lnotab(const unsigned char *t, size_t n, int first, int addr)
+{
+	int line = first, a = 0;
+	for (size_t i = 0; i + 1 < n; i += 2) {
+		a += t[i];
+		if (a > addr)
+			break;
+		line += (signed char)t[i + 1];
+	}
+	return line;
+}
+
+/* 3.10: co_linetable, (address delta, signed line delta) pairs where a line
+ * delta of -128 means "no line" for that range. */
+static int line_310(const unsigned char *t, size_t n, int first, int addr)
+{
+	int computed = first, start = 0;
+	for (size_t i = 0; i + 1 < n; i += 2) {
+		int end = start + t[i];
+		int ld = (signed char)t[i + 1];
+		int line = -1;
+		if (ld != -128) {
+			computed += ld;
+			line = computed;
+		}
+		if (addr >= start && addr < end)
+			return line;
+		start = end;
+	}
+	return -1;
+}
+
+static unsigned varint(const unsigned char *t, size_t n, size_t *p)
+{
+	unsigned v = 0;
+	for (int shift = 0; *p < n && shift < 32; shift += 6) {
+		unsigned b = t[(*p)++];
+		v |= (b & 63u) << shift;
+		if (!(b & 64))
+			break;
+	}
+	return v;
+}
+
+static int svarint(const unsigned char *t, size_t n, size_t *p)
+{
+	unsigned v = varint(t, n, p);
+	return v & 1 ? -(int)(v >> 1) : (int)(v >> 1);
+}
+
+/* 3.11+: the location table (Objects/locations.md); only the start line
+ * matters here. */
+static int line_311(const unsigned char *t, size_t n, int first, int addr)
+{
+	int computed = first, start = 0;
+	size_t p = 0;
+	while (p < n) {
+		unsigned b = t[p];
+		if (!(b & 0x80))
+			return -1; /* not at an entry: malformed */
+		unsigned code = (b >> 3) & 15;
+		int end = start + (int)((b & 7) + 1) * 2;
+		size_t q = p + 1;
+		int delta = 0;
+		if (code == 13 || code == 14)
+			delta = svarint(t, n, &q);
+		else if (code >= 10 && code <= 12)
+			delta = (int)code - 10;
+		computed += delta;
+		if (addr >= start && addr < end)
+			return code == 15 ? -1 : computed;
+		start = end;
+		for (p++; p < n && !(t[p] & 0x80); p++)
+			;
+	}
+	return -1;
+}
+
+/* Watchdog only: one decoded table at a time. */
+static unsigned char lt_buf[LINETABLE_MAX];
+
+static int line_of(mem_reader rd, uintptr_t code, int addr, uintptr_t *cached,
+		   size_t *cached_n, int *first)
+{
+	unsigned char cb[HDR_MAX];
+	if (code != *cached) {
+		*cached = 0;
+		if (!read_code(rd, code, cb))
+			return 0;
+		*first = get_i32(cb, off.co_firstlineno);
+		uintptr_t lt = get_ptr(cb, off.co_linetable);
+		unsigned char bh[HDR_MAX];
+		if (!lt || (lt & 7) || !rd(bh, lt, (size_t)off.bytes_sval) ||
+		    get_ptr(bh, off.ob_type) != bytes_type)
+			return 0;
+		int64_t size;
+		memcpy(&size, bh + off.bytes_size, sizeof(size));
+		if (size < 0)
+			return 0;
+		size_t n = (uint64_t)size < sizeof(lt_buf) ? (size_t)size :
+							     sizeof(lt_buf);
+		if (!rd(lt_buf, lt + (uintptr_t)off.bytes_sval, n))
+			return 0;
+		*cached = code;
+		*cached_n = n;
+	}
+	if (addr < 0)
+		return *first;
+	int line;
+	switch (off.layout) {
+	case PY_LAYOUT_38:
+		line = line_lnotab(lt_buf, *cached_n, *first, addr);
+		break;
+	case PY_LAYOUT_310:
+		line = line_310(lt_buf, *cached_n, *first, addr);
+		break;
+	default:
+		line = line_311(lt_buf, *cached_n, *first, addr);
+		break;
+	}
+	return line > 0 ? line : 0;
+}
+
+void py_resolve_lines(mem_reader rd, struct py_frame *f, int n)
+{
+	if (!ready())
+		return;
+	uintptr_t cached = 0;
+	size_t cached_n = 0;
+	int first = 0;
+	for (int i = 0; i < n; i++)
+		f[i].line = line_of(rd, f[i].code, f[i].addr, &cached, &cached_n,
+				    &first);
+}
+
+bool py_is_eval_symbol(const char *name)
+{
+	static const char eval[] = "_PyEval_EvalFrameDefault";
+	size_t len = sizeof(eval) - 1;
+	/* Also its hot/cold split parts (gcc's ".cold"). */
+	return name && strncmp(name, eval, len) == 0 &&
+	       (name[len] == '\0' || name[len] == '.');
+}

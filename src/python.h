@@ -1,0 +1,92 @@
+/*
+ * Python frames without the GIL: a walker of slowdog's own over CPython's
+ * frame chain, for CPython 3.8 to 3.13 (per-version offset tables for
+ * 3.8-3.12, _PyRuntime.debug_offsets for 3.13 and later).
+ *
+ * Every read goes through a mem_reader, so the walk never faults; every
+ * object is type-checked before use; the walk is bounded.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "mem.h"
+
+#define PY_FILE_MAX 256
+#define PY_FUNC_MAX 128
+
+enum py_frame_flags {
+	/* The outermost Python frame run by one invocation of the interpreter's
+	 * eval loop (_PyEval_EvalFrameDefault). On 3.8-3.10 every frame has it;
+	 * on 3.11+ it marks where one native eval frame's group of Python frames
+	 * ends (walking from the innermost frame outwards). */
+	PY_FRAME_ENTRY = 1,
+};
+
+struct py_frame {
+	uintptr_t code;  /* address of the PyCodeObject */
+	int32_t addr;    /* byte offset of the current instruction in the code's
+	                    bytecode, -1 if unknown */
+	int32_t line;    /* source line; 0 until py_resolve_lines, then 0 = unknown */
+	uint32_t flags;  /* enum py_frame_flags */
+	char file[PY_FILE_MAX]; /* co_filename as UTF-8, NUL-terminated, may be cut */
+	char func[PY_FUNC_MAX]; /* co_name as UTF-8 */
+};
+
+struct py_walk_info {
+	int n;        /* frames stored in out[] */
+	int total;    /* frames in the chain (bounded by PY_WALK_LIMIT) */
+	int head;     /* out[0..head) are the innermost frames in order, out[head..n)
+	                 the outermost ones in order; total - n frames between them
+	                 were left out (when total > max) */
+	bool damaged; /* the chain ended on something invalid: the stack shown is
+	                 a prefix (innermost side) and the report says so */
+};
+
+#define PY_WALK_LIMIT 100000 /* frames followed at most in one chain */
+
+/*
+ * Watchdog (or constructor) context: finds the interpreter in this process
+ * (dlsym, also in a libpython loaded without RTLD_GLOBAL), its version and
+ * the layout to use. Idempotent and cheap after the first success; retried
+ * when no interpreter was found yet. Returns true when frames can be walked.
+ */
+bool py_init(void);
+
+/* True once py_init found a CPython in the process (supported or not). */
+bool py_present(void);
+
+/* NULL when frames are available; otherwise a line for the report, such as
+ * "Python frames unavailable: CPython 3.14". NULL too when no Python. */
+const char *py_unavailable(void);
+
+/* "3.11.7" etc., "" before py_init found one. */
+const char *py_version_string(void);
+
+/* async-signal-safe: PyGILState_GetThisThreadState() of the calling thread,
+ * 0 if there is none or py_init has not run. */
+uintptr_t py_tstate_self(void);
+
+/* Watchdog: the thread state of the thread with this kernel tid and
+ * pthread_self() value, found in the interpreters' thread lists; 0 if none. */
+uintptr_t py_tstate_find(mem_reader rd, pid_t tid, unsigned long pthread_id);
+
+/*
+ * async-signal-safe given an async-signal-safe reader. Walks the frames of
+ * tstate from the innermost outwards into out[0..max), keeping both ends
+ * when the chain is longer than max (see py_walk_info). Fills code, addr,
+ * flags, file and func; line stays 0. Returns info->n.
+ */
+int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
+	    struct py_walk_info *info);
+
+/* Watchdog: fills f[i].line from each code object's line table. */
+void py_resolve_lines(mem_reader rd, struct py_frame *f, int n);
+
+/* Watchdog: true if the native symbol name is an eval-loop function whose
+ * frames stand for Python frames in a merged stack (_PyEval_EvalFrameDefault,
+ * and on 3.8-3.10 also what calls it per Python frame if needed). */
+bool py_is_eval_symbol(const char *name);

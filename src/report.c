@@ -1,0 +1,428 @@
+/* Report formatting. See report.h and slowdog(7). */
+#include "report.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "escape.h"
+#include "preload.h"
+#include "python.h"
+#include "symbols.h"
+
+struct out {
+	char *b;
+	size_t cap, len;
+	bool cut;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+	if (o->cut)
+		return;
+	if (o->len + n + 1 > o->cap) {
+		o->cut = true;
+		return;
+	}
+	memcpy(o->b + o->len, s, n);
+	o->len += n;
+	o->b[o->len] = '\0';
+}
+
+#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+__attribute__((format(printf, 2, 3)))
+static void putf(struct out *o, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	put(o, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static void put_time(struct out *o, int64_t ns)
+{
+	time_t s = (time_t)(ns / NS_PER_SEC);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	char b[64];
+	strftime(b, sizeof(b), "%Y-%m-%d %H:%M:%S", &tm);
+	putf(o, "%s.%03d UTC", b, (int)((ns % NS_PER_SEC) / NS_PER_MS));
+}
+
+/* Untrusted text (command line, thread name, source): control bytes
+ * escaped, UTF-8 kept. */
+static void put_text(struct out *o, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f) {
+			char e[8];
+			snprintf(e, sizeof(e), "\\x%02x", c);
+			put(o, e, 4);
+		} else {
+			put(o, (const char *)&s[i], 1);
+		}
+	}
+}
+
+static size_t read_small(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	size_t have = 0;
+	while (have < cap) {
+		ssize_t n = read(fd, buf + have, cap - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+	}
+	close(fd);
+	return have;
+}
+
+/* ---- source lines ---- */
+
+#define SRC_CACHE 8
+#define SRC_MAX (8 << 20)
+static struct src {
+	char *path;
+	char *data;
+	size_t len;
+	time_t mtime;
+	unsigned long used;
+} src_cache[SRC_CACHE];
+static unsigned long src_clock;
+
+void report_flush_sources(void)
+{
+	for (int i = 0; i < SRC_CACHE; i++) {
+		free(src_cache[i].path);
+		free(src_cache[i].data);
+		memset(&src_cache[i], 0, sizeof(src_cache[i]));
+	}
+}
+
+static struct src *src_get(const char *path)
+{
+	struct stat st;
+	if (path[0] != '/' && path[0] != '.' ) {
+		if (path[0] == '<')
+			return NULL;
+	}
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SRC_MAX)
+		return NULL;
+	struct src *victim = &src_cache[0];
+	for (int i = 0; i < SRC_CACHE; i++) {
+		struct src *s = &src_cache[i];
+		if (s->path && strcmp(s->path, path) == 0) {
+			if (s->mtime == st.st_mtime && s->len == (size_t)st.st_size) {
+				s->used = ++src_clock;
+				return s;
+			}
+			victim = s;
+			break;
+		}
+		if (s->used < victim->used)
+			victim = s;
+	}
+	free(victim->path);
+	free(victim->data);
+	memset(victim, 0, sizeof(*victim));
+	char *data = malloc((size_t)st.st_size + 1);
+	char *p = strdup(path);
+	if (!data || !p) {
+		free(data);
+		free(p);
+		return NULL;
+	}
+	size_t n = read_small(path, data, (size_t)st.st_size);
+	data[n] = '\0';
+	victim->path = p;
+	victim->data = data;
+	victim->len = n;
+	victim->mtime = st.st_mtime;
+	victim->used = ++src_clock;
+	return victim;
+}
+
+static void put_source(struct out *o, const char *path, int line,
+		       const char *indent)
+{
+	if (line <= 0)
+		return;
+	struct src *s = src_get(path);
+	if (!s)
+		return;
+	const char *p = s->data, *end = s->data + s->len;
+	for (int l = 1; l < line && p < end; l++) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			return;
+		p = nl + 1;
+	}
+	if (p >= end)
+		return;
+	const char *e = memchr(p, '\n', (size_t)(end - p));
+	if (!e)
+		e = end;
+	while (p < e && (*p == ' ' || *p == '\t' || *p == '\f'))
+		p++;
+	while (e > p && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	if (p == e)
+		return;
+	size_t n = (size_t)(e - p);
+	bool longl = n > 300;
+	put(o, indent, strlen(indent));
+	PUTS(o, "  ");
+	put_text(o, p, longl ? 300 : n);
+	if (longl)
+		PUTS(o, "...");
+	PUTS(o, "\n");
+}
+
+static void put_pyframe(struct out *o, const struct py_frame *f,
+			const char *indent)
+{
+	putf(o, "%sFile \"", indent);
+	put_text(o, f->file, strlen(f->file));
+	if (f->line > 0)
+		putf(o, "\", line %d, in ", f->line);
+	else
+		PUTS(o, "\", line ?, in ");
+	put_text(o, f->func, strlen(f->func));
+	PUTS(o, "\n");
+	put_source(o, f->file, f->line, indent);
+}
+
+/* ---- native frames ---- */
+
+static void put_native(struct out *o, int i, uintptr_t ip, bool exact,
+		       const char *indent)
+{
+	struct sym_info si;
+	uintptr_t look = exact ? ip : ip - 1;
+	bool known = symbols_lookup(look, &si);
+	putf(o, "%s#%-3d 0x%016lx ", indent, i, (unsigned long)ip);
+	if (known && si.name)
+		putf(o, "%s+0x%lx", si.name, (unsigned long)(si.offset + (ip - look)));
+	else
+		PUTS(o, "??");
+	if (known && si.object)
+		putf(o, " (%s)\n", si.object);
+	else
+		PUTS(o, " (?\?)\n");
+}
+
+static bool is_eval(uintptr_t ip, bool exact)
+{
+	struct sym_info si;
+	if (!symbols_lookup(exact ? ip : ip - 1, &si) || !si.name)
+		return false;
+	return py_is_eval_symbol(si.name);
+}
+
+/* Python frames, outermost first (traceback order). */
+static void put_traceback(struct out *o, const struct capture *c)
+{
+	const struct py_walk_info *w = &c->pyinfo;
+	PUTS(o, "Traceback (most recent call last):\n");
+	if (w->damaged)
+		PUTS(o, "  [older frames unavailable: the frame chain is damaged]\n");
+	for (int i = w->n - 1; i >= w->head; i--)
+		put_pyframe(o, &c->py[i], "  ");
+	if (w->total > w->n)
+		putf(o, "  [... %d frames not shown (SLOWDOG_MAX_FRAMES) ...]\n",
+		     w->total - w->n);
+	for (int i = (w->head < w->n ? w->head : w->n) - 1; i >= 0; i--)
+		put_pyframe(o, &c->py[i], "  ");
+}
+
+static void put_split(struct out *o, const struct capture *c)
+{
+	bool have_py = c->py_walked && c->pyinfo.n > 0;
+	if (have_py) {
+		put_traceback(o, c);
+		/* The C code the innermost Python frame is waiting in. */
+		int k = 0;
+		while (k < c->nip && !is_eval(c->ip[k], k == 0))
+			k++;
+		if (k > 0 && k < c->nip) {
+			PUTS(o, "  In native code (most recent call first):\n");
+			for (int i = 0; i < k; i++)
+				put_native(o, i, c->ip[i], i == 0, "    ");
+		}
+		PUTS(o, "\n");
+	} else if (py_unavailable()) {
+		putf(o, "%s\n\n", py_unavailable());
+	} else if (c->py_walked) {
+		PUTS(o, "No Python frames on this thread.\n\n");
+	}
+	PUTS(o, "Native stack (most recent call first):\n");
+	for (int i = 0; i < c->nip; i++)
+		put_native(o, i, c->ip[i], i == 0, "  ");
+	if (c->nip == 0)
+		PUTS(o, "  (no native frames could be unwound)\n");
+	if (c->native_truncated)
+		putf(o, "  [... more frames not shown: %d at most]\n", NATIVE_MAX);
+}
+
+/* One stack: native frames, each eval-loop frame replaced by the Python
+ * frames it runs. Groups end at frames flagged PY_FRAME_ENTRY. */
+static void put_merged(struct out *o, const struct capture *c)
+{
+	PUTS(o, "Stack (most recent call first, Python and native merged):\n");
+	int p = 0, n = c->py_walked ? c->pyinfo.n : 0;
+	for (int i = 0; i < c->nip; i++) {
+		if (p < n && is_eval(c->ip[i], i == 0)) {
+			while (p < n) {
+				if (p == c->pyinfo.head && c->pyinfo.total > n)
+					putf(o, "    [... %d Python frames not shown ...]\n",
+					     c->pyinfo.total - n);
+				const struct py_frame *f = &c->py[p++];
+				put_pyframe(o, f, "    ");
+				if (f->flags & PY_FRAME_ENTRY)
+					break;
+			}
+			continue;
+		}
+		put_native(o, i, c->ip[i], i == 0, "  ");
+	}
+	if (p < n) {
+		PUTS(o, "  [Python frames not matched to a native frame:]\n");
+		for (; p < n; p++)
+			put_pyframe(o, &c->py[p], "    ");
+	}
+	if (c->pyinfo.damaged)
+		PUTS(o, "  [older Python frames unavailable: the frame chain is damaged]\n");
+	if (!c->py_walked && py_unavailable())
+		putf(o, "  %s\n", py_unavailable());
+	if (c->native_truncated)
+		putf(o, "  [... more frames not shown: %d at most]\n", NATIVE_MAX);
+}
+
+void report_request_line(char *buf, size_t cap, const struct reqinfo *info,
+			 const char *label)
+{
+	if (label) {
+		size_t pos = 0;
+		buf[0] = '\0';
+		escape_append(buf, cap, &pos, label, strlen(label));
+		return;
+	}
+	if (!info || info->proto == PROTO_UNKNOWN || info->proto == PROTO_OTHER ||
+	    !info->method[0]) {
+		snprintf(buf, cap, "%s", info && info->proto == PROTO_OTHER
+			 ? "(not HTTP)" : "(request not parsed)");
+		return;
+	}
+	snprintf(buf, cap, "%s %s", info->method,
+		 info->target[0] ? info->target : "-");
+}
+
+size_t report_format(char *buf, size_t cap, const struct report *r,
+		     const struct config *cfg)
+{
+	struct out o = {buf, cap, 0, false};
+	if (cap)
+		buf[0] = '\0';
+	char reqline[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
+	report_request_line(reqline, sizeof(reqline), r->info, r->label);
+
+	PUTS(&o, "--- slowdog: slow request ---\n");
+	PUTS(&o, "Time:       ");
+	put_time(&o, r->now_real_ns);
+	putf(&o, "\nRequest:    %s\n", reqline);
+	putf(&o, "Host:       %s\n",
+	     r->info && r->info->host[0] ? r->info->host : "-");
+	putf(&o, "Request-Id: %d-%llu\n", (int)r->pid, (unsigned long long)r->id);
+
+	char cmd[2048];
+	size_t n = read_small("/proc/self/cmdline", cmd, sizeof(cmd) - 1);
+	while (n > 0 && cmd[n - 1] == '\0')
+		n--;
+	for (size_t i = 0; i < n; i++)
+		if (cmd[i] == '\0')
+			cmd[i] = ' ';
+	putf(&o, "Process:    %d ", (int)r->pid);
+	put_text(&o, cmd, n);
+	putf(&o, "\nParent:     %d\n", (int)getppid());
+
+	char path[64], comm[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)r->tid);
+	n = read_small(path, comm, sizeof(comm) - 1);
+	while (n > 0 && (comm[n - 1] == '\n' || comm[n - 1] == '\0'))
+		n--;
+	putf(&o, "Thread:     %d (", (int)r->tid);
+	put_text(&o, comm, n);
+	PUTS(&o, ")\nStarted:    ");
+	put_time(&o, r->start_real_ns);
+	putf(&o, "\nRunning:    %.3f s (threshold %.3f s)\n",
+	     (double)r->running_ns / NS_PER_SEC,
+	     (double)cfg->threshold_ns / NS_PER_SEC);
+
+	const struct capture *c = r->cap;
+	PUTS(&o, "Capture:    ");
+	switch (c->mode) {
+	case CAPTURE_BLOCKED:
+		putf(&o, "blocked in %s()\n", preload_call_name(c->call_fn));
+		break;
+	case CAPTURE_SIGNAL:
+		putf(&o, "signal (thread stopped for %.1f us)\n",
+		     (double)c->pause_ns / 1000.0);
+		break;
+	default:
+		putf(&o, "failed: %s\n", c->why[0] ? c->why : "unknown");
+		break;
+	}
+	PUTS(&o, "\n");
+	if (c->mode == CAPTURE_BLOCKED || c->mode == CAPTURE_SIGNAL) {
+		if (cfg->stack_view == STACK_MERGED)
+			put_merged(&o, c);
+		else
+			put_split(&o, c);
+	}
+
+	/* Always close the record, even when the body was cut. */
+	char tail[128];
+	int tl = snprintf(tail, sizeof(tail), "%s--- end of slowdog report %d-%llu ---\n",
+			  o.cut ? "[report cut: too long]\n" : "", (int)r->pid,
+			  (unsigned long long)r->id);
+	if (o.cut) {
+		size_t keep = cap > (size_t)tl + 1 ? cap - (size_t)tl - 1 : 0;
+		if (o.len > keep)
+			o.len = keep;
+		while (o.len > 0 && buf[o.len - 1] != '\n')
+			o.len--;
+		o.cut = false;
+	}
+	put(&o, tail, (size_t)tl);
+	return o.len;
+}
+
+size_t report_finished(char *buf, size_t cap, pid_t pid, uint64_t id,
+		       int64_t total_ns, const char *request_line)
+{
+	int n = snprintf(buf, cap, "slowdog: request %d-%llu finished after %.3f s%s%s\n",
+			 (int)pid, (unsigned long long)id,
+			 (double)total_ns / NS_PER_SEC,
+			 request_line ? ": " : "", request_line ? request_line : "");
+	if (n < 0)
+		return 0;
+	return (size_t)n < cap ? (size_t)n : cap - 1;
+}

@@ -1,0 +1,40 @@
+/*
+ * Formatting reports and "finished" lines, in the watchdog thread.
+ * Text in the manner of dogslow: see slowdog(7) for the format.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "capture.h"
+#include "config.h"
+#include "reqinfo.h"
+
+struct report {
+	uint64_t id;           /* request number in this process */
+	pid_t pid, tid;
+	int64_t now_real_ns;   /* CLOCK_REALTIME at capture */
+	int64_t start_real_ns; /* when the request started */
+	int64_t running_ns;
+	const struct reqinfo *info; /* NULL: not known */
+	const char *label;     /* explicit work (slowdog_begin) instead of info */
+	const struct capture *cap;
+};
+
+/* Formats into buf (NUL-terminated); returns the length. A report longer
+ * than cap is cut at a line boundary and says so. */
+size_t report_format(char *buf, size_t cap, const struct report *r,
+		     const struct config *cfg);
+
+/* "METHOD target" (or the label) for the finished line. */
+void report_request_line(char *buf, size_t cap, const struct reqinfo *info,
+			 const char *label);
+
+size_t report_finished(char *buf, size_t cap, pid_t pid, uint64_t id,
+		       int64_t total_ns, const char *request_line);
+
+/* Drops cached source files (after fork, or when they may have changed). */
+void report_flush_sources(void);

@@ -1,0 +1,54 @@
+/*
+ * Names for native addresses, in the watchdog thread only: size-checked
+ * lookups in .symtab and .dynsym read with libelf, cached per loaded object;
+ * a stripped object's symbols are taken from its .gnu_debuglink or build-id
+ * file under /usr/lib/debug when present. Never called from a signal handler.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sym_info {
+	const char *name;   /* symbol name, NULL if none covers the address */
+	uintptr_t offset;   /* addr - symbol start */
+	const char *object; /* path of the loaded object, NULL if none */
+	uintptr_t obj_base; /* load bias of the object */
+};
+
+/* Looks addr up. Pointers stay valid until symbols_flush(). Returns true when
+ * at least the object is known. */
+bool symbols_lookup(uintptr_t addr, struct sym_info *out);
+
+/* Drops every cached object (call when objects were loaded or unloaded). */
+void symbols_flush(void);
+
+/* Re-reads the list of loaded objects if the loader added or removed any
+ * since the last look, keeping the tables of objects that stayed. Costs one
+ * dl_iterate_phdr step when nothing changed: call once before a batch of
+ * lookups. (A lookup that misses every known object checks by itself.) */
+void symbols_refresh(void);
+
+/*
+ * Loads the symbols of one ELF file for lookups by file-relative address
+ * (st_value space); used by symbols_lookup and by tests and fuzzers on
+ * arbitrary (possibly malformed) files. Returns NULL on any error; a valid
+ * file without symbols gives an empty table. symtab_load also merges the
+ * .symtab of a stripped file's debug file (build-id, then .gnu_debuglink);
+ * symtab_load_mem reads only the image given.
+ */
+struct symtab;
+struct symtab *symtab_load(const char *path);
+struct symtab *symtab_load_mem(const void *data, size_t size);
+const char *symtab_find(const struct symtab *t, uintptr_t vaddr,
+			uintptr_t *offset);
+void symtab_free(struct symtab *t);
+
+/* Like symtab_load without the search for a separate debug file. */
+struct symtab *symtab_load_nodebug(const char *path);
+
+/* For tests: the number of entries and entry i (sorted by address). */
+size_t symtab_count(const struct symtab *t);
+bool symtab_get(const struct symtab *t, size_t i, uintptr_t *addr,
+		uintptr_t *size, const char **name);

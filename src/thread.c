@@ -1,0 +1,138 @@
+/* Thread registry. See thread.h. */
+#include "thread.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common.h"
+
+struct sd_thread thread_table[THREADS_MAX];
+_Atomic int thread_high;
+int thread_keep_signal;
+
+/* Initial-exec TLS: safe to read in a signal handler, no lazy allocation. */
+static __thread struct sd_thread *tls_self
+	__attribute__((tls_model("initial-exec")));
+static __thread bool tls_internal __attribute__((tls_model("initial-exec")));
+static __thread bool tls_full __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+/* async-signal-safe */
+struct sd_thread *thread_self(void)
+{
+	return tls_self;
+}
+
+void thread_mark_internal(void)
+{
+	tls_internal = true;
+}
+
+bool thread_is_internal(void)
+{
+	return tls_internal;
+}
+
+/* Thread exit: give the record back. The watchdog may still be reading it;
+ * that is harmless, the record is never unmapped and it checks req_id. */
+static void thread_exit(void *arg)
+{
+	struct sd_thread *t = arg;
+	atomic_store_explicit(&t->req_id, 0, memory_order_release);
+	atomic_store_explicit(&t->tstate, 0, memory_order_relaxed);
+	atomic_store_explicit(&t->state, THREAD_FREE, memory_order_release);
+	tls_self = NULL;
+}
+
+static void exit_key_create(void)
+{
+	pthread_key_create(&exit_key, thread_exit);
+}
+
+static void stack_bounds(struct sd_thread *t)
+{
+	pthread_attr_t attr;
+	void *addr;
+	size_t size;
+	t->stack_lo = t->stack_hi = 0;
+	if (pthread_getattr_np(pthread_self(), &attr) != 0)
+		return;
+	if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+		t->stack_lo = (uintptr_t)addr;
+		t->stack_hi = (uintptr_t)addr + size;
+	}
+	pthread_attr_destroy(&attr);
+}
+
+struct sd_thread *thread_get(void)
+{
+	struct sd_thread *t = tls_self;
+	if (likely(t != NULL))
+		return t;
+	if (tls_internal || tls_full)
+		return NULL;
+
+	pthread_once(&exit_key_once, exit_key_create);
+	for (int i = 0; i < THREADS_MAX; i++) {
+		uint32_t want = THREAD_FREE;
+		struct sd_thread *c = &thread_table[i];
+		if (atomic_load_explicit(&c->state, memory_order_relaxed) != THREAD_FREE)
+			continue;
+		/* Claim with a value the watchdog ignores until it is filled. */
+		if (!atomic_compare_exchange_strong(&c->state, &want, 2))
+			continue;
+		int high = atomic_load(&thread_high);
+		while (high < i + 1 &&
+		       !atomic_compare_exchange_weak(&thread_high, &high, i + 1))
+			;
+		c->tid = (pid_t)syscall(SYS_gettid);
+		c->pthread = (unsigned long)pthread_self();
+		stack_bounds(c);
+		c->call_depth = 0;
+		c->mux = false;
+		c->fd = -1;
+		atomic_store(&c->req_id, 0);
+		atomic_store(&c->reported_id, 0);
+		atomic_store(&c->done_id, 0);
+		atomic_store(&c->tstate, 0);
+		tls_self = c;
+		pthread_setspecific(exit_key, c);
+		if (thread_keep_signal > 0) {
+			sigset_t s;
+			sigemptyset(&s);
+			sigaddset(&s, thread_keep_signal);
+			pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+		}
+		atomic_store_explicit(&c->state, THREAD_LIVE, memory_order_release);
+		return c;
+	}
+	tls_full = true;
+	return NULL;
+}
+
+void thread_atfork_child(void)
+{
+	struct sd_thread *me = tls_self;
+	int high = atomic_load(&thread_high);
+	for (int i = 0; i < high; i++) {
+		struct sd_thread *t = &thread_table[i];
+		if (t == me)
+			continue;
+		atomic_store(&t->req_id, 0);
+		atomic_store(&t->state, THREAD_FREE);
+	}
+	if (me) {
+		/* Same thread, new process: new tid, no request, no report. */
+		me->tid = (pid_t)syscall(SYS_gettid);
+		atomic_store(&me->req_id, 0);
+		atomic_store(&me->reported_id, 0);
+		atomic_store(&me->done_id, 0);
+		me->mux = false;
+	}
+}

@@ -1,0 +1,94 @@
+/*
+ * The threads slowdog tracks: one record per thread that has served a
+ * request, in a fixed process-wide array that is never freed, so the
+ * watchdog can read any record at any time without a lock.
+ */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* What the interposer's entry stub records: where the caller resumes. */
+struct call_regs {
+	uint64_t rbx, rbp, r12, r13, r14, r15;
+	uint64_t cfa; /* the caller's stack pointer after the call returns */
+	uint64_t ret; /* the return address, at cfa - 8 */
+};
+
+#define THREADS_MAX 4096
+
+struct sd_thread {
+	/* Written once at registration, before state becomes LIVE (release). */
+	_Atomic uint32_t state; /* THREAD_FREE, THREAD_LIVE */
+	pid_t tid;
+	unsigned long pthread; /* pthread_self() */
+	uintptr_t stack_lo, stack_hi;
+
+	/*
+	 * Blocked-call record, a seqlock: the owner writes regs, then makes
+	 * call_seq odd (release) when it enters an interposed call, and even
+	 * when it leaves. The watchdog copies regs and stack while call_seq is
+	 * odd and keeps the copy only if call_seq did not change meanwhile.
+	 */
+	_Atomic uint32_t call_seq;
+	uint32_t call_depth;     /* owner only: nesting (a handler's calls) */
+	uint16_t call_fn;        /* enum call_fn of the outermost call */
+	struct call_regs regs;
+
+	/* Python thread state of this thread, 0 if unknown. Owner writes. */
+	_Atomic uintptr_t tstate;
+
+	/*
+	 * Current request. The owner fills the fields, then publishes req_id
+	 * (release); it clears req_id (release) when the request ends. The
+	 * watchdog reads req_id (acquire) first, then the fields, then req_id
+	 * again.
+	 */
+	_Atomic uint64_t req_id; /* 0: no request */
+	int fd;
+	uint32_t conn_gen;
+	int64_t req_start_ns;    /* CLOCK_MONOTONIC */
+	bool mux;                /* serves many connections at once (an event
+	                            loop): never reported */
+	char label[256];         /* fd == -1: explicit work (slowdog_begin), escaped */
+
+	/* Written by the watchdog: the id of the request it has reported. */
+	_Atomic uint64_t reported_id;
+
+	/*
+	 * Completion of a reported request, for the "finished" line: the owner
+	 * stores done_ns then done_id (release) and wakes the watchdog; the
+	 * watchdog takes it by exchanging done_id with 0.
+	 */
+	int64_t done_ns;
+	_Atomic uint64_t done_id;
+
+	/* Bumped by the signal handler each time it runs on this thread, so an
+	 * interposed call can tell an EINTR that slowdog caused. */
+	_Atomic uint32_t intr;
+};
+
+enum { THREAD_FREE = 0, THREAD_LIVE = 1 };
+
+extern struct sd_thread thread_table[THREADS_MAX];
+extern _Atomic int thread_high; /* records [0, thread_high) may be in use */
+
+/* The calling thread's record, NULL if it has none. async-signal-safe. */
+struct sd_thread *thread_self(void);
+
+/* The calling thread's record, registering it on first use; NULL when the
+ * table is full or the thread is one of slowdog's own. */
+struct sd_thread *thread_get(void);
+
+/* Marks the calling thread as slowdog's own: never tracked. */
+void thread_mark_internal(void);
+bool thread_is_internal(void);
+
+/* Called in the child after fork: forgets every thread but the caller. */
+void thread_atfork_child(void);
+
+/* Set by capture.c: a real-time signal that registered threads keep
+ * unblocked (0: none). */
+extern int thread_keep_signal;

@@ -1,0 +1,286 @@
+/*
+ * Incremental parser for the uwsgi request packet. See uwsgi.h.
+ *
+ * Layout (all lengths little-endian):
+ *   u8 modifier1 (0: WSGI), u16 datasize, u8 modifier2 (0),
+ *   then datasize bytes of { u16 keylen, key, u16 vallen, value }.
+ * A length that runs past datasize is an error, like in uWSGI itself. The
+ * body, if any, follows the vars block.
+ *
+ * async-signal-safe: no allocation, no system call, no lock, no stdio.
+ */
+#include "uwsgi.h"
+
+#include <string.h>
+
+#include "escape.h"
+
+enum uwsgi_state {
+	US_HDR = 0, /* the 4-byte packet header; got = bytes seen */
+	US_KLEN,    /* 2 bytes; got = bytes seen */
+	US_KEY,     /* need = bytes left */
+	US_VLEN,
+	US_VAL,
+	US_DONE,
+	US_ERROR,
+};
+
+enum uwsgi_key {
+	UK_OTHER = 0,
+	UK_METHOD,
+	UK_URI,
+	UK_PATH,
+	UK_QUERY,
+	UK_HOST,
+};
+
+static const struct {
+	const char *name;
+	uint8_t id;
+} uwsgi_keys[] = {
+	{"REQUEST_METHOD", UK_METHOD},
+	{"REQUEST_URI", UK_URI},
+	{"PATH_INFO", UK_PATH},
+	{"QUERY_STRING", UK_QUERY},
+	{"HTTP_HOST", UK_HOST},
+};
+
+void uwsgi_req_init(struct uwsgi_req *u)
+{
+	memset(u, 0, sizeof(*u));
+}
+
+bool uwsgi_looks_like_packet(const char *buf, size_t n)
+{
+	return n >= 1 && buf[0] == 0 && (n < 4 || buf[3] == 0);
+}
+
+static uint8_t uwsgi_classify(const struct uwsgi_req *u, uint16_t keylen)
+{
+	if (keylen > sizeof(u->key))
+		return UK_OTHER;
+	for (size_t k = 0; k < sizeof(uwsgi_keys) / sizeof(uwsgi_keys[0]); k++) {
+		const char *name = uwsgi_keys[k].name;
+		if (strlen(name) == keylen && memcmp(u->key, name, keylen) == 0)
+			return uwsgi_keys[k].id;
+	}
+	return UK_OTHER;
+}
+
+static void uwsgi_append(struct uwsgi_req *u, char *dst, size_t cap,
+			 const char *src, size_t n)
+{
+	size_t pos = u->out;
+	escape_append(dst, cap, &pos, src, n);
+	u->out = (uint16_t)pos;
+}
+
+/* A value starts: a repeated variable replaces the earlier one. */
+static void uwsgi_value_begin(struct uwsgi_req *u, struct reqinfo *info)
+{
+	u->out = 0;
+	switch (u->key_id) {
+	case UK_METHOD:
+		info->method[0] = '\0';
+		break;
+	case UK_URI:
+		u->have_uri = true;
+		info->target[0] = '\0';
+		break;
+	case UK_PATH:
+		if (u->have_uri)
+			u->key_id = UK_OTHER;
+		else
+			info->target[0] = '\0';
+		break;
+	case UK_QUERY:
+		u->qlen = 0;
+		break;
+	case UK_HOST:
+		info->host[0] = '\0';
+		break;
+	default:
+		break;
+	}
+}
+
+static void uwsgi_value_bytes(struct uwsgi_req *u, struct reqinfo *info,
+			      const char *src, size_t n)
+{
+	switch (u->key_id) {
+	case UK_METHOD:
+		uwsgi_append(u, info->method, sizeof(info->method), src, n);
+		break;
+	case UK_URI:
+	case UK_PATH:
+		uwsgi_append(u, info->target, sizeof(info->target), src, n);
+		break;
+	case UK_QUERY: {
+		/* Kept raw and escaped once appended to the target: a query
+		 * longer than this buffer overflows the target anyway. */
+		size_t room = sizeof(u->query) - u->qlen;
+		size_t k = n < room ? n : room;
+		memcpy(u->query + u->qlen, src, k);
+		u->qlen = (uint16_t)(u->qlen + k);
+		break;
+	}
+	case UK_HOST:
+		uwsgi_append(u, info->host, sizeof(info->host), src, n);
+		break;
+	default:
+		break;
+	}
+}
+
+static void uwsgi_value_end(struct uwsgi_req *u, struct reqinfo *info)
+{
+	switch (u->key_id) {
+	case UK_METHOD:
+		info->is_head = strcmp(info->method, "HEAD") == 0;
+		break;
+	case UK_URI:
+	case UK_PATH:
+		u->tpos = u->out;
+		break;
+	default:
+		break;
+	}
+}
+
+/* The vars block is complete. */
+static void uwsgi_finish(struct uwsgi_req *u, struct reqinfo *info)
+{
+	if (!u->have_uri && u->qlen > 0) {
+		size_t pos = u->tpos;
+		escape_append(info->target, sizeof(info->target), &pos, "?", 1);
+		escape_append(info->target, sizeof(info->target), &pos,
+			      u->query, u->qlen);
+		u->tpos = (uint16_t)pos;
+	}
+	info->head_complete = true;
+	u->state = US_DONE;
+}
+
+static inline uint16_t uwsgi_left(const struct uwsgi_req *u)
+{
+	return (uint16_t)(u->datasize - u->consumed);
+}
+
+/* async-signal-safe */
+int uwsgi_req_feed(struct uwsgi_req *u, struct reqinfo *info, const char *buf,
+		   size_t n, size_t *used)
+{
+	size_t i = 0;
+
+	if (u->state == US_DONE) {
+		*used = 0;
+		return UWSGI_DONE;
+	}
+	if (u->state == US_ERROR)
+		goto error;
+	while (i < n) {
+		switch (u->state) {
+		case US_HDR:
+			if (u->got == 0) {
+				if (buf[i] != 0)
+					goto error; /* modifier1: WSGI only */
+				info->is_head = false;
+				info->head_complete = false;
+				info->method[0] = '\0';
+				info->target[0] = '\0';
+				info->host[0] = '\0';
+			}
+			u->hdr[u->got++] = (uint8_t)buf[i++];
+			if (u->got < 4)
+				break;
+			if (u->hdr[3] != 0)
+				goto error;
+			u->datasize = (uint16_t)(u->hdr[1] | (u->hdr[2] << 8));
+			info->proto = PROTO_UWSGI;
+			u->got = 0;
+			if (u->datasize == 0)
+				goto done;
+			u->state = US_KLEN;
+			break;
+		case US_KLEN:
+		case US_VLEN:
+			if (u->got == 0 && uwsgi_left(u) < 2)
+				goto error;
+			u->hdr[u->got++] = (uint8_t)buf[i++];
+			u->consumed++;
+			if (u->got < 2)
+				break;
+			u->got = 0;
+			u->need = (uint16_t)(u->hdr[0] | (u->hdr[1] << 8));
+			if (u->need > uwsgi_left(u))
+				goto error;
+			if (u->state == US_KLEN) {
+				/* the key must leave room for the value length */
+				if (uwsgi_left(u) - u->need < 2)
+					goto error;
+				u->state = US_KEY;
+				if (u->need > 0)
+					break;
+				u->key_id = UK_OTHER;
+				u->state = US_VLEN;
+				break;
+			}
+			uwsgi_value_begin(u, info);
+			u->state = US_VAL;
+			if (u->need > 0)
+				break;
+			goto value_end;
+		case US_KEY: {
+			size_t k = n - i;
+			if (k > u->need)
+				k = u->need;
+			uint16_t at = (uint16_t)(u->got);
+			for (size_t j = 0; j < k; j++, at++)
+				if (at < sizeof(u->key))
+					u->key[at] = buf[i + j];
+			u->got = at; /* key bytes so far, saturating below */
+			u->need = (uint16_t)(u->need - k);
+			u->consumed += (uint32_t)k;
+			i += k;
+			if (u->need > 0)
+				break;
+			u->key_id = uwsgi_classify(u, u->got);
+			u->got = 0;
+			u->state = US_VLEN;
+			break;
+		}
+		case US_VAL: {
+			size_t k = n - i;
+			if (k > u->need)
+				k = u->need;
+			uwsgi_value_bytes(u, info, buf + i, k);
+			u->need = (uint16_t)(u->need - k);
+			u->consumed += (uint32_t)k;
+			i += k;
+			if (u->need > 0)
+				break;
+			goto value_end;
+		}
+		default:
+			goto error;
+		}
+		continue;
+value_end:
+		uwsgi_value_end(u, info);
+		if (u->consumed == u->datasize)
+			goto done;
+		if (uwsgi_left(u) < 2)
+			goto error; /* a stray byte: no room for a key length */
+		u->state = US_KLEN;
+	}
+	*used = n;
+	return UWSGI_MORE;
+done:
+	uwsgi_finish(u, info);
+	*used = i;
+	return UWSGI_DONE;
+error:
+	u->state = US_ERROR;
+	*used = n;
+	return UWSGI_ERROR;
+}

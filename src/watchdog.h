@@ -1,0 +1,26 @@
+/*
+ * The watchdog thread: one per process, started at the first request,
+ * restarted lazily after fork. It sleeps until the next deadline, captures
+ * and reports requests past the threshold, and writes "finished" lines.
+ */
+#pragma once
+
+#include <stdbool.h>
+
+#include "config.h"
+
+extern struct config watchdog_cfg; /* valid once watchdog_setup() ran */
+extern bool slowdog_off;           /* SLOWDOG_DISABLE or setup failed */
+
+/* Once per process, at the first accepted connection: reads the config
+ * (warning on bad values) and prepares capture. Cheap after the first call. */
+void watchdog_setup(void);
+
+/* Starts the thread if it is not running in this process. */
+void watchdog_ensure(void);
+
+/* Wakes the watchdog (a reported request ended). One futex wake. */
+void watchdog_kick(void);
+
+/* Child after fork. */
+void watchdog_atfork_child(void);

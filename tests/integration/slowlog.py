@@ -1,0 +1,391 @@
+"""Strict parser for the text log that libslowdog.so writes.
+
+A log is a sequence of records, each written with one write():
+
+  * a report block, from "--- slowdog: slow request ---" to
+    "--- end of slowdog report <id> ---";
+  * a finished line, "slowdog: request <id> finished after <s> s: <request>".
+
+Blank lines between records are tolerated; anything else is an error.
+parse() never raises on bad input: it returns the records it understood
+and a list of error strings naming the line.
+"""
+
+import re
+
+BEGIN = "--- slowdog: slow request ---"
+END_RE = re.compile(r"^--- end of slowdog report (\d+-\d+) ---$")
+FINISHED_RE = re.compile(
+    r"^slowdog: request (\d+-\d+) finished after (\d+\.\d{3}) s: (\S+ .*)$")
+
+# Header fields in the order they must appear; Host is optional.
+FIELDS = ["Time", "Request", "Host", "Request-Id", "Process", "Parent",
+          "Thread", "Started", "Running", "Capture"]
+OPTIONAL = {"Host"}
+FIELD_RE = re.compile(r"^([A-Z][A-Za-z-]*):( +)(.*)$")
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC$")
+RUNNING_RE = re.compile(r"^(\d+\.\d{3}) s \(threshold (\d+\.\d{3}) s\)$")
+CAPTURE_RE = re.compile(r"^(blocked in ([A-Za-z0-9_.@]+)\(\)|signal|syscall|failed: .+)$")
+PROCESS_RE = re.compile(r"^(\d+) (.*)$")
+THREAD_RE = re.compile(r"^(\d+) \((.*)\)$")
+REQUEST_RE = re.compile(r"^([!-~]+) ([!-~]+)$")
+REQID_RE = re.compile(r"^(\d+)-(\d+)$")
+
+TB_HEAD = "Traceback (most recent call last):"
+TB_NONE_RE = re.compile(r"^Python frames unavailable: .+$")
+PY_FRAME_RE = re.compile(r'^  File "(.*)", line (\d+), in (.+)$')
+PY_SOURCE_RE = re.compile(r"^    (.*)$")
+NATIVE_HEAD = "Native stack (most recent call first):"
+NATIVE_FRAME_RE = re.compile(
+    r"^  #(\d+) +0x([0-9a-f]+) (\S+?)(?:\+0x([0-9a-f]+))?(?: \((.*)\))?$")
+
+
+class PyFrame(object):
+    def __init__(self, file, line, func):
+        self.file = file
+        self.line = line
+        self.func = func
+        self.source = None
+
+    def __repr__(self):
+        return "%s:%d %s" % (self.file, self.line, self.func)
+
+
+class NativeFrame(object):
+    def __init__(self, index, addr, name, offset, obj):
+        self.index = index
+        self.addr = addr
+        self.name = name            # None when "??"
+        self.offset = offset
+        self.obj = obj              # None when not given
+
+    @property
+    def base_name(self):
+        """Symbol without versions and the usual libc prefixes."""
+        if not self.name:
+            return ""
+        n = self.name.split("@")[0]
+        for p in ("__libc_", "__GI___", "__GI_", "__"):
+            if n.startswith(p):
+                n = n[len(p):]
+                break
+        for s in ("_time64", "64"):
+            if n.endswith(s) and n not in ("sendfile64",):
+                n = n[: -len(s)]
+                break
+        return n
+
+    def __repr__(self):
+        return "#%d %s (%s)" % (self.index, self.name or "??", self.obj)
+
+
+class Report(object):
+    def __init__(self, lineno):
+        self.lineno = lineno        # line of the begin marker, 1-based
+        self.fields = {}
+        self.py_frames = []         # outermost first, as printed
+        self.py_note = None         # the "unavailable" line, if any
+        self.py_extra = []          # lines in the traceback we did not parse
+        self.native = []            # innermost first
+        self.native_note = None
+        self.native_extra = []
+        self.end_id = None
+
+    # Convenience accessors, valid once parse() accepted the report.
+    @property
+    def request(self):
+        return self.fields.get("Request")
+
+    @property
+    def request_id(self):
+        return self.fields.get("Request-Id")
+
+    @property
+    def pid(self):
+        return int(PROCESS_RE.match(self.fields["Process"]).group(1))
+
+    @property
+    def cmdline(self):
+        return PROCESS_RE.match(self.fields["Process"]).group(2)
+
+    @property
+    def ppid(self):
+        return int(self.fields["Parent"])
+
+    @property
+    def tid(self):
+        return int(THREAD_RE.match(self.fields["Thread"]).group(1))
+
+    @property
+    def thread_name(self):
+        return THREAD_RE.match(self.fields["Thread"]).group(2)
+
+    @property
+    def running(self):
+        return float(RUNNING_RE.match(self.fields["Running"]).group(1))
+
+    @property
+    def threshold(self):
+        return float(RUNNING_RE.match(self.fields["Running"]).group(2))
+
+    @property
+    def capture(self):
+        return self.fields.get("Capture")
+
+    @property
+    def blocked_in(self):
+        m = CAPTURE_RE.match(self.fields.get("Capture", ""))
+        return m.group(2) if m else None
+
+    def __repr__(self):
+        return "<report %s %s>" % (self.request_id, self.request)
+
+
+class Finished(object):
+    def __init__(self, lineno, request_id, seconds, request):
+        self.lineno = lineno
+        self.request_id = request_id
+        self.seconds = seconds
+        self.request = request
+
+    def __repr__(self):
+        return "<finished %s %.3f %s>" % (self.request_id, self.seconds, self.request)
+
+
+def _check_fields(rep, err):
+    f = rep.fields
+    if not TIME_RE.match(f.get("Time", "")):
+        err("bad Time: %r" % f.get("Time"))
+    if not TIME_RE.match(f.get("Started", "")):
+        err("bad Started: %r" % f.get("Started"))
+    if not REQUEST_RE.match(f.get("Request", "")):
+        err("bad Request: %r" % f.get("Request"))
+    if "Host" in f and not re.match(r"^[!-~]+$", f["Host"]):
+        err("bad Host: %r" % f["Host"])
+    m = REQID_RE.match(f.get("Request-Id", ""))
+    if not m:
+        err("bad Request-Id: %r" % f.get("Request-Id"))
+    p = PROCESS_RE.match(f.get("Process", ""))
+    if not p:
+        err("bad Process: %r" % f.get("Process"))
+    elif m and p.group(1) != m.group(1):
+        err("Request-Id %s does not start with the pid %s" % (m.group(0), p.group(1)))
+    if not re.match(r"^\d+$", f.get("Parent", "")):
+        err("bad Parent: %r" % f.get("Parent"))
+    if not THREAD_RE.match(f.get("Thread", "")):
+        err("bad Thread: %r" % f.get("Thread"))
+    r = RUNNING_RE.match(f.get("Running", ""))
+    if not r:
+        err("bad Running: %r" % f.get("Running"))
+    if not CAPTURE_RE.match(f.get("Capture", "")):
+        err("bad Capture: %r" % f.get("Capture"))
+
+
+def parse(text):
+    """Returns (reports, finished, errors)."""
+    reports, finished, errors = [], [], []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    elif lines:
+        errors.append("line %d: log does not end with a newline: %r"
+                      % (len(lines), lines[-1][:200]))
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        if line == "":
+            i += 1
+            continue
+        fm = FINISHED_RE.match(line)
+        if fm:
+            finished.append(Finished(i + 1, fm.group(1), float(fm.group(2)), fm.group(3)))
+            i += 1
+            continue
+        if line != BEGIN:
+            errors.append("line %d: not part of a record: %r" % (i + 1, line[:200]))
+            i += 1
+            continue
+        i = _parse_report(lines, i, reports, errors)
+    return reports, finished, errors
+
+
+def _parse_report(lines, i, reports, errors):
+    rep = Report(i + 1)
+    start = i
+    errs = []
+
+    def err(msg, at=None):
+        errs.append("line %d (report at line %d): %s"
+                    % ((at if at is not None else i) + 1, start + 1, msg))
+
+    n = len(lines)
+    i += 1
+    # Header fields, in order, up to the first blank line.
+    order = 0
+    while i < n and lines[i] != "":
+        if lines[i] == BEGIN or END_RE.match(lines[i]):
+            break
+        m = FIELD_RE.match(lines[i])
+        if not m:
+            err("bad header line %r" % lines[i][:200])
+            i += 1
+            continue
+        key, value = m.group(1), m.group(3)
+        if len(key) + 1 + len(m.group(2)) != 12:
+            err("value of %s not aligned at column 12" % key)
+        if key not in FIELDS:
+            err("unknown field %r" % key)
+        elif FIELDS.index(key) < order:
+            err("field %s out of order" % key)
+        elif key in rep.fields:
+            err("duplicate field %s" % key)
+        else:
+            order = FIELDS.index(key)
+            rep.fields[key] = value
+        i += 1
+    for key in FIELDS:
+        if key not in rep.fields and key not in OPTIONAL:
+            err("missing field %s" % key)
+    if not errs:
+        _check_fields(rep, err)
+
+    # Sections, each introduced by a blank line.
+    section = None
+    seen = set()
+    while i < n:
+        line = lines[i]
+        if line == BEGIN or FINISHED_RE.match(line):
+            err("report not terminated")
+            break
+        m = END_RE.match(line)
+        if m:
+            rep.end_id = m.group(1)
+            i += 1
+            break
+        if line == "":
+            section = "gap"
+            i += 1
+            continue
+        if section == "gap":
+            if line == TB_HEAD and "py" not in seen and "native" not in seen:
+                section = "py"
+                seen.add("py")
+            elif TB_NONE_RE.match(line) and "py" not in seen and "native" not in seen:
+                rep.py_note = line
+                seen.add("py")
+                section = "py-note"
+            elif line == NATIVE_HEAD and "native" not in seen:
+                section = "native"
+                seen.add("native")
+            elif "native" not in seen and not line.startswith(" ") and (
+                    "native" in line.lower() or "stack" in line.lower()):
+                # "a line saying why not" in place of the native stack
+                rep.native_note = line
+                seen.add("native")
+                section = "native-note"
+            else:
+                err("unexpected line %r" % line[:200])
+            i += 1
+            continue
+        if section == "py":
+            fm = PY_FRAME_RE.match(line)
+            sm = PY_SOURCE_RE.match(line)
+            if fm:
+                rep.py_frames.append(PyFrame(fm.group(1), int(fm.group(2)), fm.group(3)))
+            elif sm and rep.py_frames and rep.py_frames[-1].source is None:
+                rep.py_frames[-1].source = sm.group(1)
+            elif line.startswith("  "):
+                # e.g. "  [12 frames omitted]": kept, reported by callers
+                rep.py_extra.append(line)
+            else:
+                err("bad traceback line %r" % line[:200])
+        elif section == "native":
+            nm = NATIVE_FRAME_RE.match(line)
+            if nm:
+                name = nm.group(3)
+                rep.native.append(NativeFrame(
+                    int(nm.group(1)), int(nm.group(2), 16),
+                    None if name == "??" else name,
+                    int(nm.group(4), 16) if nm.group(4) else None,
+                    nm.group(5)))
+            elif line.startswith("  "):
+                rep.native_extra.append(line)
+            else:
+                err("bad native frame line %r" % line[:200])
+        else:
+            err("unexpected line %r" % line[:200])
+        i += 1
+    else:
+        err("report not terminated at end of log", at=n - 1)
+
+    if rep.end_id is not None and rep.end_id != rep.fields.get("Request-Id"):
+        err("end marker id %s differs from Request-Id %s"
+            % (rep.end_id, rep.fields.get("Request-Id")))
+    if "native" not in seen:
+        err("no native stack section")
+    for k, fr in enumerate(rep.native):
+        if fr.index != k:
+            err("native frames not numbered 0..n (#%d at position %d)" % (fr.index, k))
+            break
+    if "py" in seen and not rep.py_note and not rep.py_frames:
+        err("empty traceback")
+    errors.extend(errs)
+    if not errs:
+        reports.append(rep)
+    return i
+
+
+class Tail(object):
+    """Follows a growing log file; records when each record arrived.
+
+    Only whole lines are looked at. `reports` maps the Request line of each
+    complete report block to the list of arrival times; `finished` maps the
+    request id to the arrival time of its finished line.
+    """
+
+    def __init__(self, path, clock):
+        self.path = path
+        self.clock = clock
+        self.pos = 0
+        self.partial = b""
+        self.cur_request = None
+        self.cur_id = None
+        self.reports = {}
+        self.report_ids = {}
+        self.finished = {}
+        self.finished_requests = {}
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except (IOError, OSError):
+            return
+        if not data:
+            return
+        self.pos += len(data)
+        data = self.partial + data
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        now = self.clock()
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            if line == BEGIN:
+                self.cur_request = None
+                self.cur_id = None
+            elif line.startswith("Request:"):
+                self.cur_request = line.split(":", 1)[1].strip()
+            elif line.startswith("Request-Id:"):
+                self.cur_id = line.split(":", 1)[1].strip()
+            elif END_RE.match(line):
+                if self.cur_request is not None:
+                    self.reports.setdefault(self.cur_request, []).append(now)
+                    self.report_ids[self.cur_request] = self.cur_id
+                self.cur_request = None
+            else:
+                m = FINISHED_RE.match(line)
+                if m:
+                    self.finished.setdefault(m.group(1), now)
+                    self.finished_requests.setdefault(m.group(3), now)
