@@ -23,6 +23,12 @@
 
 static _Atomic int sig_num;  /* 0: no signal captures */
 static _Atomic bool sig_lost_said;
+static pid_t sig_owner;
+
+pid_t capture_signal_owner(void)
+{
+	return sig_owner;
+}
 
 enum slot_state { SLOT_IDLE, SLOT_PENDING, SLOT_BUSY, SLOT_DONE, SLOT_CANCELLED };
 
@@ -167,6 +173,7 @@ void capture_setup(const struct config *cfg, void (*warn)(const char *line))
 		return;
 	}
 	thread_keep_signal = chosen;
+	sig_owner = getpid();
 	atomic_store(&sig_num, chosen);
 }
 
@@ -371,4 +378,12 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 		return true;
 	out->mode = CAPTURE_FAILED;
 	return false;
+}
+
+void capture_atfork_child(void)
+{
+	if (sig_owner)
+		sig_owner = getpid();
+	atomic_store(&slot.state, SLOT_IDLE);
+	sem_init(&slot.done, 0, 0);
 }

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "python.h"
@@ -55,6 +56,12 @@ bool capture_thread(struct sd_thread *t, struct capture *out);
 
 /* The signal in use, 0 if none. async-signal-safe. */
 int capture_signal_number(void);
+
+/* The process that installed the signal handler. */
+pid_t capture_signal_owner(void);
+
+/* Child after fork: the handler is inherited; the slot starts afresh. */
+void capture_atfork_child(void);
 
 /* The application installs its own handler on our signal: stop using it. */
 void capture_signal_taken(void);

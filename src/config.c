@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NS_PER_US 1000ull
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
+#include "common.h"
+
+#define NS_PER_US 1000LL
 /* Longest threshold accepted: a year is already meaningless. */
-#define DURATION_MAX_NS (366ull * 24 * 3600 * NS_PER_S)
+#define DURATION_MAX_NS (366ull * 24 * 3600 * NS_PER_SEC)
 /* Fraction digits kept: beyond 18, the next digit changes less than 1 ns
  * even in hours. */
 #define FRACTION_DIGITS_MAX 18
@@ -74,14 +74,14 @@ static const struct {
 	{"ns", 1},
 	{"us", NS_PER_US},
 	{"ms", NS_PER_MS},
-	{"s", NS_PER_S},
-	{"m", 60 * NS_PER_S},
-	{"h", 3600 * NS_PER_S},
+	{"s", NS_PER_SEC},
+	{"m", 60 * NS_PER_SEC},
+	{"h", 3600 * NS_PER_SEC},
 };
 
 bool config_parse_duration(const char *s, int64_t *ns)
 {
-	unsigned __int128 whole = 0, frac = 0, frac_div = 1, unit = NS_PER_S;
+	unsigned __int128 whole = 0, frac = 0, frac_div = 1, unit = NS_PER_SEC;
 	unsigned __int128 total;
 	bool digits = false;
 	size_t n, i = 0;
@@ -112,18 +112,16 @@ bool config_parse_duration(const char *s, int64_t *ns)
 		i++;
 	if (i < n) {
 		size_t k;
-		for (k = 0; k < sizeof(duration_units) / sizeof(duration_units[0]);
-		     k++) {
+		for (k = 0; k < ARRAY_LEN(duration_units); k++) {
 			if (strlen(duration_units[k].suffix) == n - i &&
 			    memcmp(duration_units[k].suffix, s + i, n - i) == 0)
 				break;
 		}
-		if (k == sizeof(duration_units) / sizeof(duration_units[0]))
+		if (k == ARRAY_LEN(duration_units))
 			return false;
 		unit = duration_units[k].ns;
 	}
-	if (whole > DURATION_MAX_NS)
-		return false;
+	/* whole < 2^68, unit < 2^42, frac < 10^18: no overflow in 128 bits */
 	total = whole * unit + frac * unit / frac_div;
 	if (total == 0 || total > DURATION_MAX_NS)
 		return false;
@@ -272,11 +270,11 @@ static void config_load_disable(struct config *c,
 	s = config_trim(v, &n);
 	if (n == 0)
 		return;
-	for (size_t k = 0; k < sizeof(no) / sizeof(no[0]); k++)
+	for (size_t k = 0; k < ARRAY_LEN(no); k++)
 		if (config_word(s, n, no[k]))
 			return;
 	c->disabled = true;
-	for (size_t k = 0; k < sizeof(yes) / sizeof(yes[0]); k++)
+	for (size_t k = 0; k < ARRAY_LEN(yes); k++)
 		if (config_word(s, n, yes[k]))
 			return;
 	/* Someone asked for something: honour the likelier wish. */

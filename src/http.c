@@ -211,6 +211,11 @@ static void req_append(struct http_req *p, char *dst, size_t cap,
  * tok (free once the name is matched) and flushed before the next visible
  * byte. A run longer than tok would fill the 128-byte host field by itself
  * (4 bytes per escaped space), so losing its tail changes nothing. */
+static inline bool host_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
 static void host_flush(struct http_req *p, struct reqinfo *info)
 {
 	size_t k = p->len < sizeof(p->tok) ? p->len : sizeof(p->tok);
@@ -313,7 +318,7 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 		case RQ_METHOD:
 			if (c == ' ') {
 				info->is_head = p->len == 4 &&
-						memcmp(info->method, "HEAD", 5) == 0;
+					memcmp(info->method, "HEAD", 5) == 0;
 				info->proto = PROTO_HTTP;
 				p->state = RQ_TARGET_SP;
 				p->out = 0;
@@ -447,7 +452,7 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 				break;
 			}
 			if (p->field == FIELD_HOST) {
-				if (http_ows(c) || c == '\r') {
+				if (host_space((char)c)) {
 					if (p->len < sizeof(p->tok))
 						p->tok[p->len] = (char)c;
 					if (p->len < UINT16_MAX)
@@ -458,8 +463,8 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 				if (p->len)
 					host_flush(p, info);
 				size_t j = i;
-				while (j < n && !http_ows((unsigned char)buf[j]) &&
-				       buf[j] != '\r' && buf[j] != '\n')
+				while (j < n && !host_space(buf[j]) &&
+				       buf[j] != '\n')
 					j++;
 				req_append(p, info->host, sizeof(info->host),
 					   buf + i, j - i);

@@ -222,8 +222,21 @@ int preload_real_sigmask(int how, const void *set, void *old)
 	return real_pthread_sigmask(how, set, old);
 }
 
+/*
+ * Our pid, to tell a vfork child (Python's subprocess closes every
+ * descriptor between vfork and exec, in our memory) from us before
+ * changing the connection table. Only asked when a tracked fd is closed.
+ */
+static pid_t our_pid;
+
+static bool vfork_child(void)
+{
+	return getpid() != our_pid;
+}
+
 static void atfork_child(void)
 {
+	our_pid = getpid();
 	thread_atfork_child();
 	conn_atfork_child();
 	watchdog_atfork_child();
@@ -232,6 +245,7 @@ static void atfork_child(void)
 __attribute__((constructor)) static void preload_init(void)
 {
 	preload_resolve();
+	our_pid = getpid();
 	pthread_atfork(NULL, NULL, atfork_child);
 }
 
@@ -785,7 +799,8 @@ STUB(wait4);
 SD_EXPORT int close(int fd)
 {
 	RESOLVE(close);
-	conn_closed(fd);
+	if (unlikely(conn_get(fd) != NULL) && !vfork_child())
+		conn_closed(fd);
 	return real_close(fd);
 }
 
@@ -810,7 +825,7 @@ SD_EXPORT int close_range(unsigned lo, unsigned hi, int flags)
 	}
 	int r = real_close_range(lo, hi, flags);
 	int e = errno;
-	if (r == 0 && !(flags & 4 /* CLOSE_RANGE_CLOEXEC */))
+	if (r == 0 && !(flags & 4 /* CLOSE_RANGE_CLOEXEC */) && !vfork_child())
 		conn_close_range(lo, hi);
 	errno = e;
 	return r;
@@ -833,7 +848,8 @@ SD_EXPORT int dup(int fd)
 static int dup_to(int old, int new, int r)
 {
 	int e = errno;
-	if (r >= 0 && old != new) {
+	if (r >= 0 && old != new && (conn_get(new) || conn_get(old)) &&
+	    !vfork_child()) {
 		conn_closed(new);
 		if (conn_get(old))
 			conn_dup(new);
@@ -910,8 +926,24 @@ SD_EXPORT int sigaction(int sig, const struct sigaction *act,
 			struct sigaction *old)
 {
 	RESOLVE(sigaction);
-	if (act && sig > 0 && sig == capture_signal_number())
+	if (act && sig > 0 && sig == capture_signal_number()) {
+		/*
+		 * Resetting our signal to the default would make the next
+		 * capture kill the process: keep our handler and say the reset
+		 * was done. A child (Python's subprocess resets every handler
+		 * between vfork and exec, sharing our memory) is another
+		 * process: let it be. A real handler means the application
+		 * wants the signal: give it up.
+		 */
+		if (getpid() != capture_signal_owner())
+			return real_sigaction(sig, act, old);
+		if (!(act->sa_flags & SA_SIGINFO) && act->sa_handler == SIG_DFL) {
+			if (old)
+				real_sigaction(sig, NULL, old);
+			return 0;
+		}
 		capture_signal_taken();
+	}
 	return real_sigaction(sig, act, old);
 }
 

@@ -40,6 +40,7 @@ struct py_offsets {
 	int ts_frame;            /* .frame (<3.11), .cframe (3.11, 3.12),
 	                            .current_frame (3.13) */
 	int cf_current_frame;    /* _PyCFrame.current_frame (3.11, 3.12) */
+	int cf_previous;         /* _PyCFrame.previous (3.11, 3.12) */
 	int fr_previous;         /* f_back / previous */
 	int fr_code;             /* f_code / f_executable */
 	int fr_instr;            /* f_lasti (int) / prev_instr / instr_ptr */

@@ -196,15 +196,18 @@ static int imax(int a, int b)
  * the 3.13 table, used only if debug_offsets agree with that table on the
  * neighbouring fields: then it is the layout the table was made from.
  */
-static bool py_offsets_313(struct py_offsets *o)
+static const char *py_offsets_313(struct py_offsets *o)
 {
+	static const char bad[] = " (unrecognised debug offsets)";
 	const struct py_offsets *t = pyoffsets_get(3, 13);
 	struct dbg313 d;
 	if (!t || !mem_read_safe(&d, runtime_addr, sizeof(d)))
-		return false;
-	if (memcmp(d.cookie, "xdebugpy", 8) != 0 || (d.version >> 16) != 0x030d ||
-	    d.free_threaded != 0)
-		return false;
+		return bad;
+	if (memcmp(d.cookie, "xdebugpy", 8) != 0 || (d.version >> 16) != 0x030d)
+		return bad;
+	/* Other object headers and string state bits: not walked (yet). */
+	if (d.free_threaded != 0)
+		return " (free-threaded build)";
 	*o = *t;
 	bool ok = true;
 	ok &= dbg_field(d.runtime_state.interpreters_head, d.runtime_state.size, 8,
@@ -249,16 +252,16 @@ static bool py_offsets_313(struct py_offsets *o)
 	ok &= dbg_field(d.bytes_object.ob_sval, d.bytes_object.size, 0,
 			&o->bytes_sval);
 	if (!ok)
-		return false;
+		return bad;
 	/* Where the table's extra knowledge holds. */
 	if (o->co_code_adaptive != t->co_code_adaptive ||
 	    o->str_ascii_size != t->str_ascii_size ||
 	    o->str_state != t->str_state || o->ob_type != t->ob_type)
-		return false;
+		return bad;
 	o->fr_size = imax(imax(o->fr_previous + 8, o->fr_code + 8),
 			  imax(o->fr_instr + 8, o->fr_owner + 1));
 	o->co_size = o->co_code_adaptive;
-	return true;
+	return NULL;
 }
 
 /* ---- init ---------------------------------------------------------------- */
@@ -313,8 +316,9 @@ bool py_init(void)
 		goto out;
 	}
 	if (t->layout == PY_LAYOUT_313) {
-		if (!py_offsets_313(&off)) {
-			py_set_unsupported(version_str, " (unrecognised debug offsets)");
+		const char *why = py_offsets_313(&off);
+		if (why) {
+			py_set_unsupported(version_str, why);
 			goto out;
 		}
 	} else {
@@ -489,15 +493,39 @@ bad:
 
 /* ---- the walk ------------------------------------------------------------ */
 
-/* async-signal-safe: the innermost frame of tstate, 0 if none. */
-static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame)
+/*
+ * async-signal-safe: the innermost frame of tstate, 0 if none.
+ *
+ * 3.11 and 3.12 publish an eval loop's _PyCFrame (tstate->cframe = &cframe)
+ * some instructions before they fill it in: a thread stopped in between has
+ * stack garbage for tstate->cframe->current_frame (and ->previous). What
+ * the thread runs then is a frame whose prologue has not run (incomplete,
+ * not shown), so the stack to show is the enclosing _PyCFrame's. *outer
+ * gets that one's current frame, and *check asks the walk to fall back on
+ * it when the innermost group proves not to hang on it before any frame
+ * was kept.
+ */
+static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame,
+			uintptr_t *outer, bool *check)
 {
-	uintptr_t p;
+	uintptr_t p, prev;
+	*outer = 0;
+	*check = false;
 	if (!read_ptr(rd, tstate + (uintptr_t)off.ts_frame, &p))
 		return false;
-	if (off.cf_current_frame >= 0 && p) /* 3.11, 3.12: through cframe */
-		return read_ptr(rd, p + (uintptr_t)off.cf_current_frame, frame);
-	*frame = p;
+	if (off.cf_current_frame < 0) { /* the frame itself */
+		*frame = p;
+		return true;
+	}
+	*frame = 0;
+	if (!p)
+		return true;
+	if (!read_ptr(rd, p + (uintptr_t)off.cf_current_frame, frame) ||
+	    !read_ptr(rd, p + (uintptr_t)off.cf_previous, &prev))
+		return false;
+	/* Unreadable: garbage itself, no fallback then. */
+	if (prev && read_ptr(rd, prev + (uintptr_t)off.cf_current_frame, outer))
+		*check = true;
 	return true;
 }
 
@@ -531,26 +559,32 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	/* Keep out[0..inner) for the innermost frames, a ring of `outer`
 	 * slots after them for the outermost ones. */
 	int inner = max - max / 2, outer = max / 2;
-	struct py_frame *last = NULL; /* the frame stored last */
-	uintptr_t frame;
-	if (!first_frame(rd, tstate, &frame)) {
+	uintptr_t frame, enclosing;
+	bool check;
+	if (!first_frame(rd, tstate, &frame, &enclosing, &check)) {
 		info->damaged = true;
 		return 0;
 	}
-	/* Brent's cycle detection: cheap, no memory. */
-	uintptr_t saved = 0;
-	long power = 1, lam = 0;
-	long steps = 0;
-	int total = 0;
 	unsigned char fb[HDR_MAX], cb[HDR_MAX];
-
+	uintptr_t cb_code = 0; /* whose header cb holds */
+	struct py_frame *last; /* the frame stored last */
+	bool group_open;       /* frames were kept since the last group ended */
+	uintptr_t saved;       /* Brent's cycle detection: cheap, no memory */
+	long power, lam, steps;
+	int total;
+restart:
+	last = NULL;
+	group_open = false;
+	saved = 0;
+	power = 1;
+	lam = 0;
+	steps = 0;
+	total = 0;
 	while (frame) {
 		if (++steps > 2L * PY_WALK_LIMIT || total >= PY_WALK_LIMIT ||
 		    frame == saved || (frame & 7) ||
-		    !rd(fb, frame, (size_t)off.fr_size)) {
-			info->damaged = true;
-			break;
-		}
+		    !rd(fb, frame, (size_t)off.fr_size))
+			goto bad;
 		if (lam == power) {
 			saved = frame;
 			power *= 2;
@@ -561,18 +595,35 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 		uintptr_t code = get_ptr(fb, off.fr_code);
 		uint32_t flags = 0;
 		int owner = off.fr_owner >= 0 ? fb[off.fr_owner] : -1;
-		if (off.owner_cstack >= 0 && owner == off.owner_cstack) {
-			/* A shim the eval loop pushes at its entry: the frame
-			 * walked just before it is the outermost one that
+		bool entry = off.fr_is_entry >= 0 && fb[off.fr_is_entry];
+		bool shim = off.owner_cstack >= 0 && owner == off.owner_cstack;
+		if (shim)
+			entry = true;
+		if (entry && check) {
+			/* The innermost group's entry frame hangs on the
+			 * enclosing eval loop's frame; once frames were kept
+			 * the chain is trusted as it is (greenlet, for one,
+			 * moves frames between _PyCFrames). */
+			if (prev != enclosing && total == 0)
+				goto bad;
+			check = false;
+		}
+		if (shim) {
+			/* 3.12+: a shim the eval loop pushes at its entry. The
+			 * frame kept just before it is the outermost one that
 			 * native eval frame runs. */
-			if (last)
+			if (last && group_open)
 				last->flags |= PY_FRAME_ENTRY;
+			group_open = false;
 			frame = prev;
 			continue;
 		}
-		if (!read_code(rd, code, cb)) {
-			info->damaged = true;
-			break;
+		/* Recursion runs one code object many times: read it once. */
+		if (code != cb_code) {
+			cb_code = 0;
+			if (!read_code(rd, code, cb))
+				goto bad;
+			cb_code = code;
 		}
 		int32_t addr = -1;
 		if (off.layout == PY_LAYOUT_38 || off.layout == PY_LAYOUT_310) {
@@ -584,16 +635,22 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 			uintptr_t ip = get_ptr(fb, off.fr_instr);
 			uintptr_t start = code + (uintptr_t)off.co_code_adaptive;
 			int32_t first = get_i32(cb, off.co_firsttraceable);
-			/* _PyFrame_IsIncomplete: pushed, prologue not run yet. */
+			/* _PyFrame_IsIncomplete: pushed, prologue not run yet.
+			 * Not shown; if it was its group's entry frame (3.11),
+			 * the frame kept before it ends the group instead. */
 			if (owner != off.owner_generator &&
 			    (ip < start || first < 0 ||
 			     ip - start < (uintptr_t)first * 2)) {
+				if (entry && last && group_open)
+					last->flags |= PY_FRAME_ENTRY;
+				if (entry)
+					group_open = false;
 				frame = prev;
 				continue;
 			}
 			if (ip >= start && ip - start < CODE_BYTES_MAX)
 				addr = (int32_t)(ip - start);
-			if (off.fr_is_entry >= 0 && fb[off.fr_is_entry])
+			if (entry && off.fr_is_entry >= 0)
 				flags = PY_FRAME_ENTRY;
 		}
 		if (max > 0) {
@@ -613,10 +670,22 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 			}
 			last = f;
 		}
+		group_open = !(flags & PY_FRAME_ENTRY);
 		total++;
 		frame = prev;
 	}
-
+	if (!check || total > 0)
+		goto done;
+bad:
+	if (check && total == 0) {
+		/* The innermost eval loop was caught half entered: its frame
+		 * is not complete yet, so the stack is the enclosing one's. */
+		check = false;
+		frame = enclosing;
+		goto restart;
+	}
+	info->damaged = true;
+done:;
 	int n = total < max ? total : max;
 	int head = n;
 	if (total > max) {

@@ -89,8 +89,8 @@ static size_t align_up(size_t v, size_t a)
  * Checks the ELF header before libelf sees the file: only native 64-bit
  * little-endian objects (the only ones this process can have loaded; and
  * libelf never converts them in place, so a read-only image is safe), with a
- * section header table inside the file. sh0 is the first section header
- * (for extended section numbering) or NULL when not read yet.
+ * section header table inside the file. The section count is e_shnum, or
+ * 0 with extended numbering (the caller reads it from section 0).
  */
 static bool ehdr_check(const Elf64_Ehdr *eh, uint64_t size, size_t *shnum_out)
 {
@@ -877,13 +877,17 @@ struct seg {
 /*
  * Owned by the watchdog thread, which alone calls symbols_*: no lock.
  * adds/subs are the loader's counters at the last scan; a hit trusts the
- * table, a miss re-checks them.
+ * table, a miss re-checks them. Objects gone at a rescan wait in retired
+ * until symbols_refresh/flush, so names handed out earlier in a batch of
+ * lookups stay valid when a later lookup in the batch rescans.
  */
 static struct {
 	struct object *objs;
 	size_t nobjs;
 	struct seg *segs;
 	size_t nsegs;
+	struct object *retired;
+	size_t nretired;
 	unsigned long long adds;
 	unsigned long long subs;
 	bool scanned;
@@ -1069,6 +1073,17 @@ static int seg_cmp(const void *pa, const void *pb)
 	return 0;
 }
 
+static void cache_free_retired(void)
+{
+	size_t i;
+
+	for (i = 0; i < cache.nretired; i++)
+		object_free(&cache.retired[i]);
+	free(cache.retired);
+	cache.retired = NULL;
+	cache.nretired = 0;
+}
+
 static void cache_clear(void)
 {
 	size_t i;
@@ -1077,7 +1092,25 @@ static void cache_clear(void)
 		object_free(&cache.objs[i]);
 	free(cache.objs);
 	free(cache.segs);
+	cache_free_retired();
 	memset(&cache, 0, sizeof(cache));
+}
+
+/* Takes over an old entry for the same mapping: its strings and table,
+ * which callers may still hold. */
+static void object_adopt(struct object *o, struct object *old)
+{
+	free(o->path);
+	free(o->file);
+	free(o->real_path);
+	o->path = old->path;
+	o->file = old->file;
+	o->real_path = old->real_path;
+	o->syms = old->syms;
+	o->loaded = old->loaded;
+	old->path = old->file = old->real_path = NULL;
+	old->syms = NULL;
+	old->loaded = false;
 }
 
 /* Rebuilds the object list, keeping the tables of objects still mapped at
@@ -1086,6 +1119,7 @@ static int cache_rescan(void)
 {
 	static char exe[PATH_MAX], exe_real[PATH_MAX];
 	struct scan s = { 0 };
+	struct object *graves;
 	ssize_t n;
 	size_t i, j;
 
@@ -1117,6 +1151,16 @@ static int cache_rescan(void)
 		free(s.segs);
 		return s.err;
 	}
+	graves = realloc(cache.retired,
+			 (cache.nretired + cache.nobjs + 1) * sizeof(*graves));
+	if (!graves) {
+		for (i = 0; i < s.nobjs; i++)
+			object_free(&s.objs[i]);
+		free(s.objs);
+		free(s.segs);
+		return -ENOMEM;
+	}
+	cache.retired = graves;
 	qsort(s.segs, s.nsegs, sizeof(*s.segs), seg_cmp);
 
 	for (i = 0; i < s.nobjs; i++) {
@@ -1125,19 +1169,22 @@ static int cache_rescan(void)
 		for (j = 0; j < cache.nobjs; j++) {
 			struct object *old = &cache.objs[j];
 
-			if (old->loaded && old->bias == o->bias &&
+			if (old->path && old->bias == o->bias &&
 			    old->build_id_len == o->build_id_len &&
 			    memcmp(old->build_id, o->build_id,
 				   o->build_id_len) == 0 &&
 			    strcmp(old->path, o->path) == 0) {
-				o->syms = old->syms;
-				o->loaded = true;
-				old->syms = NULL;
+				object_adopt(o, old);
 				break;
 			}
 		}
 	}
-	cache_clear();
+	for (j = 0; j < cache.nobjs; j++) {
+		if (cache.objs[j].path)
+			cache.retired[cache.nretired++] = cache.objs[j];
+	}
+	free(cache.objs);
+	free(cache.segs);
 	cache.objs = s.objs;
 	cache.nobjs = s.nobjs;
 	cache.segs = s.segs;
@@ -1197,6 +1244,7 @@ static void object_load(struct object *o)
 
 void symbols_refresh(void)
 {
+	cache_free_retired();
 	if (cache_stale())
 		cache_rescan();
 }

@@ -17,17 +17,20 @@ struct sym_info {
 	uintptr_t obj_base; /* load bias of the object */
 };
 
-/* Looks addr up. Pointers stay valid until symbols_flush(). Returns true when
+/* Looks addr up. Pointers stay valid until symbols_refresh() or
+ * symbols_flush(), also across objects loaded meanwhile. Returns true when
  * at least the object is known. */
 bool symbols_lookup(uintptr_t addr, struct sym_info *out);
 
-/* Drops every cached object (call when objects were loaded or unloaded). */
+/* Drops every cached object and table. Only to release memory: lookups and
+ * symbols_refresh() notice objects loaded or unloaded by themselves. */
 void symbols_flush(void);
 
 /* Re-reads the list of loaded objects if the loader added or removed any
- * since the last look, keeping the tables of objects that stayed. Costs one
- * dl_iterate_phdr step when nothing changed: call once before a batch of
- * lookups. (A lookup that misses every known object checks by itself.) */
+ * since the last look, keeping the tables of objects that stayed, and frees
+ * what earlier lookups handed out for objects gone since. Costs one
+ * dl_iterate_phdr step when nothing changed: call once before each batch of
+ * lookups (a report). A lookup that misses every known object checks too. */
 void symbols_refresh(void);
 
 /*

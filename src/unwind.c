@@ -3,6 +3,7 @@
 
 #include <libunwind.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <ucontext.h>
@@ -201,10 +202,22 @@ static void warm_up(void)
 		  (1u << UW_R14) | (1u << UW_R15);
 	uintptr_t from = s.regs[UW_RSP] < sp ? s.regs[UW_RSP] : sp;
 	from &= ~(uintptr_t)7;
-	memcpy(copy, (const void *)from, sizeof(copy) / 2);
+	/* Copy no further than our own stack's top. */
+	pthread_attr_t attr;
+	void *base;
+	size_t size, len = 0;
+	if (pthread_getattr_np(pthread_self(), &attr) != 0)
+		return;
+	if (pthread_attr_getstack(&attr, &base, &size) == 0 &&
+	    from >= (uintptr_t)base && from < (uintptr_t)base + size)
+		len = (uintptr_t)base + size - from;
+	pthread_attr_destroy(&attr);
+	if (len > sizeof(copy))
+		len = sizeof(copy);
+	memcpy(copy, (const void *)from, len);
 	s.stack_addr = from;
 	s.stack = copy;
-	s.stack_len = sizeof(copy) / 2;
+	s.stack_len = len;
 	uintptr_t ips[16];
 	bool trunc;
 	unwind_snapshot(&s, ips, 16, &trunc);

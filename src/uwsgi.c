@@ -13,6 +13,7 @@
 
 #include <string.h>
 
+#include "common.h"
 #include "escape.h"
 
 enum uwsgi_state {
@@ -59,7 +60,7 @@ static uint8_t uwsgi_classify(const struct uwsgi_req *u, uint16_t keylen)
 {
 	if (keylen > sizeof(u->key))
 		return UK_OTHER;
-	for (size_t k = 0; k < sizeof(uwsgi_keys) / sizeof(uwsgi_keys[0]); k++) {
+	for (size_t k = 0; k < ARRAY_LEN(uwsgi_keys); k++) {
 		const char *name = uwsgi_keys[k].name;
 		if (strlen(name) == keylen && memcmp(u->key, name, keylen) == 0)
 			return uwsgi_keys[k].id;
@@ -215,7 +216,7 @@ int uwsgi_req_feed(struct uwsgi_req *u, struct reqinfo *info, const char *buf,
 			if (u->need > uwsgi_left(u))
 				goto error;
 			if (u->state == US_KLEN) {
-				/* the key must leave room for the value length */
+				/* the key must leave room for a value length */
 				if (uwsgi_left(u) - u->need < 2)
 					goto error;
 				u->state = US_KEY;

@@ -43,5 +43,8 @@ void uwsgi_req_init(struct uwsgi_req *u);
 /* True if buf can start a uwsgi request packet (first byte 0, modifier2 0). */
 bool uwsgi_looks_like_packet(const char *buf, size_t n);
 
+/* Feeds n bytes read from the connection. On UWSGI_DONE, *used is where the
+ * vars block ends (later calls return UWSGI_DONE with *used 0); otherwise
+ * *used is n. async-signal-safe. */
 int uwsgi_req_feed(struct uwsgi_req *u, struct reqinfo *info, const char *buf,
 		   size_t n, size_t *used);

@@ -239,6 +239,7 @@ void watchdog_atfork_child(void)
 {
 	atomic_store(&running, 0);
 	atomic_store(&kick_word, 0);
+	capture_atfork_child();
 	memset(reported, 0, sizeof(reported));
 	report_flush_sources();
 }

@@ -27,6 +27,7 @@ import re
 import socket
 import struct
 import subprocess
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -158,11 +159,19 @@ def pg_wait(s):
     return "ok"
 
 
+def _served_by():
+    # Which process and thread ran the request: the harness leaves this
+    # header out of its comparisons and uses it to explain failures.
+    tid = threading.get_native_id() if hasattr(threading, "get_native_id") else 0
+    return ("X-Served-By", "%d/%d" % (os.getpid(), tid))
+
+
 def _reply(start_response, body, status="200 OK"):
     if isinstance(body, str):
         body = body.encode()
     start_response(status, [("Content-Type", "text/plain"),
-                            ("Content-Length", str(len(body)))])
+                            ("Content-Length", str(len(body))),
+                            _served_by()])
     return [body]
 
 
@@ -213,7 +222,7 @@ def app(environ, start_response):
         depth = recurse(n, s)
         return _reply(start_response, "depth %d: %s\n" % (depth, qs))
     if path == "/stream":
-        start_response("200 OK", [("Content-Type", "text/plain")])
+        start_response("200 OK", [("Content-Type", "text/plain"), _served_by()])
         return stream_chunks(n, s, qs)
     if path == "/post":
         body = _read_body(environ)

@@ -25,14 +25,19 @@ OPTIONAL = {"Host"}
 FIELD_RE = re.compile(r"^([A-Z][A-Za-z-]*):( +)(.*)$")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC$")
 RUNNING_RE = re.compile(r"^(\d+\.\d{3}) s \(threshold (\d+\.\d{3}) s\)$")
-CAPTURE_RE = re.compile(r"^(blocked in ([A-Za-z0-9_.@]+)\(\)|signal|syscall|failed: .+)$")
+# The library adds a note in parentheses, e.g. "signal (thread stopped for
+# 14.6 us)"; format.txt shows the bare kinds.
+CAPTURE_RE = re.compile(
+    r"^(blocked in ([A-Za-z0-9_.@]+)\(\)|signal|syscall|failed: .+?)( \([^()]*\))?$")
 PROCESS_RE = re.compile(r"^(\d+) (.*)$")
 THREAD_RE = re.compile(r"^(\d+) \((.*)\)$")
 REQUEST_RE = re.compile(r"^([!-~]+) ([!-~]+)$")
 REQID_RE = re.compile(r"^(\d+)-(\d+)$")
 
 TB_HEAD = "Traceback (most recent call last):"
-TB_NONE_RE = re.compile(r"^Python frames unavailable: .+$")
+# format.txt names the first; the library also writes the second when the
+# thread runs no Python code at all.
+TB_NONE_RE = re.compile(r"^(Python frames unavailable: .+|No Python frames on this thread\.)$")
 PY_FRAME_RE = re.compile(r'^  File "(.*)", line (\d+), in (.+)$')
 PY_SOURCE_RE = re.compile(r"^    (.*)$")
 NATIVE_HEAD = "Native stack (most recent call first):"
@@ -100,37 +105,48 @@ class Report(object):
     def request_id(self):
         return self.fields.get("Request-Id")
 
+    # The accessors below return None (or "") for a field that did not
+    # parse; parse() has reported it already.
+    def _m(self, rx, key, group):
+        m = rx.match(self.fields.get(key, ""))
+        return m.group(group) if m else None
+
     @property
     def pid(self):
-        return int(PROCESS_RE.match(self.fields["Process"]).group(1))
+        v = self._m(PROCESS_RE, "Process", 1)
+        return int(v) if v else None
 
     @property
     def cmdline(self):
-        return PROCESS_RE.match(self.fields["Process"]).group(2)
+        return self._m(PROCESS_RE, "Process", 2) or ""
 
     @property
     def ppid(self):
-        return int(self.fields["Parent"])
+        v = self.fields.get("Parent", "")
+        return int(v) if v.isdigit() else None
 
     @property
     def tid(self):
-        return int(THREAD_RE.match(self.fields["Thread"]).group(1))
+        v = self._m(THREAD_RE, "Thread", 1)
+        return int(v) if v else None
 
     @property
     def thread_name(self):
-        return THREAD_RE.match(self.fields["Thread"]).group(2)
+        return self._m(THREAD_RE, "Thread", 2)
 
     @property
     def running(self):
-        return float(RUNNING_RE.match(self.fields["Running"]).group(1))
+        v = self._m(RUNNING_RE, "Running", 1)
+        return float(v) if v else None
 
     @property
     def threshold(self):
-        return float(RUNNING_RE.match(self.fields["Running"]).group(2))
+        v = self._m(RUNNING_RE, "Running", 2)
+        return float(v) if v else None
 
     @property
     def capture(self):
-        return self.fields.get("Capture")
+        return self.fields.get("Capture", "")
 
     @property
     def blocked_in(self):
@@ -331,7 +347,10 @@ def _parse_report(lines, i, reports, errors):
     if "py" in seen and not rep.py_note and not rep.py_frames:
         err("empty traceback")
     errors.extend(errs)
-    if not errs:
+    # Keep what could be read, so that one bad line does not hide the rest
+    # of the checks; the errors are reported all the same.
+    rep.errors = errs
+    if rep.fields.get("Request") and REQID_RE.match(rep.fields.get("Request-Id", "")):
         reports.append(rep)
     return i
 

@@ -84,7 +84,9 @@ class ParseTest(unittest.TestCase):
     def test_variants(self):
         for text in (fake_report(host=None), fake_report(py=False),
                      fake_report(py="Python frames unavailable: CPython 3.14"),
+                     fake_report(py="No Python frames on this thread."),
                      fake_report(native=False), fake_report(capture="signal"),
+                     fake_report(capture="signal (thread stopped for 14.6 us)"),
                      fake_report(capture="failed: thread exited")):
             reps, fins, errs = slowlog.parse(text)
             self.assertEqual(errs, [], text)

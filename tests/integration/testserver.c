@@ -239,9 +239,11 @@ static int respond(int fd, const struct request *req, int status,
 		     "Server: sd-testserver\r\n"
 		     "Content-Type: text/plain\r\n"
 		     "Content-Length: %zu\r\n"
+		     "X-Served-By: %d/%d\r\n"
 		     "%s"
 		     "\r\n",
 		     status, status == 200 ? "OK" : "Not Found", blen,
+		     (int)getpid(), (int)gettid(),
 		     req->keep_alive ? "" : "Connection: close\r\n");
 	if (n < 0 || (size_t)n >= sizeof(head))
 		return -1;

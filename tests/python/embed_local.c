@@ -28,8 +28,8 @@ static void *watcher(void *arg)
 		printf("FAIL py_init before Python was loaded\n");
 		return NULL;
 	}
-	for (int i = 0; i < 200; i++) {
-		usleep(20000);
+	for (int i = 0; i < 2000; i++) {
+		usleep(2000);
 		if (!py_init())
 			continue;
 		uintptr_t ts = py_tstate_find(mem_read_safe, main_tid,
@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 	init();
 	run("import time\n"
 	    "def inner():\n"
-	    "    time.sleep(1.5)\n"
+	    "    time.sleep(0.6)\n"
 	    "def outer():\n"
 	    "    inner()\n"
 	    "outer()\n");

@@ -5,12 +5,18 @@
  *   "file\tline\tfunc\tflags" per frame
  */
 #include <dlfcn.h>
+#include <errno.h>
 #include <execinfo.h>
 #include <link.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "mem.h"
 #include "python.h"
@@ -80,12 +86,20 @@ EXPORT int sd_test_walk_thread(long tid, unsigned long pthread_id, char *out,
 	return walk(mem_read_safe, ts, out, cap, max);
 }
 
-/* The line py_resolve_lines gives for code object `code` at byte `addr`. */
-EXPORT int sd_test_line(uintptr_t code, int addr)
+/* The lines py_resolve_lines gives for code object `code` at each of the
+ * byte offsets addr[0..n). */
+EXPORT int sd_test_lines(uintptr_t code, const int *addr, int *line, int n)
 {
-	struct py_frame f = {.code = code, .addr = addr};
-	py_resolve_lines(mem_read_safe, &f, 1);
-	return f.line;
+	if (n > FRAMES_MAX)
+		return -1;
+	if (!py_init())
+		return -2;
+	for (int i = 0; i < n; i++)
+		frames[i] = (struct py_frame){.code = code, .addr = addr[i]};
+	py_resolve_lines(mem_read_safe, frames, n);
+	for (int i = 0; i < n; i++)
+		line[i] = frames[i].line;
+	return 0;
 }
 
 EXPORT int sd_test_is_eval(const char *name)
@@ -114,6 +128,38 @@ EXPORT int sd_test_native_evals(void)
 	return count;
 }
 
+static bool names_has(const char *names, const char *name)
+{
+	size_t len = strlen(name);
+	const char *p = names;
+	while (*p) {
+		const char *e = strchr(p, '\n');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		if (l == len && memcmp(p, name, l) == 0)
+			return true;
+		p += l + (e ? 1 : 0);
+	}
+	return false;
+}
+
+/* Tally one walk; the first implausible one is written to bad. */
+static void tally(const struct py_walk_info *info, const struct py_frame *f,
+		  const char *names, long *counts, char *bad, int badcap)
+{
+	if (info->damaged) {
+		counts[1]++;
+		return;
+	}
+	bool ok = info->n <= info->total;
+	for (int i = 0; i < info->n && ok; i++)
+		ok = names_has(names, f[i].func) && f[i].line >= 0;
+	counts[3] += info->n;
+	if (ok)
+		counts[0]++;
+	else if (counts[2]++ == 0)
+		format(bad, badcap, info, f);
+}
+
 /*
  * Stress: walk another thread `iters` times while it runs (GIL released by
  * the caller: ctypes.CDLL). Every frame's function must be in `names`
@@ -138,30 +184,66 @@ EXPORT int sd_test_stress(long tid, unsigned long pthread_id, int iters,
 		struct py_walk_info info;
 		py_walk(mem_read_safe, ts, sf, (int)(it % 2 ? 256 : 16), &info);
 		py_resolve_lines(mem_read_safe, sf, info.n);
-		if (info.damaged) {
-			counts[1]++;
-			continue;
-		}
-		bool ok = info.n <= info.total;
-		for (int i = 0; i < info.n && ok; i++) {
-			size_t len = strlen(sf[i].func);
-			const char *p = names;
-			bool found = false;
-			while (*p && !found) {
-				const char *e = strchr(p, '\n');
-				size_t l = e ? (size_t)(e - p) : strlen(p);
-				found = l == len && memcmp(p, sf[i].func, l) == 0;
-				p += l + (e ? 1 : 0);
-			}
-			ok = found && sf[i].line >= 0;
-		}
-		counts[3] += info.n;
-		if (ok) {
-			counts[0]++;
-		} else {
-			if (counts[2]++ == 0)
-				format(bad, badcap, &info, sf);
-		}
+		tally(&info, sf, names, counts, bad, badcap);
 	}
+	return 0;
+}
+
+/*
+ * The capture path of the library: the target thread, interrupted by a
+ * signal wherever it is, walks its own frames in the handler with
+ * mem_read_mapped; the caller (GIL released: ctypes.CDLL) checks them.
+ * Same counts as sd_test_stress; counts[4] are signals not handled in 1 s.
+ */
+#define SIG_FRAMES 64
+static struct py_frame sig_frames[SIG_FRAMES];
+static struct py_walk_info sig_info;
+static atomic_int sig_done;
+
+static void sig_handler(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+	(void)sig, (void)si, (void)uc;
+	uintptr_t ts = py_tstate_self();
+	if (ts)
+		py_walk(mem_read_mapped, ts, sig_frames, SIG_FRAMES, &sig_info);
+	else
+		sig_info = (struct py_walk_info){.damaged = true};
+	atomic_store(&sig_done, 1);
+	errno = saved;
+}
+
+EXPORT int sd_test_signal_stress(long tid, int iters, const char *names,
+				 long *counts, char *bad, int badcap)
+{
+	if (!py_init())
+		return -2;
+	int sig = SIGRTMIN + 7;
+	struct sigaction sa = {.sa_sigaction = sig_handler,
+			       .sa_flags = SA_SIGINFO | SA_RESTART}, old;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(sig, &sa, &old) != 0)
+		return -errno;
+	bad[0] = '\0';
+	for (int it = 0; it < iters; it++) {
+		if (mem_maps_refresh() != 0)
+			return -4;
+		atomic_store(&sig_done, 0);
+		if (syscall(SYS_tgkill, getpid(), (pid_t)tid, sig) != 0)
+			return -5;
+		int waited = 0;
+		while (!atomic_load(&sig_done) && waited < 1000000) {
+			struct timespec ts = {0, 1000};
+			nanosleep(&ts, NULL);
+			waited++;
+		}
+		if (!atomic_load(&sig_done)) {
+			counts[4]++;
+			break; /* a late handler would write sig_frames */
+		}
+		py_resolve_lines(mem_read_safe, sig_frames, sig_info.n);
+		tally(&sig_info, sig_frames, names, counts, bad, badcap);
+	}
+	sigaction(sig, &old, NULL);
 	return 0;
 }

@@ -640,6 +640,15 @@ Test(http_req, trailing_host_spaces_do_not_truncate)
 		strcat(want, "\\x20");
 	strcat(want, "...");
 	expect_info(&d.info[0], "GET", "/", want);
+	/* a long run keeps its first bytes in order */
+	len = snprintf(m, sizeof(m), "GET / HTTP/1.1\r\nHost: a\t%39sb\r\n\r\n",
+		       "");
+	rdrv_run(&d, m, (size_t)len);
+	strcpy(want, "a\\x09");
+	for (int k = 0; k < 29; k++)
+		strcat(want, "\\x20");
+	strcat(want, "...");
+	expect_info(&d.info[0], "GET", "/", want);
 }
 
 Test(http_req, head_over_limit_is_an_error)
@@ -966,6 +975,13 @@ Test(http_resp, transfer_coding_list)
 				 "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
 	sdrv_run(&d, S(m2), NULL);
 	cr_assert_eq(d.cur, 1);
+
+	/* chunked, then another coding on a later line: close-delimited */
+	static const char m5[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+				 "Transfer-Encoding: gzip\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+	sdrv_run(&d, S(m5), NULL);
+	cr_assert_eq(d.cur, 0);
+	cr_assert(d.r.close_delimited);
 
 	/* chunked not last: close-delimited */
 	static const char m3[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
