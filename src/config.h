@@ -35,7 +35,7 @@ bool config_parse_signal(const char *s, int *sig);
 /*
  * Fills c from the environment (getenv is passed in so tests can fake it).
  * Each bad value is reported through warn() as one line
- * ("slowdog: SLOWDOG_THRESHOLD=\"abc\" is not a duration; using 10s") and
+ * ("slowdog: SLOWDOG_THRESHOLD=\"abc\" is not a valid duration; using 10s") and
  * replaced by its default.
  */
 void config_load(struct config *c, const char *(*get)(const char *name),

@@ -434,9 +434,9 @@ static size_t utf8_put(char *dst, size_t room, uint32_t c)
 /*
  * async-signal-safe: a str object as UTF-8, cut on a character boundary.
  * Only compact strings (all that CPython makes for code objects' names);
- * anything else gives "?".
+ * anything else gives "?" and false.
  */
-static void read_str(mem_reader rd, uintptr_t obj, char *dst, size_t cap)
+static bool read_str(mem_reader rd, uintptr_t obj, char *dst, size_t cap)
 {
 	unsigned char hdr[HDR_MAX];
 	size_t out = 0;
@@ -478,17 +478,18 @@ static void read_str(mem_reader rd, uintptr_t obj, char *dst, size_t cap)
 			size_t w = utf8_put(dst + out, cap - 1 - out, c);
 			if (w == 0) {
 				dst[out] = '\0';
-				return;
+				return true;
 			}
 			out += w;
 		}
 		i += k;
 	}
 	dst[out] = '\0';
-	return;
+	return true;
 bad:
 	dst[0] = '?';
 	dst[1] = '\0';
+	return false;
 }
 
 /* ---- the walk ------------------------------------------------------------ */
@@ -701,14 +702,21 @@ done:;
 			memcpy(f->func, out[i - 1].func, sizeof(f->func));
 			continue;
 		}
+		/* A code object that stopped being one since the pass above,
+		 * or names that are not strings: the thread was not still and
+		 * the chain may hold stale frames. */
 		if (!read_code(rd, f->code, cb)) {
-			/* Freed since the pass above: names unknown. */
 			strcpy(f->file, "?");
 			strcpy(f->func, "?");
+			info->damaged = true;
 			continue;
 		}
-		read_str(rd, get_ptr(cb, off.co_filename), f->file, sizeof(f->file));
-		read_str(rd, get_ptr(cb, off.co_name), f->func, sizeof(f->func));
+		bool file_ok = read_str(rd, get_ptr(cb, off.co_filename),
+					f->file, sizeof(f->file));
+		bool func_ok = read_str(rd, get_ptr(cb, off.co_name), f->func,
+					sizeof(f->func));
+		if (!file_ok || !func_ok)
+			info->damaged = true;
 	}
 	info->n = n;
 	info->total = total;

@@ -138,6 +138,7 @@ static void report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 		.label = label,
 		.cap = &cap,
 	};
+	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, &r, &watchdog_cfg);
 	sink_write(report_buf, n);
 	char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];

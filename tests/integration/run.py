@@ -955,9 +955,10 @@ def check_native(rep, s, p):
 
 
 def thread_history(run, served, ref):
-    """The requests one server thread ran, with their times relative to ref."""
+    """The requests one server thread ran around ref, times relative to it."""
     rows = sorted((r.t0, k) for k, r in run.responses.items()
-                  if r.header("X-Served-By") == served)
+                  if r.header("X-Served-By") == served and r.t1 > ref.t0 - 2.0
+                  and r.t0 < ref.t1 + 0.5)
     return ", ".join("%s %s @%+.2f..%+.2f" % (k[0], k[1], r0 - ref.t0,
                                                run.responses[k].t1 - ref.t0)
                      for r0, k in rows)
