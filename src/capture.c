@@ -2,9 +2,11 @@
 #include "capture.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -301,6 +303,90 @@ static bool capture_blocked(struct sd_thread *t, struct capture *out)
 	return false;
 }
 
+/*
+ * Where a thread sleeps in a system call slowdog does not interpose (a
+ * futex: the GIL, a lock; or a call that bypasses the dynamic symbol
+ * table), per /proc: its syscall number, stack pointer and instruction
+ * pointer. False when the thread is running, or on any error.
+ */
+static bool read_syscall(pid_t tid, long *nr, uintptr_t *sp, uintptr_t *pc)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	char *p = buf, *end;
+	long v = strtol(p, &end, 10);
+	if (end == p || v < 0)
+		return false; /* "running", or -1: not in a system call */
+	*nr = v;
+	unsigned long vals[8];
+	p = end;
+	for (int i = 0; i < 8; i++) {
+		vals[i] = strtoul(p, &end, 16);
+		if (end == p)
+			return false;
+		p = end;
+	}
+	*sp = vals[6];
+	*pc = vals[7];
+	return *sp != 0 && *pc != 0;
+}
+
+/* A thread asleep in a system call: its stack can be copied and unwound
+ * from /proc's stack and instruction pointers with no signal, so the call
+ * is not interrupted. The copy counts only if /proc still shows the same
+ * call afterwards. */
+static bool capture_syscall(struct sd_thread *t, struct capture *out)
+{
+	long nr, nr2;
+	uintptr_t sp, pc, sp2, pc2;
+	if (!read_syscall(t->tid, &nr, &sp, &pc))
+		return false;
+	uintptr_t lo, hi;
+	if (sp >= t->stack_lo && sp < t->stack_hi)
+		hi = t->stack_hi;
+	else if (!mem_mapping_of(sp, &lo, &hi))
+		return false;
+	size_t len = hi - sp;
+	if (len > SNAP_MAX)
+		len = SNAP_MAX;
+	if (!mem_read_safe(slot.stack, sp, len))
+		return false;
+	out->py_walked = false;
+	out->pyinfo.n = 0;
+	uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
+	if (!ts && py_present())
+		ts = py_tstate_find(mem_read_safe, t->tid, t->pthread);
+	if (ts) {
+		py_walk(mem_read_safe, ts, slot.py, slot.py_max, &out->pyinfo);
+		out->py_walked = true;
+	}
+	if (!read_syscall(t->tid, &nr2, &sp2, &pc2) || nr2 != nr || sp2 != sp ||
+	    pc2 != pc)
+		return false;
+	if (out->py_walked)
+		py_resolve_lines(mem_read_safe, slot.py, out->pyinfo.n);
+	struct uw_snapshot s = {0};
+	s.regs[UW_RIP] = pc;
+	s.regs[UW_RSP] = sp;
+	s.valid = (1u << UW_RIP) | (1u << UW_RSP);
+	s.stack_addr = sp;
+	s.stack = slot.stack;
+	s.stack_len = len;
+	unwind_into(out, &s);
+	out->mode = CAPTURE_SYSCALL;
+	out->call_fn = (int)nr;
+	out->py = slot.py;
+	return true;
+}
+
 static bool capture_signal(struct sd_thread *t, struct capture *out)
 {
 	int sig = capture_signal_number();
@@ -373,6 +459,8 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 	}
 	mem_maps_refresh();
 	if (capture_blocked(t, out))
+		return true;
+	if (capture_syscall(t, out))
 		return true;
 	if (capture_signal(t, out))
 		return true;

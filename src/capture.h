@@ -6,6 +6,10 @@
  * call's caller resumes, using the record the entry stub left, and keeps
  * the copy only if the thread stayed inside the call meanwhile.
  *
+ * Syscall path: a thread asleep in any other system call (a futex: the
+ * GIL, a lock) is captured with no signal either, from the stack and
+ * instruction pointers /proc gives for it.
+ *
  * Signal path: any other thread gets slowdog's real-time signal. The
  * handler copies the interrupted registers and the live stack (bounded)
  * into a preallocated slot and walks the Python frames, nothing else: no
@@ -28,6 +32,8 @@ enum capture_mode {
 	CAPTURE_NONE = 0,
 	CAPTURE_BLOCKED, /* no signal: blocked inside an interposed call */
 	CAPTURE_SIGNAL,  /* snapshot taken by the signal handler */
+	CAPTURE_SYSCALL, /* no signal: asleep in a system call slowdog does not
+	                    interpose; call_fn is the system call number */
 	CAPTURE_FAILED,
 };
 

@@ -316,6 +316,29 @@ static void put_merged(struct out *o, const struct capture *c)
 		putf(o, "  [... more frames not shown: %d at most]\n", NATIVE_MAX);
 }
 
+/* x86-64 numbers of the calls a thread is commonly found asleep in. */
+static const char *syscall_name(int nr)
+{
+	static const struct {
+		int nr;
+		const char *name;
+	} names[] = {
+		{0, "read"}, {1, "write"}, {7, "poll"}, {17, "pread64"},
+		{19, "readv"}, {20, "writev"}, {23, "select"}, {34, "pause"},
+		{35, "nanosleep"}, {42, "connect"}, {43, "accept"},
+		{44, "sendto"}, {45, "recvfrom"}, {46, "sendmsg"},
+		{47, "recvmsg"}, {61, "wait4"}, {64, "semop"}, {72, "fcntl"},
+		{128, "rt_sigtimedwait"}, {130, "rt_sigsuspend"}, {202, "futex"},
+		{220, "semtimedop"}, {230, "clock_nanosleep"}, {232, "epoll_wait"},
+		{247, "waitid"}, {270, "pselect6"}, {271, "ppoll"},
+		{281, "epoll_pwait"}, {288, "accept4"}, {441, "epoll_pwait2"},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(names); i++)
+		if (names[i].nr == nr)
+			return names[i].name;
+	return "syscall";
+}
+
 void report_request_line(char *buf, size_t cap, const struct reqinfo *info,
 			 const char *label)
 {
@@ -382,6 +405,10 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	case CAPTURE_BLOCKED:
 		putf(&o, "blocked in %s()\n", preload_call_name(c->call_fn));
 		break;
+	case CAPTURE_SYSCALL:
+		putf(&o, "asleep in %s() (system call %d)\n",
+		     syscall_name(c->call_fn), c->call_fn);
+		break;
 	case CAPTURE_SIGNAL:
 		putf(&o, "signal (thread stopped for %.1f us)\n",
 		     (double)c->pause_ns / 1000.0);
@@ -391,7 +418,7 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 		break;
 	}
 	PUTS(&o, "\n");
-	if (c->mode == CAPTURE_BLOCKED || c->mode == CAPTURE_SIGNAL) {
+	if (c->mode != CAPTURE_FAILED && c->mode != CAPTURE_NONE) {
 		if (cfg->stack_view == STACK_MERGED)
 			put_merged(&o, c);
 		else

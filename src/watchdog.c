@@ -170,7 +170,13 @@ static void *watchdog_main(void *arg)
 	}
 	sink_open(watchdog_cfg.log_path);
 	pid_t pid = getpid();
-	const int64_t threshold = watchdog_cfg.threshold_ns;
+	/* Request start times come from the coarse clock, which lags by up to
+	 * its resolution: wait that much longer so that a request is never
+	 * reported before it has really run for the threshold. */
+	struct timespec res = {0, 4 * NS_PER_MS};
+	clock_getres(CLOCK_MONOTONIC_COARSE, &res);
+	const int64_t threshold = watchdog_cfg.threshold_ns +
+				  res.tv_sec * NS_PER_SEC + res.tv_nsec;
 
 	for (;;) {
 		uint32_t seen = atomic_load_explicit(&kick_word, memory_order_acquire);
