@@ -498,10 +498,17 @@ uint64_t conn_begin_label(struct sd_thread *t, const char *label)
 {
 	int64_t now = clock_coarse_ns();
 	thread_takes(t, NULL, now);
+	/* Spaces read well in a label; everything else as in requests. */
 	size_t pos = 0;
 	t->label[0] = '\0';
-	escape_append(t->label, sizeof(t->label), &pos, label ? label : "",
-		      label ? strlen(label) : 0);
+	for (const char *p = label ? label : ""; *p && pos < sizeof(t->label) - 1; p++) {
+		if (*p == ' ') {
+			t->label[pos++] = ' ';
+			t->label[pos] = '\0';
+		} else {
+			escape_append(t->label, sizeof(t->label), &pos, p, 1);
+		}
+	}
 	watchdog_ensure();
 	uint64_t id = conn_next_id();
 	t->fd = -1;

@@ -343,9 +343,7 @@ void report_request_line(char *buf, size_t cap, const struct reqinfo *info,
 			 const char *label)
 {
 	if (label) {
-		size_t pos = 0;
-		buf[0] = '\0';
-		escape_append(buf, cap, &pos, label, strlen(label));
+		snprintf(buf, cap, "%s", label); /* escaped when it was set */
 		return;
 	}
 	if (!info || info->proto == PROTO_UNKNOWN || info->proto == PROTO_OTHER ||

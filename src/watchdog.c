@@ -104,9 +104,11 @@ static void drain_done(pid_t pid)
 		int64_t total = t->done_ns;
 		if (!atomic_compare_exchange_strong(&t->done_id, &id, 0))
 			continue;
+		const char *req = reported_take(id);
+		if (!req)
+			continue;
 		char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 128];
-		size_t n = report_finished(line, sizeof(line), pid, id, total,
-					   reported_take(id));
+		size_t n = report_finished(line, sizeof(line), pid, id, total, req);
 		sink_write(line, n);
 	}
 }
@@ -121,9 +123,11 @@ static void report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 
 	atomic_store_explicit(&t->reported_id, id, memory_order_release);
 	capture_thread(t, &cap);
-	if (atomic_load_explicit(&t->req_id, memory_order_acquire) != id &&
-	    cap.mode == CAPTURE_FAILED)
-		return; /* it ended while we looked: nothing to show */
+	/* It ended while we looked: the stack may already be the next
+	 * request's. Show nothing rather than a wrong stack; its finished
+	 * line is skipped too (it is not in the reported table). */
+	if (atomic_load_explicit(&t->req_id, memory_order_acquire) != id)
+		return;
 
 	int64_t real_now = clock_real_ns();
 	int64_t mono_now = clock_mono_ns();

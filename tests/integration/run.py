@@ -1040,6 +1040,8 @@ def check_log(spec, run, slows, p):
         if spec.cmd_word not in rep.cmdline:
             p.append("%s: Process command line %r does not mention %s"
                      % (s.kind, rep.cmdline, spec.cmd_word))
+        if rep.cut:
+            p.append("%s: report cut (too long)" % s.kind)
         if rep.capture.startswith("failed"):
             p.append("%s: Capture: %s" % (s.kind, rep.capture))
         # what

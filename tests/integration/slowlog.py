@@ -16,7 +16,7 @@ import re
 BEGIN = "--- slowdog: slow request ---"
 END_RE = re.compile(r"^--- end of slowdog report (\d+-\d+) ---$")
 FINISHED_RE = re.compile(
-    r"^slowdog: request (\d+-\d+) finished after (\d+\.\d{3}) s: (\S+ .*)$")
+    r"^slowdog: request (\d+-\d+) finished after (\d+\.\d{3}) s(?:: (\S.*))?$")
 
 # Header fields in the order they must appear; Host is optional.
 FIELDS = ["Time", "Request", "Host", "Request-Id", "Process", "Parent",
@@ -25,10 +25,14 @@ OPTIONAL = {"Host"}
 FIELD_RE = re.compile(r"^([A-Z][A-Za-z-]*):( +)(.*)$")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC$")
 RUNNING_RE = re.compile(r"^(\d+\.\d{3}) s \(threshold (\d+\.\d{3}) s\)$")
-# The library adds a note in parentheses, e.g. "signal (thread stopped for
-# 14.6 us)"; format.txt shows the bare kinds.
+# format.txt: "blocked in NAME()", "signal", "syscall", "failed: why";
+# src/report.c writes "signal (thread stopped for 14.6 us)" and
+# "asleep in futex() (system call 202)" for the last two.
 CAPTURE_RE = re.compile(
-    r"^(blocked in ([A-Za-z0-9_.@]+)\(\)|signal|syscall|failed: .+?)( \([^()]*\))?$")
+    r"^(blocked in ([A-Za-z0-9_.@]+)\(\)"
+    r"|asleep in ([A-Za-z0-9_]+)\(\) \(system call \d+\)"
+    r"|signal(?: \(thread stopped for \d+(?:\.\d+)? us\))?"
+    r"|syscall|failed: .+)$")
 PROCESS_RE = re.compile(r"^(\d+) (.*)$")
 THREAD_RE = re.compile(r"^(\d+) \((.*)\)$")
 REQUEST_RE = re.compile(r"^([!-~]+) ([!-~]+)$")
@@ -43,6 +47,10 @@ PY_SOURCE_RE = re.compile(r"^    (.*)$")
 NATIVE_HEAD = "Native stack (most recent call first):"
 NATIVE_FRAME_RE = re.compile(
     r"^  #(\d+) +0x([0-9a-f]+) (\S+?)(?:\+0x([0-9a-f]+))?(?: \((.*)\))?$")
+# In the traceback: the C code the innermost Python frame waits in.
+PY_NATIVE_HEAD = "  In native code (most recent call first):"
+PY_NATIVE_FRAME_RE = re.compile("^  " + NATIVE_FRAME_RE.pattern[1:])
+CUT_LINE = "[report cut: too long]"
 
 
 class PyFrame(object):
@@ -91,7 +99,9 @@ class Report(object):
         self.py_frames = []         # outermost first, as printed
         self.py_note = None         # the "unavailable" line, if any
         self.py_extra = []          # lines in the traceback we did not parse
+        self.py_native = []         # "In native code" frames, innermost first
         self.native = []            # innermost first
+        self.cut = False
         self.native_note = None
         self.native_extra = []
         self.end_id = None
@@ -151,7 +161,7 @@ class Report(object):
     @property
     def blocked_in(self):
         m = CAPTURE_RE.match(self.fields.get("Capture", ""))
-        return m.group(2) if m else None
+        return (m.group(2) or m.group(3)) if m else None
 
     def __repr__(self):
         return "<report %s %s>" % (self.request_id, self.request)
@@ -224,6 +234,15 @@ def parse(text):
             continue
         i = _parse_report(lines, i, reports, errors)
     return reports, finished, errors
+
+
+def _native(m):
+    name = m.group(3)
+    obj = m.group(5)
+    return NativeFrame(int(m.group(1)), int(m.group(2), 16),
+                       None if name == "??" else name,
+                       int(m.group(4), 16) if m.group(4) else None,
+                       None if obj in (None, "??") else obj)
 
 
 def _parse_report(lines, i, reports, errors):
@@ -304,7 +323,21 @@ def _parse_report(lines, i, reports, errors):
                 err("unexpected line %r" % line[:200])
             i += 1
             continue
-        if section == "py":
+        if line == CUT_LINE:
+            rep.cut = True
+            i += 1
+            continue
+        if section == "py" and line == PY_NATIVE_HEAD:
+            section = "py-native"
+            i += 1
+            continue
+        if section == "py-native":
+            nm = PY_NATIVE_FRAME_RE.match(line)
+            if nm:
+                rep.py_native.append(_native(nm))
+            else:
+                err("bad native frame line under the traceback %r" % line[:200])
+        elif section == "py":
             fm = PY_FRAME_RE.match(line)
             sm = PY_SOURCE_RE.match(line)
             if fm:
@@ -319,12 +352,7 @@ def _parse_report(lines, i, reports, errors):
         elif section == "native":
             nm = NATIVE_FRAME_RE.match(line)
             if nm:
-                name = nm.group(3)
-                rep.native.append(NativeFrame(
-                    int(nm.group(1)), int(nm.group(2), 16),
-                    None if name == "??" else name,
-                    int(nm.group(4), 16) if nm.group(4) else None,
-                    nm.group(5)))
+                rep.native.append(_native(nm))
             elif line.startswith("  "):
                 rep.native_extra.append(line)
             else:
@@ -340,10 +368,11 @@ def _parse_report(lines, i, reports, errors):
             % (rep.end_id, rep.fields.get("Request-Id")))
     if "native" not in seen:
         err("no native stack section")
-    for k, fr in enumerate(rep.native):
-        if fr.index != k:
-            err("native frames not numbered 0..n (#%d at position %d)" % (fr.index, k))
-            break
+    for frames in (rep.native, rep.py_native):
+        for k, fr in enumerate(frames):
+            if fr.index != k:
+                err("native frames not numbered 0..n (#%d at position %d)" % (fr.index, k))
+                break
     if "py" in seen and not rep.py_note and not rep.py_frames:
         err("empty traceback")
     errors.extend(errs)

@@ -35,6 +35,9 @@ def fake_report(rid="12345-17", request="GET /slow?delay=3", host="localhost:800
                 "    slow_sleep(delay)",
                 '  File "/srv/app.py", line 13, in slow_sleep',
                 "    time.sleep(delay)",
+                "  In native code (most recent call first):",
+                "    #0   0x00007f0a1b2c3d4e clock_nanosleep+0x57 (/usr/lib/x86_64-linux-gnu/libc.so.6)",
+                "    #1   0x000055d0c0ffee00 ?? (??)",
                 ""]
     elif py:
         out += [py, ""]
@@ -73,6 +76,9 @@ class ParseTest(unittest.TestCase):
         self.assertEqual(r.blocked_in, "clock_nanosleep")
         self.assertEqual([f.func for f in r.py_frames], ["view", "slow_sleep"])
         self.assertEqual(r.py_frames[1].source, "time.sleep(delay)")
+        self.assertEqual(len(r.py_native), 2)
+        self.assertEqual(r.py_native[0].base_name, "clock_nanosleep")
+        self.assertIsNone(r.py_native[1].obj)
         self.assertEqual(r.native[0].name, "clock_nanosleep+0x57".split("+")[0])
         self.assertEqual(r.native[0].offset, 0x57)
         self.assertEqual(r.native[0].obj, "/usr/lib/x86_64-linux-gnu/libc.so.6")
@@ -87,6 +93,7 @@ class ParseTest(unittest.TestCase):
                      fake_report(py="No Python frames on this thread."),
                      fake_report(native=False), fake_report(capture="signal"),
                      fake_report(capture="signal (thread stopped for 14.6 us)"),
+                     fake_report(capture="asleep in futex() (system call 202)"),
                      fake_report(capture="failed: thread exited")):
             reps, fins, errs = slowlog.parse(text)
             self.assertEqual(errs, [], text)
@@ -122,6 +129,8 @@ class ParseTest(unittest.TestCase):
         self.expect_error(fake_report().replace("--- end", "--- slowdog: slow request ---\n--- end"),
                           "")
         self.expect_error(fake_finished(secs="5"), "not part of a record")
+        reps, fins, errs = slowlog.parse("slowdog: request 1-2 finished after 1.000 s\n")
+        self.assertEqual((errs, fins[0].request), ([], None))
         # field order
         t = fake_report().split("\n")
         t[2], t[3] = t[3], t[2]

@@ -531,7 +531,9 @@ class TestStress(unittest.TestCase):
         CDLL releases the GIL so that it does run."""
         plausible = self.stress("stress", lambda t, *rest: clib.sd_test_stress(
             t.native_id, t.ident, 3000, *rest))
-        self.assertGreater(plausible, 2000)
+        # Racing a running thread, many walks meet freed frames reused
+        # (cycles on 3.8-3.10, non-code objects on 3.11+): damaged.
+        self.assertGreater(plausible, 1000)
 
     def test_walk_in_signal_handler(self):
         """The thread walks itself in a signal handler (mem_read_mapped),
