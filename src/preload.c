@@ -107,6 +107,7 @@ REAL(int, fcntl, int, int, ...);
 REAL(int, fcntl64, int, int, ...);
 REAL(int, epoll_ctl, int, int, int, struct epoll_event *);
 REAL(int, sigaction, int, const struct sigaction *, struct sigaction *);
+REAL(sighandler_t, signal, int, sighandler_t);
 REAL(int, pthread_sigmask, int, const sigset_t *, sigset_t *);
 REAL(int, sigprocmask, int, const sigset_t *, sigset_t *);
 
@@ -147,11 +148,12 @@ static void **other_reals[] = {
 	(void **)&real_dup, (void **)&real_dup2, (void **)&real_dup3,
 	(void **)&real_fcntl, (void **)&real_fcntl64, (void **)&real_epoll_ctl,
 	(void **)&real_sigaction, (void **)&real_pthread_sigmask,
-	(void **)&real_sigprocmask,
+	(void **)&real_sigprocmask, (void **)&real_signal,
 };
 static const char *other_names[] = {
 	"close", "shutdown", "close_range", "dup", "dup2", "dup3", "fcntl",
 	"fcntl64", "epoll_ctl", "sigaction", "pthread_sigmask", "sigprocmask",
+	"signal",
 };
 
 static void preload_resolve(void)
@@ -945,6 +947,19 @@ SD_EXPORT int sigaction(int sig, const struct sigaction *act,
 		capture_signal_taken();
 	}
 	return real_sigaction(sig, act, old);
+}
+
+/* signal() does not go through sigaction's symbol in glibc: same rules. */
+SD_EXPORT sighandler_t signal(int sig, sighandler_t handler)
+{
+	RESOLVE(signal);
+	if (sig > 0 && sig == capture_signal_number() &&
+	    getpid() == capture_signal_owner()) {
+		if (handler == SIG_DFL)
+			return SIG_DFL;
+		capture_signal_taken();
+	}
+	return real_signal(sig, handler);
 }
 
 static const sigset_t *keep_unblocked(int how, const sigset_t *set, sigset_t *copy)

@@ -492,6 +492,33 @@ bad:
 	return false;
 }
 
+
+/* DEBUG TEMP */
+#include <unistd.h>
+#include <stdlib.h>
+static int dbg_on = -1;
+static char dbg_buf[8192];
+static size_t dbg_len;
+static void dbg_hex(const char *tag, uintptr_t v)
+{
+	static const char hx[] = "0123456789abcdef";
+	if (dbg_len > sizeof(dbg_buf) - 128) return;
+	while (*tag && dbg_len < sizeof(dbg_buf) - 40)
+		dbg_buf[dbg_len++] = *tag++;
+	dbg_buf[dbg_len++] = '=';
+	char tmp[17];
+	int n = 0;
+	do { tmp[n++] = hx[v & 15]; v >>= 4; } while (v);
+	while (n)
+		dbg_buf[dbg_len++] = tmp[--n];
+	dbg_buf[dbg_len++] = ' ';
+}
+static void dbg_flush(void)
+{
+	dbg_buf[dbg_len++] = '\n';
+	(void)!write(2, dbg_buf, dbg_len);
+	dbg_len = 0;
+}
 /* ---- the walk ------------------------------------------------------------ */
 
 /*
@@ -527,6 +554,7 @@ static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame,
 	/* Unreadable: garbage itself, no fallback then. */
 	if (prev && read_ptr(rd, prev + (uintptr_t)off.cf_current_frame, outer))
 		*check = true;
+	dbg_hex("cframe", p); dbg_hex("cur", *frame); dbg_hex("cfprev", prev); dbg_hex("outer", *outer);
 	return true;
 }
 
@@ -554,6 +582,8 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 {
 	info->n = info->total = info->head = 0;
 	info->damaged = false;
+	dbg_len = 0;
+	dbg_hex("ts", tstate);
 	if (!ready() || !tstate || max < 0)
 		return 0;
 
@@ -574,6 +604,7 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	long power, lam, steps;
 	int total;
 restart:
+	dbg_hex("RESTART", frame);
 	last = NULL;
 	group_open = false;
 	saved = 0;
@@ -595,6 +626,7 @@ restart:
 		uintptr_t prev = get_ptr(fb, off.fr_previous);
 		uintptr_t code = get_ptr(fb, off.fr_code);
 		uint32_t flags = 0;
+		dbg_hex("F", frame); dbg_hex("pv", prev); dbg_hex("co", code); dbg_hex("ip", get_ptr(fb, off.fr_instr)); dbg_hex("ow", off.fr_owner >= 0 ? fb[off.fr_owner] : 0xff);
 		int owner = off.fr_owner >= 0 ? fb[off.fr_owner] : -1;
 		bool entry = off.fr_is_entry >= 0 && fb[off.fr_is_entry];
 		bool shim = off.owner_cstack >= 0 && owner == off.owner_cstack;
@@ -687,6 +719,10 @@ bad:
 	}
 	info->damaged = true;
 done:;
+	if (total == 0 && !info->damaged) {
+		if (dbg_on < 0) dbg_on = getenv("SD_DBG") != NULL;
+		if (dbg_on) dbg_flush();
+	}
 	int n = total < max ? total : max;
 	int head = n;
 	if (total > max) {

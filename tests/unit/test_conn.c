@@ -8,7 +8,9 @@
  * needed: connections are fake fd numbers from 1000 on.
  *
  * Tests marked KNOWN BUG describe a failing sequence in conn.c; they are
- * meant to fail until conn.c is fixed (see the comment on each).
+ * meant to fail until conn.c is fixed (see the comment on each). Until the
+ * keep-alive one (keepalive_second_request_is_its_own) is fixed, every
+ * scenario with a second request on one connection fails with it.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -429,11 +431,14 @@ static uint64_t expect_req_at(struct wt *w, const char *wn, int fd,
 	cr_assert(conn_describe(fd, t->conn_gen, id, &in),
 		  "line %d: conn_describe failed", line);
 	if (method)
-		cr_assert_str_eq(in.method, method, "line %d", line);
+		cr_assert_str_eq(in.method, method, "line %d: method '%s', want '%s'",
+				 line, in.method, method);
 	if (target)
-		cr_assert_str_eq(in.target, target, "line %d", line);
+		cr_assert_str_eq(in.target, target, "line %d: target '%s', want '%s'",
+				 line, in.target, target);
 	if (host)
-		cr_assert_str_eq(in.host, host, "line %d", line);
+		cr_assert_str_eq(in.host, host, "line %d: host '%s', want '%s'",
+				 line, in.host, host);
 	return id;
 }
 
@@ -1122,6 +1127,41 @@ Test(conn, threading_http_server_keepalive)
 	cr_assert_not(mux(P1));
 }
 
+/*
+ * KNOWN BUG (conn.c, parse_http, HTTP_REQ_NEXT): after a first request,
+ * the HTTP parser waits between requests with its "a head was seen" flag
+ * set, so the first byte of the next keep-alive request comes back as
+ * HTTP_REQ_NEXT. By then req_start() has already made that request current
+ * (state CONN_REQ, fill == cur), so parse_http takes the NEXT for a
+ * *pipelined* request: it parses the new request into info[cur ^ 1] and
+ * sets next_ready. Result: the running request is described with empty
+ * method/target/host, and when its response completes, req_end() starts a
+ * phantom request (the same one again) that stays active on the idle thread
+ * until the next request: idle keep-alive time reported as a slow request.
+ * Every keep-alive server hits it (gthread, uWSGI http11,
+ * ThreadingHTTPServer, Django runserver); the scenario tests above with a
+ * second request on a connection fail from this one cause.
+ */
+Test(conn, keepalive_second_request_is_its_own)
+{
+	int c = 1000;
+
+	do_accept(M, c);
+	do_read(P1, c, REQ_GET("/first"));
+	expect_req(P1, c, "GET", "/first", NULL);
+	do_write(P1, c, RESP_5);
+	expect_idle(P1);
+	do_read(P1, c, REQ_GET("/second"));
+	uint64_t id2 = req(P1);
+	cr_assert_neq(id2, 0);
+	cr_assert_not(conn_get(c)->next_ready,
+		      "KNOWN BUG: the request just read is taken for a "
+		      "pipelined one");
+	do_write(P1, c, RESP_5);
+	cr_assert_eq(req(P1), 0,
+		     "KNOWN BUG: a phantom request runs on the idle thread");
+}
+
 /* A response the framing can't end (no length, HTTP/1.1): the recv that
  * enters for the next request ends it (rule 6a). */
 Test(conn, threading_http_server_read_enter_ends_unframed)
@@ -1581,7 +1621,6 @@ Test(conn, fd_reuse_new_gen)
 	/* untracked and out-of-range fds */
 	cr_assert_not(conn_describe(-1, g2, id2, &in));
 	cr_assert_not(conn_describe(1 << 30, g2, id2, &in));
-	cr_assert_not(conn_describe(1001, 0, 0, &in) && conn_get(1001));
 }
 
 /*
@@ -1675,7 +1714,7 @@ Test(conn, injection_is_described_escaped)
 	int c = 1000;
 
 	do_accept(M, c);
-	do_read(M, c, "GET /a\x1b[2J\rX-Log:\x07evil HTTP/1.1\r\n"
+	do_read(M, c, "GET /a\x1b[2J\rX-Log:\x07" "evil HTTP/1.1\r\n"
 		      "Host: ev\x1b]0;pwn\x07il\r\n\r\n");
 	uint64_t id = expect_req(M, c, "GET",
 				 "/a\\x1b[2J\\x0dX-Log:\\x07evil",
@@ -1788,7 +1827,7 @@ Test(conn, label_begin_end)
 	cr_assert_neq(id, 0);
 	cr_assert_eq(atomic_load(&t->req_id), id);
 	cr_assert_eq(t->fd, -1);
-	cr_assert_str_eq(t->label, "job\\x0a\\x1b[1m\\x207");
+	cr_assert_str_eq(t->label, "job\\x0a\\x1b[1m 7"); /* spaces kept */
 	conn_end_label(t);
 	cr_assert_eq(atomic_load(&t->req_id), 0);
 	conn_end_label(t); /* twice: harmless */
@@ -1800,17 +1839,23 @@ Test(conn, label_begin_end)
  * request that is gone).
  * ===================================================================== */
 
-static const char *const fuzz_in[] = {
-	REQ_GET("/f1"),
-	"GET /f2 HTTP/1.1\r\nHost: h\r\n\r\nGET /f3 HTTP/1.1\r\n\r\n",
-	"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-	"HEAD / HTTP/1.1\r\n\r\n",
-	"GET /partial HTT",
-	"P/1.1\r\n\r\n",
-	"\r\n",
-	"\x16\x03\x01",
-	"\0\x10\0\0",
-	"garbage",
+struct bytes {
+	const char *s;
+	size_t n;
+};
+#define B(lit) {lit, sizeof(lit) - 1}
+
+static const struct bytes fuzz_in[] = {
+	B(REQ_GET("/f1")),
+	B("GET /f2 HTTP/1.1\r\nHost: h\r\n\r\nGET /f3 HTTP/1.1\r\n\r\n"),
+	B("POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+	B("HEAD / HTTP/1.1\r\n\r\n"),
+	B("GET /partial HTT"),
+	B("P/1.1\r\n\r\n"),
+	B("\r\n"),
+	B("\x16\x03\x01"),
+	B("\0\x10\0\0\x0b\0REQUEST_URI\x01\0/"),
+	B("garbage"),
 };
 
 static const char *const fuzz_out[] = {
@@ -1870,8 +1915,8 @@ Test(conn, random_sequences_keep_invariants)
 			}
 			break;
 		case 1: case 2: case 3:
-			s = fuzz_in[(r >> 10) % ARRAY_LEN(fuzz_in)];
-			do_readn(w, fd, s, strlen(s) ? strlen(s) : 1);
+			do_readn(w, fd, fuzz_in[(r >> 10) % ARRAY_LEN(fuzz_in)].s,
+				 fuzz_in[(r >> 10) % ARRAY_LEN(fuzz_in)].n);
 			break;
 		case 4: case 5: case 6: case 7:
 			s = fuzz_out[(r >> 10) % ARRAY_LEN(fuzz_out)];
