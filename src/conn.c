@@ -161,6 +161,13 @@ static void parse_http(struct conn *c, const char *buf, size_t n)
 				c->next_ready = true;
 			break;
 		case HTTP_REQ_NEXT:
+			if (c->fill == c->cur && c->state != CONN_IDLE &&
+			    !c->info[c->cur].head_complete) {
+				/* The parser was between requests: this is the
+				 * start of the request this read began. */
+				info_clear(in);
+				break;
+			}
 			if (c->state == CONN_IDLE || c->fill != c->cur) {
 				if (c->fill != c->cur) {
 					/* A third request in flight: stop naming. */
@@ -216,7 +223,14 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 	info_end(c);
 }
 
+static void slot_reset(int fd, bool accepted);
+
 void conn_accepted(int fd)
+{
+	slot_reset(fd, true);
+}
+
+static void slot_reset(int fd, bool accepted)
 {
 	if (fd < 0 || (unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
 		return;
@@ -240,7 +254,7 @@ void conn_accepted(int fd)
 	struct conn *c = &chunk[fd & (CONN_CHUNK - 1)];
 
 	/* The accepting thread is done with any answered request. */
-	struct sd_thread *t = thread_self();
+	struct sd_thread *t = accepted ? thread_self() : NULL;
 	if (t) {
 		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
 		struct conn *o = id ? slot_of(t->fd) : NULL;
@@ -251,6 +265,10 @@ void conn_accepted(int fd)
 		}
 	}
 
+	/* The fd number is handed out again: whatever was on it is closed,
+	 * even if we missed the close. */
+	if (atomic_load_explicit(&c->gen, memory_order_relaxed))
+		conn_shutdown(c);
 	atomic_store_explicit(&c->gen, 0, memory_order_relaxed);
 	uint32_t seq = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
 	memset((char *)c + sizeof(c->gen), 0,
@@ -452,7 +470,7 @@ void conn_close_range(unsigned lo, unsigned hi)
 
 void conn_dup(int newfd)
 {
-	conn_accepted(newfd);
+	slot_reset(newfd, false);
 }
 
 bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)

@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -66,8 +68,88 @@ static bool parse_hex(const char **p, const char *end, uintptr_t *out)
 	return true;
 }
 
+/*
+ * A file mapping's pages past the end of the file raise SIGBUS when read:
+ * keep only the part the file covers. Device files are left out. rest
+ * points after "lo-hi" on a /proc/self/maps line. False: leave it out.
+ */
+static void clip_forget(void);
+
+static bool clip_to_file(const char *rest, const char *end, uintptr_t lo,
+			 uintptr_t *hi)
+{
+	static char last_path[PATH_MAX];
+	static int last_kind; /* 0 none, 1 regular (last_size), 2 other, 3 gone */
+	static uint64_t last_size;
+	if (!rest) {
+		last_kind = 0;
+		return true;
+	}
+	/* " perms offset dev inode   path" */
+	const char *p = rest;
+	while (p < end && *p == ' ')
+		p++;
+	while (p < end && *p != ' ')
+		p++; /* perms */
+	while (p < end && *p == ' ')
+		p++;
+	uintptr_t off;
+	if (!parse_hex(&p, end, &off))
+		return true;
+	for (int field = 0; field < 2; field++) { /* dev, inode */
+		while (p < end && *p == ' ')
+			p++;
+		while (p < end && *p != ' ')
+			p++;
+	}
+	while (p < end && *p == ' ')
+		p++;
+	if (p >= end || *p != '/')
+		return true; /* anonymous, [heap], [stack], ... */
+	char path[PATH_MAX];
+	size_t n = (size_t)(end - p);
+	if (n >= sizeof(path))
+		return false;
+	memcpy(path, p, n);
+	path[n] = '\0';
+	if (strncmp(path, "/dev/", 5) == 0)
+		return false;
+	/* Consecutive lines are mostly the same file: stat it once. */
+	if (!last_kind || strcmp(path, last_path) != 0) {
+		struct stat st;
+		memcpy(last_path, path, n + 1);
+		if (stat(path, &st) != 0)
+			last_kind = 3;
+		else if (!S_ISREG(st.st_mode))
+			last_kind = 2;
+		else {
+			last_kind = 1;
+			last_size = (uint64_t)st.st_size;
+		}
+	}
+	if (last_kind == 3)
+		return true; /* replaced or deleted: an object still loaded */
+	if (last_kind == 2)
+		return false;
+	uintptr_t page = 4096;
+	uint64_t size = last_size;
+	if (size <= off)
+		return false;
+	uint64_t covered = (size - off + page - 1) & ~(uint64_t)(page - 1);
+	if (lo + covered < *hi)
+		*hi = lo + covered;
+	return *hi > lo;
+}
+
+static void clip_forget(void)
+{
+	/* Files change between refreshes. */
+	clip_to_file(NULL, NULL, 0, NULL);
+}
+
 int mem_maps_refresh(void)
 {
+	clip_forget();
 	struct maps *cur = atomic_load_explicit(&maps_cur, memory_order_acquire);
 	struct maps *m = cur == &maps_buf[0] ? &maps_buf[1] : &maps_buf[0];
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
@@ -98,10 +180,12 @@ int mem_maps_refresh(void)
 		if (parse_hex(&p, end, &lo) && p < end && *p == '-' &&
 		    (p++, parse_hex(&p, end, &hi)) && p + 2 < end &&
 		    p[1] == 'r' && m->n < MAPS_MAX && hi > lo) {
-			/* Merge adjacent readable ranges. Skip [vvar]: reading
-			 * some of its pages faults on some kernels. */
-			bool vvar = memmem(p, (size_t)(end - p), "[vvar]", 6) != NULL;
-			if (!vvar) {
+			/* Merge adjacent readable ranges. Skip [vvar] and
+			 * [vvar_vclock]: reading some of their pages faults. */
+			bool skip = memmem(p, (size_t)(end - p), "[vvar", 5) != NULL;
+			if (!skip)
+				skip = !clip_to_file(p, end, lo, &hi);
+			if (!skip) {
 				if (m->n > 0 && m->hi[m->n - 1] == lo)
 					m->hi[m->n - 1] = hi;
 				else {

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "pyoffsets.h"
@@ -388,6 +389,26 @@ static bool read_ptr(mem_reader rd, uintptr_t addr, uintptr_t *out)
 	return (addr & 7) == 0 && rd(out, addr, sizeof(*out));
 }
 
+/*
+ * async-signal-safe. mem_read_mapped checks against a table of mappings
+ * taken before the signal was sent; since then the thread (or another) may
+ * have mapped more: CPython 3.11+ maps a new 16 KiB chunk of its frame
+ * stack whenever a call crosses the end of the current one (recursion does
+ * it all the time), pymalloc maps arenas. The innermost frames are then in
+ * memory the table does not know. A miss is read again with a system
+ * call, which sees the mappings as they are now: misses are rare, so the
+ * thread stays stopped for as short as the table allows.
+ */
+static int dbg_miss, dbg_missok;
+static bool read_now(void *dst, uintptr_t src, size_t n)
+{
+	if (mem_read_mapped(dst, src, n)) return true;
+	dbg_miss++;
+	bool ok = mem_read_safe(dst, src, n);
+	dbg_missok += ok;
+	return ok;
+}
+
 /* async-signal-safe: the code object's header, type-checked. */
 static bool read_code(mem_reader rd, uintptr_t code, unsigned char *buf)
 {
@@ -492,33 +513,6 @@ bad:
 	return false;
 }
 
-
-/* DEBUG TEMP */
-#include <unistd.h>
-#include <stdlib.h>
-static int dbg_on = -1;
-static char dbg_buf[8192];
-static size_t dbg_len;
-static void dbg_hex(const char *tag, uintptr_t v)
-{
-	static const char hx[] = "0123456789abcdef";
-	if (dbg_len > sizeof(dbg_buf) - 128) return;
-	while (*tag && dbg_len < sizeof(dbg_buf) - 40)
-		dbg_buf[dbg_len++] = *tag++;
-	dbg_buf[dbg_len++] = '=';
-	char tmp[17];
-	int n = 0;
-	do { tmp[n++] = hx[v & 15]; v >>= 4; } while (v);
-	while (n)
-		dbg_buf[dbg_len++] = tmp[--n];
-	dbg_buf[dbg_len++] = ' ';
-}
-static void dbg_flush(void)
-{
-	dbg_buf[dbg_len++] = '\n';
-	(void)!write(2, dbg_buf, dbg_len);
-	dbg_len = 0;
-}
 /* ---- the walk ------------------------------------------------------------ */
 
 /*
@@ -554,7 +548,6 @@ static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame,
 	/* Unreadable: garbage itself, no fallback then. */
 	if (prev && read_ptr(rd, prev + (uintptr_t)off.cf_current_frame, outer))
 		*check = true;
-	dbg_hex("cframe", p); dbg_hex("cur", *frame); dbg_hex("cfprev", prev); dbg_hex("outer", *outer);
 	return true;
 }
 
@@ -582,10 +575,10 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 {
 	info->n = info->total = info->head = 0;
 	info->damaged = false;
-	dbg_len = 0;
-	dbg_hex("ts", tstate);
 	if (!ready() || !tstate || max < 0)
 		return 0;
+	if (rd == mem_read_mapped)
+		rd = read_now;
 
 	/* Keep out[0..inner) for the innermost frames, a ring of `outer`
 	 * slots after them for the outermost ones. */
@@ -604,7 +597,6 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	long power, lam, steps;
 	int total;
 restart:
-	dbg_hex("RESTART", frame);
 	last = NULL;
 	group_open = false;
 	saved = 0;
@@ -626,7 +618,6 @@ restart:
 		uintptr_t prev = get_ptr(fb, off.fr_previous);
 		uintptr_t code = get_ptr(fb, off.fr_code);
 		uint32_t flags = 0;
-		dbg_hex("F", frame); dbg_hex("pv", prev); dbg_hex("co", code); dbg_hex("ip", get_ptr(fb, off.fr_instr)); dbg_hex("ow", off.fr_owner >= 0 ? fb[off.fr_owner] : 0xff);
 		int owner = off.fr_owner >= 0 ? fb[off.fr_owner] : -1;
 		bool entry = off.fr_is_entry >= 0 && fb[off.fr_is_entry];
 		bool shim = off.owner_cstack >= 0 && owner == off.owner_cstack;
@@ -719,10 +710,6 @@ bad:
 	}
 	info->damaged = true;
 done:;
-	if (total == 0 && !info->damaged) {
-		if (dbg_on < 0) dbg_on = getenv("SD_DBG") != NULL;
-		if (dbg_on) dbg_flush();
-	}
 	int n = total < max ? total : max;
 	int head = n;
 	if (total > max) {
@@ -754,6 +741,8 @@ done:;
 		if (!file_ok || !func_ok)
 			info->damaged = true;
 	}
+	if (dbg_miss) { char b[64]; int l = snprintf(b, sizeof b, "MISS %d ok %d total %d\n", dbg_miss, dbg_missok, total); (void)!write(2, b, (size_t)l); }
+	dbg_miss = dbg_missok = 0;
 	info->n = n;
 	info->total = total;
 	info->head = head;
@@ -762,41 +751,57 @@ done:;
 
 /* ---- thread states ------------------------------------------------------- */
 
+/* Whether tstate has a Python frame: false also when it cannot be read. */
+static bool tstate_running(mem_reader rd, uintptr_t ts)
+{
+	uintptr_t p, frame;
+	if (!read_ptr(rd, ts + (uintptr_t)off.ts_frame, &p) || !p)
+		return false;
+	if (off.cf_current_frame < 0)
+		return true;
+	return read_ptr(rd, p + (uintptr_t)off.cf_current_frame, &frame) &&
+	       frame != 0;
+}
+
+/*
+ * Up to 3.11 a thread state made for a new thread carries the ids of the
+ * thread that made it (threading.Thread.start) until the new thread runs
+ * and puts in its own: for a moment two states match the starting thread,
+ * the new one first in the list, and it has no frame. So a match that runs
+ * Python wins over an idle one; the first idle one otherwise.
+ */
 uintptr_t py_tstate_find(mem_reader rd, pid_t tid, unsigned long pthread_id)
 {
 	if (!ready())
 		return 0;
-	uintptr_t interp;
+	uintptr_t interp, found = 0;
 	if (!read_ptr(rd, runtime_addr + (uintptr_t)off.rt_interp_head, &interp))
 		return 0;
 	for (int i = 0; interp && i < INTERP_MAX; i++) {
 		uintptr_t ts;
 		if (!read_ptr(rd, interp + (uintptr_t)off.is_threads_head, &ts))
-			return 0;
+			return found;
 		for (int j = 0; ts && j < THREADS_MAX; j++) {
 			uintptr_t id;
 			/* 3.11+ records the kernel tid; before, only
 			 * pthread_self() of the thread. */
-			if (off.ts_native_thread_id >= 0) {
-				if (!read_ptr(rd, ts + (uintptr_t)off.ts_native_thread_id,
-					      &id))
-					return 0;
-				if (id == (uintptr_t)tid)
+			bool native = off.ts_native_thread_id >= 0;
+			int at = native ? off.ts_native_thread_id : off.ts_thread_id;
+			if (!read_ptr(rd, ts + (uintptr_t)at, &id))
+				return found;
+			if (id == (native ? (uintptr_t)tid : pthread_id)) {
+				if (tstate_running(rd, ts))
 					return ts;
-			} else {
-				if (!read_ptr(rd, ts + (uintptr_t)off.ts_thread_id,
-					      &id))
-					return 0;
-				if (id == pthread_id)
-					return ts;
+				if (!found)
+					found = ts;
 			}
 			if (!read_ptr(rd, ts + (uintptr_t)off.ts_next, &ts))
-				return 0;
+				return found;
 		}
 		if (!read_ptr(rd, interp + (uintptr_t)off.is_next, &interp))
-			return 0;
+			return found;
 	}
-	return 0;
+	return found;
 }
 
 /* ---- line numbers -------------------------------------------------------- */

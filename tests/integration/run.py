@@ -35,6 +35,7 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, HERE)
 import slowlog  # noqa: E402
 
@@ -269,8 +270,10 @@ class Slow(object):
     """A slow request and what its report must show."""
 
     def __init__(self, kind, target, waits=None, names=(), obj=None,
-                 py_inner=(), py_has=(), depth=0):
+                 py_inner=(), py_has=(), depth=0, warm=False):
         self.kind = kind
+        # sent as the second request of a keep-alive connection
+        self.warm = warm
         self.method = "GET"
         self.target = target
         self.waits = waits          # a native frame among the top ones
@@ -289,7 +292,8 @@ class Slow(object):
 def python_slows(pg):
     s = "s=%g" % SLOW
     out = [
-        Slow("sleep", "/sleep?%s&id=slow-sleep" % s, SLEEP_NAMES, py_inner=["slow_sleep"]),
+        Slow("sleep", "/sleep?%s&id=slow-sleep" % s, SLEEP_NAMES, py_inner=["slow_sleep"],
+             warm=True),
         Slow("spin", "/spin?%s&id=slow-spin" % s, obj="python", py_inner=["spin_loop"]),
         Slow("recv", "/recv?%s&id=slow-recv" % s, RECV_NAMES, py_inner=["recv_wait"]),
         Slow("child", "/child?%s&id=slow-child" % s, WAIT_NAMES, py_has=["child_wait"]),
@@ -302,7 +306,7 @@ def python_slows(pg):
         Slow("deep", "/deep?n=150&%s&id=slow-deep" % s, SLEEP_NAMES,
              py_inner=["slow_sleep"], depth=150),
         Slow("stream", "/stream?n=5&s=%g&id=slow-stream" % (SLOW / 4), SLEEP_NAMES,
-             py_inner=["stream_chunks"]),
+             py_inner=["stream_chunks"], warm=True),
     ]
     if pg:
         out.append(Slow("pg", "/pg?%s&id=slow-pg" % s, PG_NAMES, py_inner=["pg_wait"]))
@@ -312,7 +316,7 @@ def python_slows(pg):
 def c_slows():
     ms = "ms=%d" % int(SLOW * 1000)
     return [
-        Slow("sleep", "/sleep?%s&id=slow-sleep" % ms, SLEEP_NAMES),
+        Slow("sleep", "/sleep?%s&id=slow-sleep" % ms, SLEEP_NAMES, warm=True),
         Slow("spin", "/spin?%s&id=slow-spin" % ms, names=["spin_for"], obj="sd-testserver"),
         Slow("recv", "/recv?%s&id=slow-recv" % ms, {"recv", "recvfrom"}),
         Slow("stream", "/stream?n=5&ms=%d&id=slow-stream" % int(SLOW * 250), SLEEP_NAMES),
@@ -454,7 +458,6 @@ http {
 class StdServer(Spec):
     slow_parallel = 4
     serving_thread = "other"
-    stop_signal = signal.SIGINT
     cmd_word = "stdserver.py"
 
     def __init__(self, name, python):
@@ -794,6 +797,9 @@ def drive(spec, run, port, slows, checked):
     def do_slow(s):
         c = Client(port)
         try:
+            if s.warm:
+                warm = "/fast?id=warm-" + s.kind
+                record("GET", warm, c.request("GET", warm))
             r = c.request(s.method, s.target)
             record(s.method, s.target, r)
             with lock:

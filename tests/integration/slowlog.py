@@ -35,7 +35,9 @@ CAPTURE_RE = re.compile(
     r"|syscall|failed: .+)$")
 PROCESS_RE = re.compile(r"^(\d+) (.*)$")
 THREAD_RE = re.compile(r"^(\d+) \((.*)\)$")
-REQUEST_RE = re.compile(r"^([!-~]+) ([!-~]+)$")
+# METHOD SP target, or the placeholders src/report.c writes for a request
+# it could not parse.
+REQUEST_RE = re.compile(r"^([!-~]+ [!-~]+|\(request not parsed\)|\(not HTTP\))$")
 REQID_RE = re.compile(r"^(\d+)-(\d+)$")
 
 TB_HEAD = "Traceback (most recent call last):"

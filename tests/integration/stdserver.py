@@ -12,6 +12,7 @@ Usage: python3 stdserver.py PORT [module:callable]   (default app:app)
 import importlib
 import io
 import os
+import signal
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
@@ -112,6 +113,8 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     Handler.app = staticmethod(getattr(importlib.import_module(mod), name or "app"))
     server = Server(("127.0.0.1", port), Handler)
+    # SIGINT may be ignored when started in the background: stop on TERM.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import unittest
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import slowlog  # noqa: E402
 
@@ -92,6 +93,7 @@ class ParseTest(unittest.TestCase):
                      fake_report(py="Python frames unavailable: CPython 3.14"),
                      fake_report(py="No Python frames on this thread."),
                      fake_report(native=False), fake_report(capture="signal"),
+                     fake_report(request="(request not parsed)"),
                      fake_report(capture="signal (thread stopped for 14.6 us)"),
                      fake_report(capture="asleep in futex() (system call 202)"),
                      fake_report(capture="failed: thread exited")):
@@ -119,6 +121,7 @@ class ParseTest(unittest.TestCase):
         self.expect_error(fake_report().replace("Parent:     12340\n", ""), "missing field Parent")
         self.expect_error(fake_report().replace("Parent:     ", "Parent:  "), "column 12")
         self.expect_error(fake_report(running="2 s"), "bad Running")
+        self.expect_error(fake_report(request="GET  /x"), "bad Request")
         self.expect_error(fake_report(capture="maybe"), "bad Capture")
         self.expect_error(fake_report().replace("12345-17", "999-17"), "does not start with the pid")
         self.expect_error(fake_report().replace("  #1 ", "  #7 "), "numbered")

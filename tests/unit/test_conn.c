@@ -1233,6 +1233,44 @@ Test(conn, pipelined_two_requests_in_one_recv)
 	expect_idle(P1);
 }
 
+/* The second request arrives in a later read, before the first is
+ * answered: it waits its turn. */
+Test(conn, pipelined_second_request_in_a_later_read)
+{
+	int c = 1000;
+
+	do_accept(M, c);
+	do_read(P1, c, "POST /p1 HTTP/1.1\r\nHost: app.test\r\n"
+		       "Content-Length: 4\r\n\r\nab");
+	uint64_t id1 = expect_req(P1, c, "POST", "/p1", NULL);
+	do_read(P1, c, "cd" REQ_GET("/p2"));
+	cr_assert_eq(expect_req(P1, c, "POST", "/p1", "app.test"), id1);
+	do_write(P1, c, RESP_5);
+	uint64_t id2 = expect_req(P1, c, "GET", "/p2", "app.test");
+	cr_assert_neq(id1, id2);
+	do_write(P1, c, RESP_5);
+	expect_idle(P1);
+}
+
+/* A third request in one read is more than conn.c follows: no crash, the
+ * first two are still right. */
+Test(conn, pipelined_three_requests)
+{
+	int c = 1000;
+
+	do_accept(M, c);
+	do_read(P1, c, REQ_GET("/q1") REQ_GET("/q2") REQ_GET("/q3"));
+	expect_req(P1, c, "GET", "/q1", NULL);
+	do_write(P1, c, RESP_5);
+	expect_req(P1, c, "GET", "/q2", NULL);
+	do_write(P1, c, RESP_5);
+	do_write(P1, c, RESP_5);
+	do_read_eof(P1, c);
+	do_close(P1, c);
+	expect_idle(P1);
+	expect_gone(c);
+}
+
 /* Both responses in one writev. */
 Test(conn, pipelined_two_responses_in_one_write)
 {
@@ -1478,6 +1516,42 @@ Test(conn, epoll_wait_after_answering_is_not_mux)
 	do_epoll_wait(M, EPFD);
 	cr_assert_not(mux(M));
 	expect_req(M, a, "GET", "/a", NULL);
+}
+
+/* A pool thread that answered (unframed) on one connection and then reads
+ * a request on another: the first is over, and this is no juggling. */
+Test(conn, next_connection_ends_answered_request_without_mux)
+{
+	int a = 1000, b = 1001;
+
+	do_accept(M, a);
+	do_accept(M, b);
+	do_read(P1, a, REQ_GET("/a"));
+	do_write(P1, a, "HTTP/1.1 200 OK\r\n\r\nstream");
+	uint64_t ida = expect_req(P1, a, "GET", "/a", NULL);
+	do_read(P1, b, REQ_GET("/b"));
+	uint64_t idb = expect_req(P1, b, "GET", "/b", NULL);
+	cr_assert_neq(ida, idb);
+	cr_assert_not(mux(P1));
+	expect_conn_idle(a);
+}
+
+/* Another thread closes a connection whose request is running (an
+ * app-level timeout, a server shutting down): the owner is free. */
+Test(conn, close_by_another_thread_mid_request)
+{
+	int c = 1000;
+
+	do_accept(M, c);
+	do_read(P1, c, REQ_GET("/slow"));
+	expect_req(P1, c, "GET", "/slow", NULL);
+	do_close(M, c);
+	expect_idle(P1);
+	expect_idle(M);
+	expect_gone(c);
+	/* P1 writes on the closed (maybe reused, untracked) fd: nothing */
+	do_write(P1, c, RESP_5);
+	expect_idle(P1);
 }
 
 /* Accepting after an answered (but unframed) response ends it, no mux. */
