@@ -255,32 +255,160 @@ static const char *config_get(const char *(*get)(const char *name),
 	return v && v[0] ? v : NULL;
 }
 
+/* 1: yes, 0: no, -1: neither. */
+static int config_bool(const char *v)
+{
+	static const char *const no[] = {"0", "no", "false", "off"};
+	static const char *const yes[] = {"1", "yes", "true", "on"};
+	size_t n;
+	const char *s = config_trim(v, &n);
+
+	if (n == 0)
+		return 0;
+	for (size_t k = 0; k < ARRAY_LEN(no); k++)
+		if (config_word(s, n, no[k]))
+			return 0;
+	for (size_t k = 0; k < ARRAY_LEN(yes); k++)
+		if (config_word(s, n, yes[k]))
+			return 1;
+	return -1;
+}
+
 static void config_load_disable(struct config *c,
 				const char *(*get)(const char *name),
 				void (*warn)(const char *line))
 {
-	static const char *const no[] = {"0", "no", "false", "off"};
-	static const char *const yes[] = {"1", "yes", "true", "on"};
 	const char *v = config_get(get, "SLOWDOG_DISABLE");
-	const char *s;
-	size_t n;
 
 	if (!v)
 		return;
-	s = config_trim(v, &n);
-	if (n == 0)
-		return;
-	for (size_t k = 0; k < ARRAY_LEN(no); k++)
-		if (config_word(s, n, no[k]))
-			return;
-	c->disabled = true;
-	for (size_t k = 0; k < ARRAY_LEN(yes); k++)
-		if (config_word(s, n, yes[k]))
-			return;
+	int b = config_bool(v);
+	c->disabled = b != 0;
 	/* Someone asked for something: honour the likelier wish. */
-	config_warn(warn, "SLOWDOG_DISABLE", v,
-		    "is not a boolean (1/0, yes/no, true/false, on/off)",
-		    "1 (disabled)");
+	if (b < 0)
+		config_warn(warn, "SLOWDOG_DISABLE", v,
+			    "is not a boolean (1/0, yes/no, true/false, on/off)",
+			    "1 (disabled)");
+}
+
+static void config_load_debug(struct config *c,
+			      const char *(*get)(const char *name),
+			      void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_DEBUG");
+
+	if (!v)
+		return;
+	int b = config_bool(v);
+	c->debug = b != 0;
+	if (b < 0)
+		config_warn(warn, "SLOWDOG_DEBUG", v,
+			    "is not a boolean (1/0, yes/no, true/false, on/off)",
+			    "1 (on)");
+}
+
+/* One of two words; false if v is neither. */
+static bool config_choice(const char *v, const char *a, const char *b,
+			  bool *is_b)
+{
+	size_t n;
+	const char *s = config_trim(v, &n);
+
+	if (config_word(s, n, a)) {
+		*is_b = false;
+		return true;
+	}
+	if (config_word(s, n, b)) {
+		*is_b = true;
+		return true;
+	}
+	return false;
+}
+
+static void config_load_format(struct config *c,
+			       const char *(*get)(const char *name),
+			       void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_FORMAT");
+	bool json;
+
+	if (!v)
+		return;
+	if (config_choice(v, "text", "json", &json))
+		c->format = json ? FORMAT_JSON : FORMAT_TEXT;
+	else
+		config_warn(warn, "SLOWDOG_FORMAT", v, "is not text or json",
+			    "text");
+}
+
+static void config_load_query(struct config *c,
+			      const char *(*get)(const char *name),
+			      void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_QUERY");
+	bool strip;
+
+	if (!v)
+		return;
+	if (config_choice(v, "keep", "strip", &strip))
+		c->strip_query = strip;
+	else
+		config_warn(warn, "SLOWDOG_QUERY", v, "is not keep or strip",
+			    "keep");
+}
+
+static void config_load_repeat(struct config *c,
+			       const char *(*get)(const char *name),
+			       void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_REPEAT");
+	int64_t ns;
+	bool on;
+
+	if (v) {
+		if (config_choice(v, "off", "no", &on) || config_bool(v) == 0)
+			c->repeat_ns = 0;
+		else if (config_parse_duration(v, &ns))
+			c->repeat_ns = ns;
+		else
+			config_warn(warn, "SLOWDOG_REPEAT", v,
+				    "is not a valid duration or off", "off");
+	}
+	v = config_get(get, "SLOWDOG_REPEAT_MAX");
+	if (v) {
+		char *end;
+		errno = 0;
+		long x = strtol(v, &end, 10);
+		while (config_space(*end))
+			end++;
+		if (errno == 0 && end != v && *end == '\0' && x >= 1 &&
+		    x <= CONFIG_MAX_REPEAT_MAX && strpbrk(v, "+-") == NULL) {
+			c->repeat_max = (int)x;
+		} else {
+			char instead[16];
+			snprintf(instead, sizeof(instead), "%d",
+				 CONFIG_DEFAULT_REPEAT_MAX);
+			config_warn(warn, "SLOWDOG_REPEAT_MAX", v,
+				    "is not an integer in 1..1000", instead);
+		}
+	}
+}
+
+static void config_load_ignore(struct config *c,
+			       const char *(*get)(const char *name),
+			       void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_IGNORE");
+
+	if (!v)
+		return;
+	size_t n = strlen(v);
+	if (n >= sizeof(c->ignore)) {
+		config_warn(warn, "SLOWDOG_IGNORE", v, "is too long",
+			    "no pattern (nothing ignored)");
+		return;
+	}
+	memcpy(c->ignore, v, n + 1);
 }
 
 static void config_load_threshold(struct config *c,
@@ -399,6 +527,12 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 	c->signal = 0;
 	c->max_frames = CONFIG_DEFAULT_MAX_FRAMES;
 	c->stack_view = STACK_SPLIT;
+	c->format = FORMAT_TEXT;
+	c->repeat_ns = 0;
+	c->repeat_max = CONFIG_DEFAULT_REPEAT_MAX;
+	c->ignore[0] = '\0';
+	c->strip_query = false;
+	c->debug = false;
 
 	config_load_disable(c, get, warn);
 	config_load_threshold(c, get, warn);
@@ -406,5 +540,10 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 	config_load_signal(c, get, warn);
 	config_load_max_frames(c, get, warn);
 	config_load_stack(c, get, warn);
+	config_load_format(c, get, warn);
+	config_load_repeat(c, get, warn);
+	config_load_ignore(c, get, warn);
+	config_load_query(c, get, warn);
+	config_load_debug(c, get, warn);
 	errno = saved_errno;
 }

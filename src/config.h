@@ -10,6 +10,13 @@ enum stack_view {
 	STACK_MERGED,    /* one stack, eval frames replaced by Python frames */
 };
 
+enum log_format {
+	FORMAT_TEXT = 0, /* blocks of lines, in the manner of dogslow */
+	FORMAT_JSON,     /* one JSON object per line */
+};
+
+#define CONFIG_IGNORE_MAX 1024
+
 struct config {
 	bool disabled;           /* SLOWDOG_DISABLE */
 	int64_t threshold_ns;    /* SLOWDOG_THRESHOLD */
@@ -17,7 +24,16 @@ struct config {
 	int signal;              /* SLOWDOG_SIGNAL; 0 = choose (SIGRTMIN+3 first) */
 	int max_frames;          /* SLOWDOG_MAX_FRAMES */
 	int stack_view;          /* SLOWDOG_STACK: enum stack_view */
+	int format;              /* SLOWDOG_FORMAT: enum log_format */
+	int64_t repeat_ns;       /* SLOWDOG_REPEAT; 0 = capture once */
+	int repeat_max;          /* SLOWDOG_REPEAT_MAX: captures per request */
+	char ignore[CONFIG_IGNORE_MAX]; /* SLOWDOG_IGNORE: comma-separated globs */
+	bool strip_query;        /* SLOWDOG_QUERY=strip */
+	bool debug;              /* SLOWDOG_DEBUG */
 };
+
+#define CONFIG_DEFAULT_REPEAT_MAX 5
+#define CONFIG_MAX_REPEAT_MAX 1000
 
 #define CONFIG_DEFAULT_THRESHOLD_NS (10LL * 1000000000LL)
 #define CONFIG_DEFAULT_MAX_FRAMES 512

@@ -160,23 +160,26 @@ static struct src *src_get(const char *path)
 	return victim;
 }
 
-static void put_source(struct out *o, const char *path, int line,
-		       const char *indent)
+/* The text of a source line, stripped as Python's traceback does; false if
+ * the file or the line can't be read. Lines longer than 300 bytes are cut
+ * (*cut set). */
+static bool get_source(const char *path, int line, const char **text,
+		       size_t *len, bool *cut)
 {
 	if (line <= 0)
-		return;
+		return false;
 	struct src *s = src_get(path);
 	if (!s)
-		return;
+		return false;
 	const char *p = s->data, *end = s->data + s->len;
 	for (int l = 1; l < line && p < end; l++) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		if (!nl)
-			return;
+			return false;
 		p = nl + 1;
 	}
 	if (p >= end)
-		return;
+		return false;
 	const char *e = memchr(p, '\n', (size_t)(end - p));
 	if (!e)
 		e = end;
@@ -185,13 +188,27 @@ static void put_source(struct out *o, const char *path, int line,
 	while (e > p && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
 		e--;
 	if (p == e)
+		return false;
+	*text = p;
+	*len = (size_t)(e - p);
+	*cut = *len > 300;
+	if (*cut)
+		*len = 300;
+	return true;
+}
+
+static void put_source(struct out *o, const char *path, int line,
+		       const char *indent)
+{
+	const char *p;
+	size_t n;
+	bool cut;
+	if (!get_source(path, line, &p, &n, &cut))
 		return;
-	size_t n = (size_t)(e - p);
-	bool longl = n > 300;
 	put(o, indent, strlen(indent));
 	PUTS(o, "  ");
-	put_text(o, p, longl ? 300 : n);
-	if (longl)
+	put_text(o, p, n);
+	if (cut)
 		PUTS(o, "...");
 	PUTS(o, "\n");
 }
@@ -356,12 +373,28 @@ void report_request_line(char *buf, size_t cap, const struct reqinfo *info,
 		 info->target[0] ? info->target : "-");
 }
 
+static size_t report_json(struct out *o, const struct report *r,
+			  const struct config *cfg);
+
 size_t report_format(char *buf, size_t cap, const struct report *r,
 		     const struct config *cfg)
 {
 	struct out o = {buf, cap, 0, false};
 	if (cap)
 		buf[0] = '\0';
+	if (cfg->format == FORMAT_JSON) {
+		report_json(&o, r, cfg);
+		if (!o.cut)
+			return o.len;
+		/* Too long for one line: the same without frames' sources would
+		 * still be long; say so in a valid object instead. */
+		o.len = 0;
+		o.cut = false;
+		putf(&o, "{\"schema\":1,\"type\":\"report\",\"request_id\":\"%d-%llu\","
+		     "\"error\":\"report too long\"}\n", (int)r->pid,
+		     (unsigned long long)r->id);
+		return o.len;
+	}
 	char reqline[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
 	report_request_line(reqline, sizeof(reqline), r->info, r->label);
 
@@ -372,6 +405,9 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	putf(&o, "Host:       %s\n",
 	     r->info && r->info->host[0] ? r->info->host : "-");
 	putf(&o, "Request-Id: %d-%llu\n", (int)r->pid, (unsigned long long)r->id);
+	if (r->repeat > 1)
+		putf(&o, "Repeat:     %d (capture %d of this request)\n", r->repeat,
+		     r->repeat);
 
 	char cmd[2048];
 	size_t n = read_small("/proc/self/cmdline", cmd, sizeof(cmd) - 1);
@@ -440,14 +476,243 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	return o.len;
 }
 
-size_t report_finished(char *buf, size_t cap, pid_t pid, uint64_t id,
-		       int64_t total_ns, const char *request_line)
+static void put_json_finished(struct out *o, const struct finished *f);
+
+size_t report_finished(char *buf, size_t cap, const struct finished *f,
+		       const struct config *cfg)
 {
-	int n = snprintf(buf, cap, "slowdog: request %d-%llu finished after %.3f s%s%s\n",
-			 (int)pid, (unsigned long long)id,
-			 (double)total_ns / NS_PER_SEC,
-			 request_line ? ": " : "", request_line ? request_line : "");
-	if (n < 0)
-		return 0;
-	return (size_t)n < cap ? (size_t)n : cap - 1;
+	struct out o = {buf, cap, 0, false};
+	if (cap)
+		buf[0] = '\0';
+	if (cfg->format == FORMAT_JSON)
+		put_json_finished(&o, f);
+	else
+		putf(&o, "slowdog: request %d-%llu finished after %.3f s: %s\n",
+		     (int)f->pid, (unsigned long long)f->id,
+		     (double)f->total_ns / NS_PER_SEC, f->request_line);
+	return o.cut ? 0 : o.len;
+}
+
+/* ---- JSON lines ---- */
+
+/* A JSON string: quotes, backslashes and control characters escaped,
+ * invalid UTF-8 replaced by U+FFFD, so every line parses whatever bytes a
+ * request, a file name or a source file held. */
+static void put_jstr(struct out *o, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	PUTS(o, "\"");
+	while (p < end) {
+		unsigned c = *p;
+		if (c == '"' || c == '\\') {
+			char e[2] = {'\\', (char)c};
+			put(o, e, 2);
+			p++;
+		} else if (c < 0x20 || c == 0x7f) {
+			char e[8];
+			snprintf(e, sizeof(e), "\\u%04x", c);
+			put(o, e, 6);
+			p++;
+		} else if (c < 0x80) {
+			put(o, (const char *)p, 1);
+			p++;
+		} else {
+			/* length and minimum of a well-formed sequence */
+			int len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 :
+				  c >= 0xc2 && c <= 0xdf ? 2 : 0;
+			if (c >= 0xf5)
+				len = 0;
+			bool ok = len > 0 && end - p >= len;
+			for (int k = 1; ok && k < len; k++)
+				ok = (p[k] & 0xc0) == 0x80;
+			if (ok && len == 3) {
+				unsigned cp = ((c & 0x0f) << 12) | ((p[1] & 0x3f) << 6) |
+					      (p[2] & 0x3f);
+				ok = cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff);
+			} else if (ok && len == 4) {
+				unsigned cp = ((c & 0x07) << 18) | ((p[1] & 0x3f) << 12) |
+					      ((p[2] & 0x3f) << 6) | (p[3] & 0x3f);
+				ok = cp >= 0x10000 && cp <= 0x10ffff;
+			}
+			if (ok) {
+				put(o, (const char *)p, (size_t)len);
+				p += len;
+			} else {
+				PUTS(o, "\\ufffd");
+				p++;
+			}
+		}
+	}
+	PUTS(o, "\"");
+}
+
+static void put_jstrz(struct out *o, const char *s)
+{
+	if (s)
+		put_jstr(o, s, strlen(s));
+	else
+		PUTS(o, "null");
+}
+
+static void put_jtime(struct out *o, int64_t ns)
+{
+	time_t s = (time_t)(ns / NS_PER_SEC);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	char b[64];
+	strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
+	putf(o, "\"%s.%03dZ\"", b, (int)((ns % NS_PER_SEC) / NS_PER_MS));
+}
+
+static void put_jrequest(struct out *o, const struct reqinfo *info,
+			 const char *label)
+{
+	static const char *const protos[] = {"unknown", "http", "uwsgi", "other"};
+	PUTS(o, "\"request\":{\"method\":");
+	put_jstrz(o, info && info->method[0] ? info->method : NULL);
+	PUTS(o, ",\"target\":");
+	put_jstrz(o, info && info->method[0] ? info->target : NULL);
+	PUTS(o, ",\"host\":");
+	put_jstrz(o, info && info->host[0] ? info->host : NULL);
+	PUTS(o, ",\"protocol\":");
+	put_jstrz(o, label ? NULL : info && info->proto < 4 ? protos[info->proto]
+							      : "unknown");
+	PUTS(o, ",\"label\":");
+	put_jstrz(o, label);
+	PUTS(o, "}");
+}
+
+static void put_json_finished(struct out *o, const struct finished *f)
+{
+	PUTS(o, "{\"schema\":1,\"type\":\"finished\",\"time\":");
+	put_jtime(o, f->now_real_ns);
+	putf(o, ",\"request_id\":\"%d-%llu\",\"pid\":%d,\"duration_s\":%.3f,",
+	     (int)f->pid, (unsigned long long)f->id, (int)f->pid,
+	     (double)f->total_ns / NS_PER_SEC);
+	put_jrequest(o, f->info, f->label);
+	PUTS(o, "}\n");
+}
+
+static void put_jpyframe(struct out *o, const struct py_frame *f, bool *first)
+{
+	if (!*first)
+		PUTS(o, ",");
+	*first = false;
+	PUTS(o, "{\"file\":");
+	put_jstrz(o, f->file);
+	if (f->line > 0)
+		putf(o, ",\"line\":%d", f->line);
+	else
+		PUTS(o, ",\"line\":null");
+	PUTS(o, ",\"function\":");
+	put_jstrz(o, f->func);
+	PUTS(o, ",\"source\":");
+	const char *p;
+	size_t n;
+	bool cut;
+	if (get_source(f->file, f->line, &p, &n, &cut))
+		put_jstr(o, p, n);
+	else
+		PUTS(o, "null");
+	PUTS(o, "}");
+}
+
+static void put_jnative(struct out *o, const struct capture *c)
+{
+	PUTS(o, "\"native\":{\"frames\":[");
+	for (int i = 0; i < c->nip; i++) {
+		uintptr_t ip = c->ip[i];
+		uintptr_t look = i == 0 ? ip : ip - 1;
+		struct sym_info si;
+		bool known = symbols_lookup(look, &si);
+		putf(o, "%s{\"address\":\"0x%016lx\",\"symbol\":", i ? "," : "",
+		     (unsigned long)ip);
+		put_jstrz(o, known ? si.name : NULL);
+		if (known && si.name)
+			putf(o, ",\"offset\":%lu",
+			     (unsigned long)(si.offset + (ip - look)));
+		else
+			PUTS(o, ",\"offset\":null");
+		PUTS(o, ",\"object\":");
+		put_jstrz(o, known ? si.object : NULL);
+		PUTS(o, "}");
+	}
+	putf(o, "],\"truncated\":%s}", c->native_truncated ? "true" : "false");
+}
+
+static void put_jpython(struct out *o, const struct capture *c)
+{
+	const struct py_walk_info *w = &c->pyinfo;
+	PUTS(o, "\"python\":{\"version\":");
+	put_jstrz(o, py_present() ? py_version_string() : NULL);
+	PUTS(o, ",\"unavailable\":");
+	put_jstrz(o, py_unavailable());
+	/* Traceback order: outermost first. */
+	PUTS(o, ",\"frames\":[");
+	bool first = true;
+	int n = c->py_walked ? w->n : 0;
+	int shown_outer = 0;
+	for (int i = n - 1; i >= w->head; i--, shown_outer++)
+		put_jpyframe(o, &c->py[i], &first);
+	for (int i = (w->head < n ? w->head : n) - 1; i >= 0; i--)
+		put_jpyframe(o, &c->py[i], &first);
+	int omitted = c->py_walked && w->total > w->n ? w->total - w->n : 0;
+	putf(o, "],\"omitted\":%d,\"omitted_after\":%d,\"damaged\":%s}",
+	     omitted, omitted ? shown_outer : 0,
+	     c->py_walked && w->damaged ? "true" : "false");
+}
+
+static size_t report_json(struct out *o, const struct report *r,
+			  const struct config *cfg)
+{
+	const struct capture *c = r->cap;
+	PUTS(o, "{\"schema\":1,\"type\":\"report\",\"time\":");
+	put_jtime(o, r->now_real_ns);
+	putf(o, ",\"request_id\":\"%d-%llu\",\"repeat\":%d,", (int)r->pid,
+	     (unsigned long long)r->id, r->repeat);
+	put_jrequest(o, r->info, r->label);
+
+	char cmd[2048];
+	size_t n = read_small("/proc/self/cmdline", cmd, sizeof(cmd) - 1);
+	while (n > 0 && cmd[n - 1] == '\0')
+		n--;
+	for (size_t i = 0; i < n; i++)
+		if (cmd[i] == '\0')
+			cmd[i] = ' ';
+	putf(o, ",\"process\":{\"pid\":%d,\"ppid\":%d,\"cmdline\":", (int)r->pid,
+	     (int)getppid());
+	put_jstr(o, cmd, n);
+	char path[64], comm[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)r->tid);
+	n = read_small(path, comm, sizeof(comm) - 1);
+	while (n > 0 && (comm[n - 1] == '\n' || comm[n - 1] == '\0'))
+		n--;
+	putf(o, "},\"thread\":{\"tid\":%d,\"name\":", (int)r->tid);
+	put_jstr(o, comm, n);
+	PUTS(o, "},\"started\":");
+	put_jtime(o, r->start_real_ns);
+	putf(o, ",\"running_s\":%.3f,\"threshold_s\":%.3f,",
+	     (double)r->running_ns / NS_PER_SEC,
+	     (double)cfg->threshold_ns / NS_PER_SEC);
+
+	static const char *const modes[] = {"none", "blocked", "signal", "syscall",
+					    "failed"};
+	int mode = c->mode >= 0 && c->mode <= CAPTURE_FAILED ? c->mode : CAPTURE_FAILED;
+	PUTS(o, "\"capture\":{\"mode\":");
+	put_jstrz(o, modes[mode]);
+	PUTS(o, ",\"call\":");
+	put_jstrz(o, c->mode == CAPTURE_BLOCKED ? preload_call_name(c->call_fn)
+		      : c->mode == CAPTURE_SYSCALL ? syscall_name(c->call_fn) : NULL);
+	if (c->mode == CAPTURE_SIGNAL)
+		putf(o, ",\"pause_us\":%.1f", (double)c->pause_ns / 1000.0);
+	else
+		PUTS(o, ",\"pause_us\":null");
+	PUTS(o, ",\"error\":");
+	put_jstrz(o, c->mode == CAPTURE_FAILED ? c->why : NULL);
+	PUTS(o, "},");
+	put_jpython(o, c);
+	PUTS(o, ",");
+	put_jnative(o, c);
+	PUTS(o, "}\n");
+	return o->len;
 }

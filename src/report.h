@@ -19,6 +19,7 @@ struct report {
 	int64_t now_real_ns;   /* CLOCK_REALTIME at capture */
 	int64_t start_real_ns; /* when the request started */
 	int64_t running_ns;
+	int repeat;            /* 1 for the first capture of a request */
 	const struct reqinfo *info; /* NULL: not known */
 	const char *label;     /* explicit work (slowdog_begin) instead of info */
 	const struct capture *cap;
@@ -33,8 +34,18 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 void report_request_line(char *buf, size_t cap, const struct reqinfo *info,
 			 const char *label);
 
-size_t report_finished(char *buf, size_t cap, pid_t pid, uint64_t id,
-		       int64_t total_ns, const char *request_line);
+struct finished {
+	uint64_t id;
+	pid_t pid;
+	int64_t now_real_ns;
+	int64_t total_ns;
+	const char *request_line;   /* as report_request_line made it */
+	const struct reqinfo *info; /* NULL: not known */
+	const char *label;
+};
+
+size_t report_finished(char *buf, size_t cap, const struct finished *f,
+		       const struct config *cfg);
 
 /* Drops cached source files (after fork, or when they may have changed). */
 void report_flush_sources(void);

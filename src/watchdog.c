@@ -2,6 +2,8 @@
 #include "watchdog.h"
 
 #include <errno.h>
+#include <fnmatch.h>
+#include <stdarg.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
@@ -38,6 +40,20 @@ static void warn_line(const char *line)
 		(void)!write(2, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
+__attribute__((format(printf, 1, 2)))
+static void debug_line(const char *fmt, ...)
+{
+	if (!watchdog_cfg.debug)
+		return;
+	char line[1024];
+	int n = snprintf(line, sizeof(line), "slowdog: debug: ");
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	warn_line(line);
+}
+
 static const char *env_get(const char *name)
 {
 	return secure_getenv(name);
@@ -70,25 +86,43 @@ void watchdog_kick(void)
 static struct reported {
 	uint64_t id;
 	char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
+	struct reqinfo info;
+	bool have_info;
+	char label[256];
+	bool have_label;
 } reported[REPORTED_MAX];
 static unsigned reported_next;
 
-static void reported_add(uint64_t id, const char *line)
+static void reported_add(uint64_t id, const char *line,
+			 const struct reqinfo *info, const char *label)
 {
 	struct reported *r = &reported[reported_next++ % REPORTED_MAX];
 	r->id = id;
 	snprintf(r->line, sizeof(r->line), "%s", line);
+	r->have_info = info != NULL;
+	if (info)
+		r->info = *info;
+	r->have_label = label != NULL;
+	if (label)
+		snprintf(r->label, sizeof(r->label), "%s", label);
 }
 
-static const char *reported_take(uint64_t id)
+static struct reported *reported_take(uint64_t id)
 {
 	for (int i = 0; i < REPORTED_MAX; i++)
 		if (reported[i].id == id) {
 			reported[i].id = 0;
-			return reported[i].line;
+			return &reported[i];
 		}
 	return NULL;
 }
+
+/* When each thread's current request is next due for a capture. */
+static struct due {
+	uint64_t id;
+	int count; /* captures so far; -1: no more */
+	int64_t at;
+} dues[THREADS_MAX];
 
 static char *report_buf;
 #define REPORT_BUF (1 << 20)
@@ -104,30 +138,85 @@ static void drain_done(pid_t pid)
 		int64_t total = t->done_ns;
 		if (!atomic_compare_exchange_strong(&t->done_id, &id, 0))
 			continue;
-		const char *req = reported_take(id);
-		if (!req)
+		struct reported *rep = reported_take(id);
+		if (!rep)
 			continue;
-		char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 128];
-		size_t n = report_finished(line, sizeof(line), pid, id, total, req);
+		struct finished f = {
+			.id = id,
+			.pid = pid,
+			.now_real_ns = clock_real_ns(),
+			.total_ns = total,
+			.request_line = rep->line,
+			.info = rep->have_info ? &rep->info : NULL,
+			.label = rep->have_label ? rep->label : NULL,
+		};
+		char line[2 * (REQ_METHOD_MAX + REQ_TARGET_MAX + REQ_HOST_MAX) + 512];
+		size_t n = report_finished(line, sizeof(line), &f, &watchdog_cfg);
 		sink_write(line, n);
 	}
 }
 
-static void report_thread(struct sd_thread *t, uint64_t id, int64_t start,
-			  int64_t now, pid_t pid)
+/* The path part of a target (no query string) matches an SLOWDOG_IGNORE
+ * pattern. */
+static bool ignored(const struct reqinfo *info)
+{
+	const char *list = watchdog_cfg.ignore;
+	if (!list[0] || !info)
+		return false;
+	char path[REQ_TARGET_MAX];
+	snprintf(path, sizeof(path), "%s", info->target);
+	char *q = strchr(path, '?');
+	if (q)
+		*q = '\0';
+	while (*list) {
+		while (*list == ',' || *list == ' ')
+			list++;
+		size_t n = strcspn(list, ",");
+		char pat[CONFIG_IGNORE_MAX];
+		memcpy(pat, list, n);
+		pat[n] = '\0';
+		while (n > 0 && pat[n - 1] == ' ')
+			pat[--n] = '\0';
+		if (n > 0 && fnmatch(pat, path, 0) == 0)
+			return true;
+		list += strcspn(list, ",");
+	}
+	return false;
+}
+
+enum { REPORTED, IGNORED, GONE };
+
+static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
+			 int64_t now, pid_t pid, int repeat)
 {
 	static struct capture cap;
 	struct reqinfo info;
 	bool have = t->fd >= 0 && conn_describe(t->fd, t->conn_gen, id, &info);
 	const char *label = t->fd < 0 ? t->label : NULL;
 
+	if (have && ignored(&info)) {
+		debug_line("request %d-%llu ignored (SLOWDOG_IGNORE): %s", (int)pid,
+			   (unsigned long long)id, info.target);
+		return IGNORED;
+	}
+	if (have && watchdog_cfg.strip_query) {
+		char *q = strchr(info.target, '?');
+		if (q)
+			*q = '\0';
+	}
+
 	atomic_store_explicit(&t->reported_id, id, memory_order_release);
 	capture_thread(t, &cap);
 	/* It ended while we looked: the stack may already be the next
 	 * request's. Show nothing rather than a wrong stack; its finished
-	 * line is skipped too (it is not in the reported table). */
-	if (atomic_load_explicit(&t->req_id, memory_order_acquire) != id)
-		return;
+	 * line is skipped too if nothing was reported before. */
+	if (atomic_load_explicit(&t->req_id, memory_order_acquire) != id) {
+		debug_line("request %d-%llu ended during its capture", (int)pid,
+			   (unsigned long long)id);
+		return GONE;
+	}
+	if (cap.mode == CAPTURE_FAILED)
+		debug_line("capture of thread %d failed: %s", (int)t->tid, cap.why);
 
 	int64_t real_now = clock_real_ns();
 	int64_t mono_now = clock_mono_ns();
@@ -138,6 +227,7 @@ static void report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 		.now_real_ns = real_now,
 		.start_real_ns = real_now - (mono_now - start),
 		.running_ns = now - start,
+		.repeat = repeat,
 		.info = have ? &info : NULL,
 		.label = label,
 		.cap = &cap,
@@ -145,9 +235,12 @@ static void report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, &r, &watchdog_cfg);
 	sink_write(report_buf, n);
-	char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
-	report_request_line(line, sizeof(line), r.info, label);
-	reported_add(id, line);
+	if (repeat == 1) {
+		char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
+		report_request_line(line, sizeof(line), r.info, label);
+		reported_add(id, line, r.info, label);
+	}
+	return REPORTED;
 }
 
 static void wait_until(int64_t deadline_ns, uint32_t seen)
@@ -174,6 +267,12 @@ static void *watchdog_main(void *arg)
 	}
 	sink_open(watchdog_cfg.log_path);
 	pid_t pid = getpid();
+	debug_line("watchdog started in process %d: threshold %.3f s, signal %d, "
+		   "Python %s%s", (int)pid,
+		   (double)watchdog_cfg.threshold_ns / NS_PER_SEC,
+		   capture_signal_number(),
+		   py_present() ? py_version_string() : "not found",
+		   py_unavailable() ? " (frames unavailable)" : "");
 	/* Request start times come from the coarse clock, which lags by up to
 	 * its resolution: wait that much longer so that a request is never
 	 * reported before it has really run for the threshold. */
@@ -201,15 +300,35 @@ static void *watchdog_main(void *arg)
 			atomic_thread_fence(memory_order_acquire);
 			if (atomic_load_explicit(&t->req_id, memory_order_relaxed) != id)
 				continue;
-			if (atomic_load_explicit(&t->reported_id, memory_order_relaxed) == id)
-				continue;
-			int64_t due = start + threshold;
-			if (due <= now) {
-				report_thread(t, id, start, now, pid);
-				now = clock_mono_ns();
-			} else if (due < next) {
-				next = due;
+			struct due *d = &dues[i];
+			if (d->id != id) {
+				d->id = id;
+				d->count = 0;
+				d->at = start + threshold;
 			}
+			if (d->count < 0)
+				continue; /* ignored, or done with */
+			if (d->at > now) {
+				if (d->at < next)
+					next = d->at;
+				continue;
+			}
+			int st = report_thread(t, id, start, now, pid, d->count + 1);
+			now = clock_mono_ns();
+			if (st != REPORTED) {
+				d->count = -1;
+				continue;
+			}
+			d->count++;
+			if (!watchdog_cfg.repeat_ns || d->count >= watchdog_cfg.repeat_max) {
+				d->count = -1;
+				continue;
+			}
+			d->at += watchdog_cfg.repeat_ns;
+			if (d->at <= now)
+				d->at = now + watchdog_cfg.repeat_ns;
+			if (d->at < next)
+				next = d->at;
 		}
 		drain_done(pid);
 		wait_until(next, seen);
@@ -252,5 +371,6 @@ void watchdog_atfork_child(void)
 	atomic_store(&kick_word, 0);
 	capture_atfork_child();
 	memset(reported, 0, sizeof(reported));
+	memset(dues, 0, sizeof(dues));
 	report_flush_sources();
 }
