@@ -67,6 +67,9 @@ static void setup(void)
 		return;
 	}
 	capture_setup(&watchdog_cfg, warn_line);
+	/* Now, so that the first request already records its thread's Python
+	 * thread state (uWSGI's workers have one thread state each). */
+	py_init();
 }
 
 void watchdog_setup(void)
@@ -362,6 +365,28 @@ void watchdog_ensure(void)
 			 "slowdog: cannot start the watchdog thread (%s); slow "
 			 "requests will not be reported", strerror(err));
 		warn_line(line);
+	}
+}
+
+/*
+ * At exit, finished lines still waiting for the watchdog (a job that calls
+ * slowdog_end() and returns at once) would be lost: wake it and give it a
+ * moment. Costs nothing when no reported request just ended.
+ */
+__attribute__((destructor)) static void watchdog_exit(void)
+{
+	if (!atomic_load(&running))
+		return;
+	for (int tries = 0; tries < 200; tries++) {
+		bool pending = false;
+		int high = atomic_load(&thread_high);
+		for (int i = 0; i < high && !pending; i++)
+			pending = atomic_load(&thread_table[i].done_id) != 0;
+		if (!pending)
+			return;
+		watchdog_kick();
+		struct timespec ms = {0, NS_PER_MS};
+		nanosleep(&ms, NULL);
 	}
 }
 
