@@ -587,7 +587,6 @@ class Run(object):
         self.responses = {}     # (method, target) -> Response
         self.errors = []        # client side failures
         self.slow = {}          # request line -> Response
-        self.fast_latency = []
         self.log_text = ""
         self.tail = None
         self.output = ""
@@ -732,8 +731,6 @@ def drive(spec, run, port, slows, checked):
             try:
                 r = c.request("GET", target)
                 record("GET", target, r)
-                with lock:
-                    run.fast_latency.append(r.elapsed)
             except (OSError, HTTPError) as e:
                 failed("GET " + target, e)
                 c.close()
