@@ -156,8 +156,8 @@ Test(config, signal_bad)
 
 /* ---- config_load ---- */
 
-#define MAXENV 8
-#define MAXWARN 8
+#define MAXENV 16
+#define MAXWARN 16
 
 static struct {
 	const char *name[MAXENV];
@@ -213,6 +213,18 @@ static void expect_defaults_except(const struct config *c, const char *which)
 		cr_assert_eq(c->max_frames, CONFIG_DEFAULT_MAX_FRAMES);
 	if (strcmp(which, "stack"))
 		cr_assert_eq(c->stack_view, STACK_SPLIT);
+	if (strcmp(which, "format"))
+		cr_assert_eq(c->format, FORMAT_TEXT);
+	if (strcmp(which, "repeat")) {
+		cr_assert_eq(c->repeat_ns, 0);
+		cr_assert_eq(c->repeat_max, CONFIG_DEFAULT_REPEAT_MAX);
+	}
+	if (strcmp(which, "ignore"))
+		cr_assert_str_eq(c->ignore, "");
+	if (strcmp(which, "query"))
+		cr_assert_eq(c->strip_query, false);
+	if (strcmp(which, "debug"))
+		cr_assert_eq(c->debug, false);
 }
 
 Test(config, defaults)
@@ -521,4 +533,94 @@ Test(config, every_variable_bad_at_once)
 		cr_assert_eq(strncmp(warns[k], "slowdog: SLOWDOG_", 17), 0);
 	cr_assert(c.disabled);
 	expect_defaults_except(&c, "disable");
+}
+
+Test(config, format)
+{
+	struct config c;
+
+	setenv_fake("SLOWDOG_FORMAT", "json");
+	load(&c);
+	cr_assert_eq(nwarn, 0);
+	cr_assert_eq(c.format, FORMAT_JSON);
+	expect_defaults_except(&c, "format");
+
+	setenv_fake("SLOWDOG_FORMAT", " Text");
+	load(&c);
+	cr_assert_eq(c.format, FORMAT_TEXT);
+	cr_assert_eq(nwarn, 0);
+
+	setenv_fake("SLOWDOG_FORMAT", "xml");
+	load(&c);
+	cr_assert_eq(c.format, FORMAT_TEXT);
+	cr_assert_eq(nwarn, 1);
+	cr_assert_str_eq(warns[0], "slowdog: SLOWDOG_FORMAT=\"xml\" is not "
+				   "text or json; using text");
+}
+
+Test(config, repeat)
+{
+	struct config c;
+
+	setenv_fake("SLOWDOG_REPEAT", "5s");
+	setenv_fake("SLOWDOG_REPEAT_MAX", "3");
+	load(&c);
+	cr_assert_eq(nwarn, 0);
+	cr_assert_eq(c.repeat_ns, 5000000000LL);
+	cr_assert_eq(c.repeat_max, 3);
+	expect_defaults_except(&c, "repeat");
+
+	static const char *const off[] = {"off", "0", "no", "false"};
+	for (size_t k = 0; k < sizeof(off) / sizeof(off[0]); k++) {
+		setenv_fake("SLOWDOG_REPEAT", off[k]);
+		load(&c);
+		cr_assert_eq(c.repeat_ns, 0, "%s", off[k]);
+		cr_assert_eq(nwarn, 0, "%s", off[k]);
+	}
+
+	setenv_fake("SLOWDOG_REPEAT", "often");
+	setenv_fake("SLOWDOG_REPEAT_MAX", "0");
+	load(&c);
+	cr_assert_eq(c.repeat_ns, 0);
+	cr_assert_eq(c.repeat_max, CONFIG_DEFAULT_REPEAT_MAX);
+	cr_assert_eq(nwarn, 2);
+	cr_assert_str_eq(warns[0], "slowdog: SLOWDOG_REPEAT=\"often\" is not a "
+				   "valid duration or off; using off");
+	cr_assert_str_eq(warns[1], "slowdog: SLOWDOG_REPEAT_MAX=\"0\" is not an "
+				   "integer in 1..1000; using 5");
+
+	setenv_fake("SLOWDOG_REPEAT_MAX", "1001");
+	load(&c);
+	cr_assert_eq(c.repeat_max, CONFIG_DEFAULT_REPEAT_MAX);
+	cr_assert_eq(nwarn, 1);
+}
+
+Test(config, ignore_query_debug)
+{
+	struct config c;
+
+	setenv_fake("SLOWDOG_IGNORE", "/healthz,/ws/*");
+	setenv_fake("SLOWDOG_QUERY", "strip");
+	setenv_fake("SLOWDOG_DEBUG", "1");
+	load(&c);
+	cr_assert_eq(nwarn, 0);
+	cr_assert_str_eq(c.ignore, "/healthz,/ws/*");
+	cr_assert(c.strip_query);
+	cr_assert(c.debug);
+
+	static char big[CONFIG_IGNORE_MAX + 10];
+	memset(big, 'a', sizeof(big) - 1);
+	setenv_fake("SLOWDOG_IGNORE", big);
+	setenv_fake("SLOWDOG_QUERY", "hide");
+	setenv_fake("SLOWDOG_DEBUG", "loud");
+	load(&c);
+	cr_assert_str_eq(c.ignore, "");
+	cr_assert_eq(c.strip_query, false);
+	cr_assert(c.debug);
+	cr_assert_eq(nwarn, 3);
+	cr_assert(strstr(warns[0], "SLOWDOG_IGNORE=") && strstr(warns[0], "is too long"));
+	cr_assert_str_eq(warns[1], "slowdog: SLOWDOG_QUERY=\"hide\" is not keep "
+				   "or strip; using keep");
+	cr_assert_str_eq(warns[2], "slowdog: SLOWDOG_DEBUG=\"loud\" is not a "
+				   "boolean (1/0, yes/no, true/false, on/off); using 1 (on)");
 }
