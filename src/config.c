@@ -514,6 +514,44 @@ static void config_load_stack(struct config *c,
 		    "split");
 }
 
+static void config_load_statsd(struct config *c,
+			       const char *(*get)(const char *name),
+			       void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_STATSD");
+	if (v) {
+		size_t n = strlen(v);
+		if (n >= sizeof(c->statsd) || !strchr(v, ':'))
+			config_warn(warn, "SLOWDOG_STATSD", v, "is not HOST:PORT",
+				    "no metrics");
+		else
+			memcpy(c->statsd, v, n + 1);
+	}
+	v = config_get(get, "SLOWDOG_STATSD_PREFIX");
+	if (v) {
+		size_t n = strlen(v);
+		bool ok = n < sizeof(c->statsd_prefix);
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+			     (v[i] >= '0' && v[i] <= '9') || strchr("._-", v[i]);
+		if (ok)
+			memcpy(c->statsd_prefix, v, n + 1);
+		else
+			config_warn(warn, "SLOWDOG_STATSD_PREFIX", v,
+				    "is not letters, digits, '.', '_' or '-' (at most 63)",
+				    "slowdog");
+	}
+	v = config_get(get, "SLOWDOG_STATSD_TAGS");
+	if (v) {
+		int b = config_bool(v);
+		c->statsd_tags = b == 1;
+		if (b < 0)
+			config_warn(warn, "SLOWDOG_STATSD_TAGS", v,
+				    "is not a boolean (1/0, yes/no, true/false, on/off)",
+				    "0 (names)");
+	}
+}
+
 void config_load(struct config *c, const char *(*get)(const char *name),
 		 void (*warn)(const char *line))
 {
@@ -533,6 +571,9 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 	c->ignore[0] = '\0';
 	c->strip_query = false;
 	c->debug = false;
+	c->statsd[0] = '\0';
+	strcpy(c->statsd_prefix, "slowdog");
+	c->statsd_tags = false;
 
 	config_load_disable(c, get, warn);
 	config_load_threshold(c, get, warn);
@@ -545,5 +586,6 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 	config_load_ignore(c, get, warn);
 	config_load_query(c, get, warn);
 	config_load_debug(c, get, warn);
+	config_load_statsd(c, get, warn);
 	errno = saved_errno;
 }

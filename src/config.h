@@ -30,6 +30,9 @@ struct config {
 	char ignore[CONFIG_IGNORE_MAX]; /* SLOWDOG_IGNORE: comma-separated globs */
 	bool strip_query;        /* SLOWDOG_QUERY=strip */
 	bool debug;              /* SLOWDOG_DEBUG */
+	char statsd[256];        /* SLOWDOG_STATSD: HOST:PORT, "" = none */
+	char statsd_prefix[64];  /* SLOWDOG_STATSD_PREFIX */
+	bool statsd_tags;        /* SLOWDOG_STATSD_TAGS: DogStatsD tags */
 };
 
 #define CONFIG_DEFAULT_REPEAT_MAX 5

@@ -18,6 +18,7 @@
 #include "capture.h"
 #include "common.h"
 #include "conn.h"
+#include "metrics.h"
 #include "preload.h"
 #include "python.h"
 #include "report.h"
@@ -155,7 +156,8 @@ static void drain_done(pid_t pid)
 		};
 		char line[2 * (REQ_METHOD_MAX + REQ_TARGET_MAX + REQ_HOST_MAX) + 512];
 		size_t n = report_finished(line, sizeof(line), &f, &watchdog_cfg);
-		sink_write(line, n);
+		sink_write(line, n, false);
+		metrics_finished(f.info, f.label, total);
 	}
 }
 
@@ -237,11 +239,12 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	};
 	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, &r, &watchdog_cfg);
-	sink_write(report_buf, n);
+	sink_write(report_buf, n, true);
 	if (repeat == 1) {
 		char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
 		report_request_line(line, sizeof(line), r.info, label);
 		reported_add(id, line, r.info, label);
+		metrics_slow(r.info, label);
 	}
 	return REPORTED;
 }
@@ -269,6 +272,7 @@ static void *watchdog_main(void *arg)
 		return NULL;
 	}
 	sink_open(watchdog_cfg.log_path);
+	metrics_open(&watchdog_cfg, warn_line);
 	pid_t pid = getpid();
 	debug_line("watchdog started in process %d: threshold %.3f s, signal %d, "
 		   "Python %s%s", (int)pid,

@@ -1,0 +1,136 @@
+/* statsd metrics. See metrics.h. */
+#include "metrics.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common.h"
+
+static int sock = -1;
+static const struct config *conf;
+static unsigned long dropped;
+
+void metrics_open(const struct config *cfg, void (*warn)(const char *line))
+{
+	conf = cfg;
+	if (!cfg->statsd[0])
+		return;
+	char host[256], *port, line[400];
+	snprintf(host, sizeof(host), "%s", cfg->statsd);
+	port = strrchr(host, ':');
+	const char *why = "needs HOST:PORT";
+	if (port && port != host && port[1]) {
+		*port++ = '\0';
+		char *h = host;
+		if (h[0] == '[' && port[-2] == ']') {
+			h++;
+			port[-2] = '\0';
+		}
+		struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *ai;
+		why = "cannot resolve it";
+		if (getaddrinfo(h, port, &hints, &ai) == 0) {
+			sock = socket(ai->ai_family,
+				      SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+			if (sock >= 0 && connect(sock, ai->ai_addr, ai->ai_addrlen) != 0) {
+				close(sock);
+				sock = -1;
+			}
+			why = strerror(errno);
+			freeaddrinfo(ai);
+		}
+	}
+	if (sock < 0) {
+		snprintf(line, sizeof(line),
+			 "slowdog: SLOWDOG_STATSD=\"%s\": %s; no metrics", cfg->statsd,
+			 why);
+		warn(line);
+	}
+}
+
+/* Metric names allow letters, digits, '_' and '-'; '.' separates parts. */
+static void put_part(char *buf, size_t cap, size_t *pos, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n && *pos + 1 < cap; i++) {
+		char c = s[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '-' || c == '_';
+		buf[(*pos)++] = ok ? c : c == '/' ? '.' : '_';
+	}
+	buf[*pos] = '\0';
+}
+
+void metrics_endpoint(char *buf, size_t cap, const struct reqinfo *info,
+		      const char *label)
+{
+	size_t pos = 0;
+	buf[0] = '\0';
+	if (label) {
+		put_part(buf, cap, &pos, "label.", 6);
+		put_part(buf, cap, &pos, label, strlen(label));
+		return;
+	}
+	if (!info || !info->method[0]) {
+		put_part(buf, cap, &pos, "unknown", 7);
+		return;
+	}
+	put_part(buf, cap, &pos, info->method, strlen(info->method));
+	const char *t = info->target;
+	size_t n = strcspn(t, "?");
+	while (n > 0 && t[n - 1] == '/')
+		n--; /* "/a/" and "/a" are one endpoint; "/" is the method alone */
+	if (n > 100)
+		n = 100; /* bound the name whatever the path */
+	put_part(buf, cap, &pos, t, n);
+}
+
+static void send_metric(const char *name, const char *value,
+			const struct reqinfo *info, const char *label)
+{
+	if (sock < 0)
+		return;
+	char msg[768], ep[160];
+	int n;
+	if (conf->statsd_tags) {
+		/* DogStatsD: the endpoint as tags, the name fixed. */
+		char path[128] = "";
+		if (info && info->method[0])
+			snprintf(path, sizeof(path), "%.*s",
+				 (int)strcspn(info->target, "?"), info->target);
+		if (label)
+			n = snprintf(msg, sizeof(msg), "%s.%s:%s|#label:%s", conf->statsd_prefix,
+				     name, value, label);
+		else
+			n = snprintf(msg, sizeof(msg), "%s.%s:%s|#method:%s,path:%s",
+				     conf->statsd_prefix, name, value,
+				     info && info->method[0] ? info->method : "unknown",
+				     path[0] ? path : "unknown");
+	} else {
+		metrics_endpoint(ep, sizeof(ep), info, label);
+		n = snprintf(msg, sizeof(msg), "%s.%s.%s:%s", conf->statsd_prefix, name,
+			     ep, value);
+	}
+	if (n <= 0)
+		return;
+	if ((size_t)n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	if (send(sock, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		dropped++;
+}
+
+void metrics_slow(const struct reqinfo *info, const char *label)
+{
+	send_metric("slow_requests", "1|c", info, label);
+}
+
+void metrics_finished(const struct reqinfo *info, const char *label,
+		      int64_t total_ns)
+{
+	char v[32];
+	snprintf(v, sizeof(v), "%lld|ms", (long long)(total_ns / NS_PER_MS));
+	send_metric("slow_request_duration", v, info, label);
+}

@@ -1,0 +1,28 @@
+/*
+ * statsd metrics (SLOWDOG_STATSD): a counter for each slow request and a
+ * timer with each reported request's final duration, over UDP, never
+ * blocking. Watchdog thread only.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "reqinfo.h"
+
+/* Opens the socket if SLOWDOG_STATSD is set; a bad address gives one
+ * warning and no metrics. */
+void metrics_open(const struct config *cfg, void (*warn)(const char *line));
+
+/* A request was reported slow (its first capture). */
+void metrics_slow(const struct reqinfo *info, const char *label);
+
+/* A reported request ended after total_ns. */
+void metrics_finished(const struct reqinfo *info, const char *label,
+		      int64_t total_ns);
+
+/* The metric name part for a request: "GET.api.users", "label.nightly_import"
+ * (exposed for tests). */
+void metrics_endpoint(char *buf, size_t cap, const struct reqinfo *info,
+		      const char *label);
