@@ -300,32 +300,100 @@ static void put_split(struct out *o, const struct capture *c)
 }
 
 /* One stack: native frames, each eval-loop frame replaced by the Python
- * frames it runs. Groups end at frames flagged PY_FRAME_ENTRY. */
+ * frames it runs. Groups end at frames flagged PY_FRAME_ENTRY. When
+ * SLOWDOG_MAX_FRAMES left frames out, the innermost frames kept are matched
+ * from the top of the native stack and the outermost ones from the bottom;
+ * the eval-loop frames between them ran the frames left out. */
 static void put_merged(struct out *o, const struct capture *c)
 {
 	PUTS(o, "Stack (most recent call first, Python and native merged):\n");
-	int p = 0, n = c->py_walked ? c->pyinfo.n : 0;
+	const struct py_walk_info *w = &c->pyinfo;
+	int n = c->py_walked ? w->n : 0;
+	int omitted = c->py_walked && w->total > n ? w->total - n : 0;
+	int head = omitted ? w->head : n;
+	if (head > n)
+		head = n;
+
+	/* Python frames [lo[k], hi[k]) for the k-th eval-loop native frame. */
+	static int evals[NATIVE_MAX], lo[NATIVE_MAX], hi[NATIVE_MAX];
+	int ne = 0;
+	for (int i = 0; i < c->nip; i++)
+		if (is_eval(c->ip[i], i == 0))
+			evals[ne++] = i;
+	for (int k = 0; k < ne; k++)
+		lo[k] = hi[k] = -1;
+	int p = 0, k = 0;
+	for (; k < ne && p < head; k++) {
+		lo[k] = p;
+		while (p < head && !(c->py[p++].flags & PY_FRAME_ENTRY))
+			;
+		hi[k] = p;
+	}
+	int gap_from = k, gap_to = k; /* eval frames that ran omitted frames */
+	int q = head;
+	int shared = -1; /* an eval frame whose group spans the cut */
+	static int lo2[NATIVE_MAX], hi2[NATIVE_MAX];
+	if (omitted) {
+		int groups = 0;
+		for (int j = head; j < n; j++)
+			groups += (c->py[j].flags & PY_FRAME_ENTRY) != 0;
+		if (n > head && !(c->py[n - 1].flags & PY_FRAME_ENTRY))
+			groups++;
+		/* If the innermost part ends inside a group and there are just
+		 * enough eval frames, that group goes on through the frames left
+		 * out into the outermost part (3.11+: one eval frame runs a whole
+		 * recursion). */
+		bool partial = head > 0 && !(c->py[head - 1].flags & PY_FRAME_ENTRY);
+		int first = ne - groups;
+		if (partial && k > 0 && first == k - 1)
+			shared = k - 1;
+		gap_to = first > k ? first : k;
+		for (int j = shared >= 0 ? shared : gap_to; j < ne && q < n; j++) {
+			int *l = j == shared ? lo2 : lo, *h = j == shared ? hi2 : hi;
+			l[j] = q;
+			while (q < n && !(c->py[q++].flags & PY_FRAME_ENTRY))
+				;
+			h[j] = q;
+		}
+	}
+
+	int e = 0;
+	bool gap_said = false;
 	for (int i = 0; i < c->nip; i++) {
-		if (p < n && is_eval(c->ip[i], i == 0)) {
-			while (p < n) {
-				if (p == c->pyinfo.head && c->pyinfo.total > n)
+		if (e < ne && evals[e] == i) {
+			int kk = e++;
+			if (kk >= gap_from && kk < gap_to && omitted) {
+				if (!gap_said)
 					putf(o, "    [... %d Python frames not shown ...]\n",
-					     c->pyinfo.total - n);
-				const struct py_frame *f = &c->py[p++];
-				put_pyframe(o, f, "    ");
-				if (f->flags & PY_FRAME_ENTRY)
-					break;
+					     omitted);
+				gap_said = true;
+				continue;
 			}
-			continue;
+			if (lo[kk] >= 0) {
+				for (int j = lo[kk]; j < hi[kk]; j++)
+					put_pyframe(o, &c->py[j], "    ");
+				if (kk == shared) {
+					putf(o, "    [... %d Python frames not shown ...]\n",
+					     omitted);
+					gap_said = true;
+					for (int j = lo2[kk]; j < hi2[kk]; j++)
+						put_pyframe(o, &c->py[j], "    ");
+				}
+				continue;
+			}
 		}
 		put_native(o, i, c->ip[i], i == 0, "  ");
 	}
-	if (p < n) {
+	if (omitted && !gap_said)
+		putf(o, "    [... %d Python frames not shown ...]\n", omitted);
+	if (p < head || q < n) {
 		PUTS(o, "  [Python frames not matched to a native frame:]\n");
-		for (; p < n; p++)
+		for (; p < head; p++)
 			put_pyframe(o, &c->py[p], "    ");
+		for (; q < n && omitted; q++)
+			put_pyframe(o, &c->py[q], "    ");
 	}
-	if (c->pyinfo.damaged)
+	if (c->py_walked && w->damaged)
 		PUTS(o, "  [older Python frames unavailable: the frame chain is damaged]\n");
 	if (!c->py_walked && py_unavailable())
 		putf(o, "  %s\n", py_unavailable());

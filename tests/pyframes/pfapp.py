@@ -10,11 +10,12 @@ first line, for the runner to compare with the report frame by frame.
   /ping                       "pong"
   /sleep?s=X                  time.sleep                    slow_sleep
   /spin?s=X                   pure Python loop              spin_loop
-  /regex?s=X                  re.match in a loop, holds GIL regex_burn
+  /regex?s=X                  long re.match, holds the GIL  regex_burn
   /hash?s=X                   pbkdf2_hmac, releases the GIL hash_burn
   /recv?s=X                   recv(), answered X s later    recv_late
   /child?s=X                  subprocess.run(["sleep", X])  child_wait
   /deep?n=N&s=X               N nested calls, then sleep    recurse, bottom
+  /deepc?n=N&s=X              the same through map()        recurse_c, bottom
   /stream?n=K&s=X             K chunks X seconds apart      stream_chunks
   /nonascii?s=X               vues_été.attendre_données
   /lambda?s=X                 a lambda that sleeps
@@ -31,6 +32,7 @@ import asyncio
 import hashlib
 import json
 import math
+import os
 import re
 import socket
 import subprocess
@@ -44,42 +46,67 @@ _tls = threading.local()
 
 
 def _here():
-    # The caller's stack, outermost first, as traceback prints it.
-    _tls.stack = [[f.filename, f.lineno, f.name]
-                  for f in traceback.extract_stack(sys._getframe(1))]
+    # The caller's stack, outermost first, as traceback.extract_stack()
+    # has it, without reading source files: the thread must not still be
+    # here when the report is taken.
+    frames = traceback.StackSummary.extract(
+        traceback.walk_stack(sys._getframe(1)), lookup_lines=False)
+    _tls.stack = [[f.filename, f.lineno, f.name] for f in reversed(frames)]
 
 
-# One match holds the GIL for about _REGEX_STEP seconds, one hash call
-# (GIL released) lasts about _HASH_STEP: long enough that the report, taken
-# at the threshold, finds the thread inside the call and not between two.
-_REGEX_STEP = 0.8
-_HASH_STEP = 0.25
+def _threshold():
+    v = os.environ.get("SLOWDOG_THRESHOLD", "0.5").strip()
+    if v.endswith("ms"):
+        return float(v[:-2]) / 1000
+    return float(v.rstrip("s"))
+
+
+# The CPU-bound endpoints start late, so that the other requests of a batch,
+# sent at the same time, have reached the call they wait in before the GIL
+# gets busy; the regex last, as a match holds the GIL for long. The report
+# is taken at the threshold, or later on a loaded machine (the runner
+# allows 1.5 s more): the thread must still be inside its call then. One
+# match holds the GIL for _REGEX_STEP seconds of CPU time, one hash call
+# (GIL released) lasts _HASH_STEP; they are timed in CPU time, which load
+# on the machine does not inflate.
+_T = _threshold()
+_WARMUP = _T / 4
+_REGEX_WARMUP = _T * 0.6
+_REGEX_STEP = _T + 1.8
+_HASH_STEP = 1.0
 _BAD_REGEX = re.compile(r"(a+)+$")
 
 
+def _cpu(f, *args):
+    best = None
+    for _ in range(3):
+        t0 = time.thread_time()
+        f(*args)
+        took = max(time.thread_time() - t0, 1e-6)
+        best = took if best is None else min(best, took)
+    return best
+
+
 def _calibrate_regex():
-    # Each extra character doubles the backtracking: time a short match and
-    # extrapolate, calibrating on a long one would take seconds.
+    # Each extra character doubles the backtracking: time a match of 50 ms
+    # and extrapolate (calibrating on a long one would take seconds); each
+    # character adds a little less than a doubling to a short match.
     n = 12
     while True:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         _BAD_REGEX.match("a" * n + "!")
-        took = time.perf_counter() - t0
-        if took >= 0.005 or n >= 40:
+        if time.thread_time() - t0 >= 0.05 or n >= 40:
             break
         n += 1
-    n += max(0, int(round(math.log2(_REGEX_STEP / max(took, 1e-6)))))
+    took = _cpu(_BAD_REGEX.match, "a" * n + "!")
+    n += max(0, int(round(math.log2(_REGEX_STEP / took))))
     return "a" * n + "!"
 
 
 def _calibrate_hash():
-    n = 1000
-    for _ in range(2):
-        t0 = time.perf_counter()
-        hashlib.pbkdf2_hmac("sha256", b"slowdog", b"salt", n)
-        took = max(time.perf_counter() - t0, 1e-6)
-        n = max(1000, min(int(n * 0.02 / took), 100000000))
-    return int(n * _HASH_STEP / 0.02)
+    n = 20000
+    took = _cpu(hashlib.pbkdf2_hmac, "sha256", b"slowdog", b"salt", n)
+    return max(1000, int(n * _HASH_STEP / took))
 
 
 _REGEX_SUBJECT = _calibrate_regex()
@@ -96,7 +123,7 @@ def view_sleep(s, n):
 
 
 def spin_loop(s):
-    _here(); end = time.monotonic() + s
+    _here(); end = time.monotonic() + s; time.sleep(_WARMUP)
     x = 0
     while time.monotonic() < end: x = (x * 31 + 7) & 0xFFFFFFFF  # LINE:spin
     return x
@@ -108,9 +135,7 @@ def view_spin(s, n):
 
 
 def regex_burn(s):
-    # Let the other requests of the batch start before holding the GIL for
-    # long; the report (at 0.5 s) then catches the thread inside a match.
-    _here(); end = time.monotonic() + s; time.sleep(0.3)
+    _here(); end = time.monotonic() + s; time.sleep(_REGEX_WARMUP)
     while time.monotonic() < end: _BAD_REGEX.match(_REGEX_SUBJECT)  # LINE:regex
 
 
@@ -120,7 +145,7 @@ def view_regex(s, n):
 
 
 def hash_burn(s):
-    _here(); end = time.monotonic() + s
+    _here(); end = time.monotonic() + s; time.sleep(_WARMUP)
     while time.monotonic() < end: hashlib.pbkdf2_hmac("sha256", b"slowdog", b"salt", _HASH_ROUNDS)  # LINE:hash
 
 
@@ -170,6 +195,18 @@ def recurse(n, s):
 
 def view_deep(s, n):
     return "depth %d" % recurse(n, s)  # LINE:view_deep
+
+
+def recurse_c(n, s):
+    # Each level is called from C (map): a new eval loop entry per level on
+    # every version.
+    if n <= 1:
+        return bottom(s)  # LINE:recurse_c_base
+    return next(map(recurse_c, [n - 1], [s])) + 1  # LINE:recurse_c_step
+
+
+def view_deepc(s, n):
+    return "depth %d" % recurse_c(n, s)  # LINE:view_deepc
 
 
 def stream_chunks(n, s, tag):
@@ -254,6 +291,7 @@ VIEWS = {
     "recv": view_recv,
     "child": view_child,
     "deep": view_deep,
+    "deepc": view_deepc,
     "nonascii": view_nonascii,
     "lambda": view_lambda,
     "listcomp": view_listcomp,

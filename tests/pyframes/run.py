@@ -9,9 +9,10 @@ For every interpreter on the machine (pyenv's 3.8 to 3.13, Debian's
 app pfapp.py) runs with BUILD_DIR/libslowdog.so preloaded and gets slow
 requests of many kinds at once: sleep, pure Python loop, regex holding the
 GIL, hashing without the GIL, recv, a child process, a 150-deep recursion, a
-streamed response, non-ASCII names, a lambda, a list comprehension, exec'd
-code, a generator, coroutines. Each report must come while its request
-runs and show, exactly:
+30-deep recursion through map(), a streamed response, non-ASCII names, a
+lambda, a list comprehension, exec'd code, a generator, coroutines. Each
+report must come while its request runs (by the threshold + 1.5 s, before
+the response) and show, exactly:
 
   - the application frames (file, line, function) in order, the innermost
     one last, with their source lines: line numbers and text come from the
@@ -23,14 +24,18 @@ runs and show, exactly:
     back in the response), with the source line of every frame;
   - the native frame the thread waits in, where a name is knowable.
 
-Then SLOWDOG_MAX_FRAMES=50 with a 300-deep recursion (both ends kept, the
-count of frames left out), SLOWDOG_STACK=merged (Python frames in place of
-the eval loop frames, most recent first), and a subset through gunicorn
-(gthread) and uWSGI (--threads) on Debian's Python.
+Then, on every interpreter, one server each for: SLOWDOG_MAX_FRAMES=50
+with a 300-deep recursion (both ends kept, the count of frames left out);
+SLOWDOG_STACK=merged (Python frames in place of the eval loop frames, most
+recent first, under the native frames they wait in); both together
+(mergedmax: the outermost frames kept must stand at the outermost eval loop
+frames). And a subset through gunicorn (gthread) and uWSGI (--threads) on
+Debian's Python.
 
-One line per check; exit status 1 when a check fails. -k runs only the jobs
-whose name contains a WORD (e.g. -k 3.12 -k gunicorn), -q prints failures
-only, -v prints the report of every failed check, --keep keeps the logs.
+One line per check; exit status 1 when a check fails. -j sets how many
+servers run at once (default 2), -k runs only the jobs whose name contains
+a WORD (e.g. -k 3.12 -k gunicorn), -q prints failures only, -v prints the
+report of every failed check, --keep keeps the logs.
 """
 
 import argparse
@@ -57,33 +62,37 @@ SERVER = os.path.join(HERE, "wsgiserver.py")
 EXEC_FILE = "<string>"
 APP_FILES = (APP, VUES, EXEC_FILE)
 
-THRESHOLD = 0.5         # SLOWDOG_THRESHOLD
-SLOW = 1.5              # how long a slow request runs
+THRESHOLD = 0.6         # SLOWDOG_THRESHOLD (pfapp times its CPU-bound views from it)
+SLOW = 2.5              # how long a slow request runs: past the report's deadline
 REPORT_DUE = THRESHOLD + 1.5  # a report is due this long after the request was sent
 FINISH_DUE = 2.0        # the finished line, this long after the response
 START_DUE = 30.0        # a server answers /ping within this
 STOP_DUE = 10.0
 POLL = 0.02
 DEEP = 150
+DEEPC = 30              # recursion through map(): new eval loop per level
 MAX_FRAMES = 50
 DEEP_MAX = 300
+MERGED_MAX_FRAMES = 20  # merged stack with frames left out: 30-deep
+                        # recursions, the native stack within its 256 frames
 
 CLOCK = time.monotonic
 
 CRASH_MARKERS = ["Segmentation fault", "core dumped", "Fatal Python error",
                  "Traceback (most recent call last)", "Aborted", "SIGSEGV",
                  "DAMN ! worker", "WORKER TIMEOUT", "Worker failed to boot",
-                 "stack smashing", "double free"]
+                 "stack smashing", "double free", "cannot be preloaded"]
 
 # Kinds whose slow function waits in C code called from itself: its frame
 # is the innermost Python frame. The others call into the standard library.
 TAIL = {"child": ("subprocess.py", "_try_wait"),
         "asyncwait": ("selectors.py", "select")}
 
-ALL_KINDS = ["sleep", "spin", "regex", "hash", "recv", "child", "deep",
-             "stream", "nonascii", "lambda", "listcomp", "exec", "gen",
-             "async", "asyncwait"]
-SERVER_KINDS = ["sleep", "spin", "regex", "deep", "stream", "child"]
+# Sent in this order, at once; the regex, which holds the GIL for long, last.
+ALL_KINDS = ["sleep", "spin", "hash", "recv", "child", "deep", "deepc", "stream",
+             "nonascii", "lambda", "listcomp", "exec", "gen", "async",
+             "asyncwait", "regex"]
+SERVER_KINDS = ["sleep", "spin", "deep", "stream", "child", "regex"]
 
 
 # ---------------------------------------------------------------- markers
@@ -129,6 +138,9 @@ def app_frames(kind, n, ver):
         "deep": ([("view_deep", "view_deep")]
                  + [("recurse_step", "recurse")] * (n - 1)
                  + [("recurse_base", "recurse"), ("bottom", "bottom")]),
+        "deepc": ([("view_deepc", "view_deepc")]
+                  + [("recurse_c_step", "recurse_c")] * (n - 1)
+                  + [("recurse_c_base", "recurse_c"), ("bottom", "bottom")]),
         "nonascii": [("view_nonascii", "view_nonascii"),
                      ("données", "attendre_données")],
         "lambda": [("view_lambda", "view_lambda"), ("lambda", "<lambda>")],
@@ -324,6 +336,15 @@ class Checks(object):
                            report.text if report is not None and not ok else None))
         return ok
 
+    def ordered(self, kinds):
+        """Grouped by request, in the order sent; the server's checks around."""
+        def key(item):
+            kind = item[1].split(" ", 1)[1].split(":", 1)[0]
+            if kind in kinds:
+                return kinds.index(kind) + 1
+            return 0 if "server starts" in item[1] else len(kinds) + 1
+        return sorted(self.items, key=key)
+
     def failed(self):
         return [x for x in self.items if not x[0]]
 
@@ -397,17 +418,18 @@ def check_app_frames(c, what, frames, kind, n, ver, rep):
         ok = got and not tail
         detail = "frames under it: %r" % tail
     c.add(ok, what + ": innermost app frame is %s" % want[-1][2], detail, rep)
-    if kind == "deep":
-        rec = [f for f in frames if f.func == "recurse" and f.file == APP]
+    if kind in ("deep", "deepc"):
+        func = {"deep": "recurse", "deepc": "recurse_c"}[kind]
+        rec = [f for f in frames if f.func == func and f.file == APP]
         c.add(len(rec) == n, what + ": recursion whole (%d frames)" % n,
-              "got %d recurse frames" % len(rec), rep)
+              "got %d %s frames" % (len(rec), func), rep)
 
 
 def native_expect(kind, ver, named):
     """(names one of which must be the innermost native frame,
         a predicate on the native frames under the traceback, its label)."""
     sleep = {"select"} if ver < (3, 11) else {"clock_nanosleep"}
-    if kind in ("sleep", "deep", "stream", "nonascii", "lambda", "listcomp",
+    if kind in ("sleep", "deep", "deepc", "stream", "nonascii", "lambda", "listcomp",
                 "exec", "gen", "async"):
         return sleep, "time_sleep" if named else None
     if kind == "recv":
@@ -453,10 +475,11 @@ def check_native(c, what, rep, kind, ver, named, frames):
 
 class Request(object):
     def __init__(self, job, kind, s=SLOW, n=None):
-        self.job, self.kind, self.s = job, kind, s
-        self.n = n if n is not None else (DEEP if kind == "deep" else 3)
-        if kind == "stream":
-            self.s = 0.8
+        # The regex holds the GIL in one long match from its start.
+        self.job, self.kind, self.s = job, kind, 1.0 if kind == "regex" else s
+        # A stream: its first chunk, then one wait as long as the others.
+        self.n = n if n is not None else {"deep": DEEP, "deepc": DEEPC,
+                                          "stream": 2}.get(kind, 3)
         self.query = "s=%g&n=%d&id=%s-%s" % (self.s, self.n, job.name.replace("/", "-"),
                                             uuid.uuid4().hex[:8])
         self.target = "/%s?%s" % (kind, self.query)
@@ -468,7 +491,8 @@ class Request(object):
         return {
             "sleep": "slept", "spin": "spun", "regex": "matched",
             "hash": "hashed", "recv": "got x", "child": "exit 0",
-            "deep": "depth %d" % self.n, "nonascii": "données attendues",
+            "deep": "depth %d" % self.n, "deepc": "depth %d" % self.n,
+            "nonascii": "données attendues",
             "lambda": "lambda", "listcomp": "listcomp 1", "exec": "exec x=1",
             "gen": "gen ab", "async": "async done",
             "asyncwait": "async waited"}[self.kind] + " " + self.query
@@ -528,12 +552,17 @@ def run_request(job, rq):
         t_rep = CLOCK() - t0
         running = None
         if reps:
+            # What has come of the response so far, without waiting.
+            sock.settimeout(0)
             try:
-                peek = sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                running = peek != b"" and not peek.endswith(b"0\r\n\r\n") \
-                    if rq.kind == "stream" else False
+                peek = sock.recv(65536, socket.MSG_PEEK)
             except BlockingIOError:
-                running = True
+                peek = None
+            if rq.kind == "stream":
+                # The first chunk goes before the first wait.
+                running = peek is None or (peek != b"" and not peek.endswith(b"0\r\n\r\n"))
+            else:
+                running = peek is None
         c.add(reps, "%s: report within %.1f s" % (what, REPORT_DUE),
               "none after %.2f s" % t_rep)
         if reps:
@@ -646,12 +675,12 @@ class Job(object):
                 "--pythonpath", HERE, "--threads", "32", "--need-app",
                 "--disable-logging"], signal.SIGINT
 
-    def start(self, build, tmp):
+    def start(self, lib, tmp):
         self.tmp = tmp
         self.log = Log(os.path.join(tmp, "slowdog.log"))
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("SLOWDOG_") and k not in ("PYTHONPATH", "LD_PRELOAD")}
-        env.update(LD_PRELOAD=os.path.join(os.path.abspath(build), "libslowdog.so"),
+        env.update(LD_PRELOAD=lib,
                    SLOWDOG_THRESHOLD="%dms" % int(THRESHOLD * 1000),
                    SLOWDOG_LOG=self.log.path, PYTHONDONTWRITEBYTECODE="1")
         env.update(self.env_extra)
@@ -710,9 +739,9 @@ class Job(object):
         c.add(not bad, "server stderr clean (no crash, no slowdog message)",
               "; ".join(bad[:5]))
 
-    def run(self, build, tmp):
+    def run(self, lib, tmp):
         t0 = CLOCK()
-        why = self.start(build, tmp)
+        why = self.start(lib, tmp)
         if not self.checks.add(why is None, "server starts (%s)" % self.flavour, why or ""):
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -757,6 +786,8 @@ class Job(object):
               "", rep)
         if self.mode == "merged":
             return self.verify_merged(rq)
+        if self.mode == "mergedmax":
+            return self.verify_mergedmax(rq)
         ok = rep.sections[:1] == ["tb"] and "native" in rep.sections and not rep.other
         c.add(ok, "%s: report sections (traceback, native stack)" % what,
               "sections %r, unknown lines %r" % (rep.sections, rep.other[:3]), rep)
@@ -840,6 +871,49 @@ class Job(object):
         above = [x for x in items[:first_py] if isinstance(x, Native)]
         check_native(c, what, rep, rq.kind, ver, self.interp.named, above)
 
+    def verify_mergedmax(self, rq):
+        """Merged stack with frames left out: the innermost and outermost
+        Python frames kept, each in place of its own eval loop frame."""
+        c, rep, what, ver = self.checks, rq.report, rq.what, self.interp.ver
+        items = rep.merged
+        natives = [x for x in items if isinstance(x, Native)]
+        brackets = [i for i, x in enumerate(items) if isinstance(x, tuple)]
+        c.add(rep.sections == ["merged"] and not rep.other and len(brackets) == 1,
+              "%s: one merged stack section, one bracketed line, native stack whole" % what,
+              "sections %r, brackets %r, unknown lines %r"
+              % (rep.sections, [items[i] for i in brackets], rep.other[:3]), rep)
+        want = list(reversed(expected_stack(rq.recorded, rq.kind, rq.n, ver)))
+        left = len(want) - MERGED_MAX_FRAMES
+        m = None
+        if brackets:
+            m = re.match(r"\.\.\. (\d+) Python frames not shown \.\.\.$", items[brackets[0]][1])
+        if not c.add(m and int(m.group(1)) == left,
+                     "%s: bracketed line: %d Python frames not shown" % (what, left),
+                     "%r" % (items[brackets[0]] if brackets else None,), rep):
+            return
+        b = brackets[0]
+        inner = [x.key() for x in items[:b] if isinstance(x, Frame)]
+        outer = [x.key() for x in items[b + 1:] if isinstance(x, Frame)]
+        c.add(inner and outer and len(inner) + len(outer) == MERGED_MAX_FRAMES
+              and inner == want[:len(inner)] and outer == want[len(want) - len(outer):],
+              "%s: innermost and outermost Python frames kept, most recent first "
+              "(%d + %d)" % (what, len(inner), len(outer)),
+              first_diff(inner + outer, want[:len(inner)] + want[len(want) - len(outer):]),
+              rep)
+        # The outermost frames stand where their own eval loop frames are:
+        # the eval loop frames of the frames left out are not theirs, and
+        # none is left below the outermost Python frame.
+        last = max(i for i, x in enumerate(items) if isinstance(x, Frame))
+        below = [x for x in items[last + 1:] if isinstance(x, Native)]
+        evals = [x for x in below if x.name and "EvalFrame" in x.name]
+        c.add(below and not evals,
+              "%s: outermost Python frames at the outermost eval loop frames" % what,
+              "%d eval loop frames under the outermost Python frame %r, first %r"
+              % (len(evals), items[last], evals[:1]), rep)
+        first_py = next(i for i, x in enumerate(items) if isinstance(x, Frame))
+        above = [x for x in items[:first_py] if isinstance(x, Native)]
+        check_native(c, what, rep, rq.kind, ver, self.interp.named, above)
+
 
 # ---------------------------------------------------------------- main
 
@@ -854,6 +928,11 @@ def make_jobs(interps):
         jobs.append(Job("%s/merged" % it.label, it, "stdlib",
                         [("deep", SLOW, 5), "async", "recv"],
                         {"SLOWDOG_STACK": "merged"}, mode="merged"))
+        jobs.append(Job("%s/mergedmax" % it.label, it, "stdlib",
+                        [("deep", SLOW, DEEPC), ("deepc", SLOW, DEEPC)],
+                        {"SLOWDOG_STACK": "merged",
+                         "SLOWDOG_MAX_FRAMES": str(MERGED_MAX_FRAMES)},
+                        mode="mergedmax"))
     debian = [it for it in interps if it.path == "/usr/bin/python3"]
     if debian:
         jobs.append(Job("gunicorn-gthread", debian[0], "gunicorn", SERVER_KINDS))
@@ -864,7 +943,7 @@ def make_jobs(interps):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("build", help="build directory holding libslowdog.so")
-    ap.add_argument("-j", type=int, default=3, help="servers at once (default 3)")
+    ap.add_argument("-j", type=int, default=2, help="servers at once (default 2)")
     ap.add_argument("-k", action="append", default=[], help="only jobs whose name has this")
     ap.add_argument("-q", action="store_true", help="print failed checks only")
     ap.add_argument("-v", action="store_true", help="print the report of failed checks")
@@ -889,6 +968,9 @@ def main():
     if args.k:
         jobs = [j for j in jobs if any(k in j.name for k in args.k)]
     top = tempfile.mkdtemp(prefix="slowdog-pyframes-")
+    # A copy: the build directory may be rebuilt while the servers start.
+    lib_copy = os.path.join(top, "libslowdog.so")
+    shutil.copy2(lib, lib_copy)
     todo = queue.Queue()
     for j in jobs:
         todo.put(j)
@@ -905,12 +987,13 @@ def main():
             tmp = os.path.join(top, job.name.replace("/", "-"))
             os.mkdir(tmp)
             try:
-                job.run(args.build, tmp)
+                job.run(lib_copy, tmp)
             except Exception as e:
                 import traceback
                 job.checks.add(False, "runner", "%s\n%s" % (e, traceback.format_exc()))
             with out_lock:
-                for ok, what, detail, text in job.checks.items:
+                for ok, what, detail, text in job.checks.ordered(
+                        [rq.kind for rq in job.requests]):
                     totals["checks"] += 1
                     totals["failed"] += not ok
                     if ok and args.q:

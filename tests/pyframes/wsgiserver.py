@@ -9,6 +9,7 @@ SIGINT stops it (exit status 0).
 
 import importlib
 import io
+import signal
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
@@ -75,6 +76,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    # A shell without job control starts background commands with SIGINT
+    # ignored: the stop signal must work anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     mod, _, name = sys.argv[2].partition(":")
     Handler.app = staticmethod(getattr(importlib.import_module(mod), name))
     server = Server(("127.0.0.1", int(sys.argv[1])), Handler)
