@@ -9,11 +9,13 @@
 #include "python.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -25,6 +27,7 @@
 #define THREADS_MAX 65536    /* thread states followed per interpreter */
 #define LINETABLE_MAX (256 * 1024)
 #define CODE_BYTES_MAX (64 * 1024 * 1024) /* larger offsets are nonsense */
+#define TSTATE_NEAR 4096 /* PyThreadState is smaller: a field is this near */
 
 enum py_state {
 	PY_NONE = 0,     /* no CPython found (yet) */
@@ -390,23 +393,94 @@ static bool read_ptr(mem_reader rd, uintptr_t addr, uintptr_t *out)
 }
 
 /*
- * async-signal-safe. mem_read_mapped checks against a table of mappings
- * taken before the signal was sent; since then the thread (or another) may
- * have mapped more: CPython 3.11+ maps a new 16 KiB chunk of its frame
- * stack whenever a call crosses the end of the current one (recursion does
- * it all the time), pymalloc maps arenas. The innermost frames are then in
- * memory the table does not know. A miss is read again with a system
- * call, which sees the mappings as they are now: misses are rare, so the
- * thread stays stopped for as short as the table allows.
+ * The walk's reads. mem_read_mapped trusts a table of mappings taken before
+ * the signal was sent, and memory changes meanwhile: CPython 3.11+ maps a
+ * 16 KiB chunk of its frame stack whenever a call crosses the end of the
+ * current one and unmaps it on the way back (recursion does both all the
+ * time), pymalloc maps and unmaps arenas. Frames in a chunk mapped since
+ * are missing from the table, and a pointer into a chunk unmapped since
+ * faults: a crash of the host. Such pointers are on the chain of a stopped
+ * 3.11+ thread: RETURN_GENERATOR pops its frame, unmapping the chunk, a
+ * moment before it unlinks it (a signal that arrives during that munmap is
+ * delivered right there), and a half-entered eval loop publishes stack
+ * garbage. So 3.11+ walks read with process_vm_readv, which sees the
+ * mappings as they are and fails with EFAULT. A call costs about a
+ * microsecond, so whole pages are read and kept for the rest of the walk:
+ * a chain's frames lie side by side in the frame stack, recursion reuses
+ * its code objects, a file's functions share its name. One walk at a time
+ * uses the pages (the handler and the watchdog take turns); another one
+ * meanwhile reads uncached.
  */
-static int dbg_miss, dbg_missok;
-static bool read_now(void *dst, uintptr_t src, size_t n)
+#define PAGE_SIZE_ 4096
+#define PAGES_MAX 16
+#define PAGE_NONE UINTPTR_MAX /* never a page's address */
+
+static struct {
+	pid_t pid; /* getpid() once per walk, not per page */
+	int n, next;
+	uintptr_t addr[PAGES_MAX];
+	unsigned char data[PAGES_MAX][PAGE_SIZE_];
+} pages;
+static _Atomic bool pages_busy;
+
+/* async-signal-safe */
+static bool page_fetch(unsigned char *dst, uintptr_t addr)
 {
-	if (mem_read_mapped(dst, src, n)) return true;
-	dbg_miss++;
-	bool ok = mem_read_safe(dst, src, n);
-	dbg_missok += ok;
-	return ok;
+	struct iovec local = {.iov_base = dst, .iov_len = PAGE_SIZE_};
+	struct iovec remote = {.iov_base = (void *)addr, .iov_len = PAGE_SIZE_};
+	ssize_t r = process_vm_readv(pages.pid, &local, 1, &remote, 1, 0);
+	if (r == PAGE_SIZE_)
+		return true;
+	/* Forbidden (seccomp): the table is all there is. */
+	return r < 0 && (errno == ENOSYS || errno == EPERM) &&
+	       mem_read_mapped(dst, addr, PAGE_SIZE_);
+}
+
+/* async-signal-safe */
+static const unsigned char *page_get(uintptr_t addr)
+{
+	for (int i = 0; i < pages.n; i++)
+		if (pages.addr[i] == addr)
+			return pages.data[i];
+	int i = pages.n < PAGES_MAX ? pages.n++ : pages.next++ % PAGES_MAX;
+	pages.addr[i] = PAGE_NONE;
+	if (!page_fetch(pages.data[i], addr))
+		return NULL;
+	pages.addr[i] = addr;
+	return pages.data[i];
+}
+
+/*
+ * async-signal-safe: up to 3.10 every frame on a stopped thread's chain is
+ * alive (f_back is a strong reference, tstate->frame moves off a frame
+ * before it dies), and so are the code objects and names it leads to: no
+ * pointer there leads into memory unmapped since the table was taken, the
+ * table is safe, and only what was mapped since needs a system call.
+ */
+static bool read_table_first(void *dst, uintptr_t src, size_t n)
+{
+	return mem_read_mapped(dst, src, n) || mem_read_safe(dst, src, n);
+}
+
+/* async-signal-safe: a mem_reader over the pages. */
+static bool read_paged(void *dst, uintptr_t src, size_t n)
+{
+	if (src + n < src)
+		return false;
+	unsigned char *d = dst;
+	while (n > 0) {
+		uintptr_t base = src & ~(uintptr_t)(PAGE_SIZE_ - 1);
+		size_t at = src - base;
+		size_t k = PAGE_SIZE_ - at < n ? PAGE_SIZE_ - at : n;
+		const unsigned char *p = page_get(base);
+		if (!p)
+			return false;
+		memcpy(d, p + at, k);
+		d += k;
+		src += k;
+		n -= k;
+	}
+	return true;
 }
 
 /* async-signal-safe: the code object's header, type-checked. */
@@ -525,7 +599,10 @@ bad:
  * not shown), so the stack to show is the enclosing _PyCFrame's. *outer
  * gets that one's current frame, and *check asks the walk to fall back on
  * it when the innermost group proves not to hang on it before any frame
- * was kept.
+ * was kept. The garbage can be zeros (a C stack depth reached for the
+ * first time): only the thread state's own root _PyCFrame hangs on
+ * nothing, and an eval loop's that seems to cannot tell where its thread
+ * is (false: damaged).
  */
 static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame,
 			uintptr_t *outer, bool *check)
@@ -545,9 +622,12 @@ static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame,
 	if (!read_ptr(rd, p + (uintptr_t)off.cf_current_frame, frame) ||
 	    !read_ptr(rd, p + (uintptr_t)off.cf_previous, &prev))
 		return false;
-	/* Unreadable: garbage itself, no fallback then. */
-	if (prev && read_ptr(rd, prev + (uintptr_t)off.cf_current_frame, outer))
-		*check = true;
+	if (p - tstate < TSTATE_NEAR)
+		return true; /* the root: nothing runs */
+	/* Nothing or unreadable: garbage itself, no fallback then. */
+	if (!prev || !read_ptr(rd, prev + (uintptr_t)off.cf_current_frame, outer))
+		return false;
+	*check = true;
 	return true;
 }
 
@@ -577,8 +657,19 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	info->damaged = false;
 	if (!ready() || !tstate || max < 0)
 		return 0;
-	if (rd == mem_read_mapped)
-		rd = read_now;
+	bool paged = false, handler = rd == mem_read_mapped;
+	if (rd == mem_read_mapped && off.layout < PY_LAYOUT_311) {
+		rd = read_table_first;
+	} else if (rd == mem_read_mapped || rd == mem_read_safe) {
+		paged = !atomic_exchange(&pages_busy, true);
+		if (paged) {
+			pages.pid = getpid();
+			pages.n = pages.next = 0;
+			rd = read_paged;
+		} else {
+			rd = mem_read_safe;
+		}
+	}
 
 	/* Keep out[0..inner) for the innermost frames, a ring of `outer`
 	 * slots after them for the outermost ones. */
@@ -587,18 +678,20 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	bool check;
 	if (!first_frame(rd, tstate, &frame, &enclosing, &check)) {
 		info->damaged = true;
-		return 0;
+		goto out;
 	}
 	unsigned char fb[HDR_MAX], cb[HDR_MAX];
 	uintptr_t cb_code = 0; /* whose header cb holds */
 	struct py_frame *last; /* the frame stored last */
 	bool group_open;       /* frames were kept since the last group ended */
+	bool at_entry;         /* the frame walked last was its group's entry */
 	uintptr_t saved;       /* Brent's cycle detection: cheap, no memory */
 	long power, lam, steps;
 	int total;
 restart:
 	last = NULL;
 	group_open = false;
+	at_entry = false;
 	saved = 0;
 	power = 1;
 	lam = 0;
@@ -639,6 +732,7 @@ restart:
 			if (last && group_open)
 				last->flags |= PY_FRAME_ENTRY;
 			group_open = false;
+			at_entry = true;
 			frame = prev;
 			continue;
 		}
@@ -669,6 +763,7 @@ restart:
 					last->flags |= PY_FRAME_ENTRY;
 				if (entry)
 					group_open = false;
+				at_entry = entry;
 				frame = prev;
 				continue;
 			}
@@ -695,18 +790,32 @@ restart:
 			last = f;
 		}
 		group_open = !(flags & PY_FRAME_ENTRY);
+		at_entry = entry;
 		total++;
 		frame = prev;
 	}
+	/* 3.11+: each eval loop's outermost frame is an entry (is_entry, or
+	 * the shim of 3.12+), and the thread's first one hangs on nothing. A
+	 * chain that stops anywhere else is not the thread's stack, or not
+	 * all of it. */
+	if (off.layout >= PY_LAYOUT_311 && steps > 0 && !at_entry)
+		goto bad;
 	if (!check || total > 0)
 		goto done;
 bad:
 	if (check && total == 0) {
+		check = false;
 		/* The innermost eval loop was caught half entered: its frame
 		 * is not complete yet, so the stack is the enclosing one's. */
-		check = false;
-		frame = enclosing;
-		goto restart;
+		if (enclosing) {
+			frame = enclosing;
+			goto restart;
+		}
+		/* With no enclosing frame, "no Python frames" would be right
+		 * only for a thread entering its first eval loop; the same
+		 * state comes from RETURN_GENERATOR, which pops the frame (and
+		 * may unmap its chunk) a moment before it unlinks it, in a
+		 * thread deep in Python. Which one it was cannot be known. */
 	}
 	info->damaged = true;
 done:;
@@ -718,6 +827,11 @@ done:;
 		if (outer > 0)
 			rotate(out, inner, max, (total - inner) % outer);
 	}
+	/* A chain that held together is the thread's own, alive while it is
+	 * stopped, and so are its code objects and their names: in the
+	 * handler, the table can read them, a page at a time costs more. */
+	if (handler && !info->damaged)
+		rd = read_table_first;
 	for (int i = 0; i < n; i++) {
 		struct py_frame *f = &out[i];
 		if (i > 0 && out[i - 1].code == f->code) {
@@ -741,12 +855,13 @@ done:;
 		if (!file_ok || !func_ok)
 			info->damaged = true;
 	}
-	if (dbg_miss) { char b[64]; int l = snprintf(b, sizeof b, "MISS %d ok %d total %d\n", dbg_miss, dbg_missok, total); (void)!write(2, b, (size_t)l); }
-	dbg_miss = dbg_missok = 0;
 	info->n = n;
 	info->total = total;
 	info->head = head;
-	return n;
+out:
+	if (paged)
+		atomic_store(&pages_busy, false);
+	return info->n;
 }
 
 /* ---- thread states ------------------------------------------------------- */

@@ -122,6 +122,13 @@ def snap_mapped(max=4096):
     return Walk(rc, _buf), exp
 
 
+def snap_thread(max=4096):
+    """snap() through py_tstate_find, as the watchdog finds a thread."""
+    me = threading.current_thread()
+    rc, exp = lib.sd_test_walk_thread(me.native_id, me.ident, _buf, BUFSIZE, max), expected(sys._getframe())
+    return Walk(rc, _buf), exp
+
+
 def snap_evals(max=4096):
     rc, nev = lib.sd_test_walk(_buf, BUFSIZE, max, 1), lib.sd_test_native_evals()
     return Walk(rc, _buf), nev
@@ -373,6 +380,25 @@ class TestWalk(WalkerCase):
             stop.set()
             t.join()
 
+    def test_idle_state_on_same_thread(self):
+        """A thread state made on this thread but not in use: up to 3.11,
+        threading.Thread.start makes the new thread's state with the
+        starter's ids, which it keeps until the new thread runs. It comes
+        first in the list and must not hide the state that runs."""
+        api = ctypes.pythonapi
+        api.PyInterpreterState_Main.restype = ctypes.c_void_p
+        api.PyThreadState_New.restype = ctypes.c_void_p
+        api.PyThreadState_New.argtypes = [ctypes.c_void_p]
+        api.PyThreadState_Clear.argtypes = [ctypes.c_void_p]
+        api.PyThreadState_Delete.argtypes = [ctypes.c_void_p]
+        ts = api.PyThreadState_New(api.PyInterpreterState_Main())
+        self.assertTrue(ts)
+        try:
+            self.check(snap_thread())
+        finally:
+            api.PyThreadState_Clear(ts)
+            api.PyThreadState_Delete(ts)
+
     def test_no_thread_state(self):
         self.assertEqual(lib.sd_test_walk_thread(0, 0, _buf, BUFSIZE, 16), -3)
 
@@ -482,7 +508,9 @@ async def churn_co(n):
 def churn(stop):
     r = random.Random(1)
     while not stop.is_set():
-        k = r.randrange(60)
+        # Deep enough to cross 3.11+'s 16 KiB frame stack chunks, mapped
+        # and unmapped all the time: the walk must keep up with that.
+        k = r.randrange(200)
         if k % 5 == 0:
             c = churn_co(k)
             try:
