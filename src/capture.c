@@ -343,10 +343,27 @@ static bool read_syscall(pid_t tid, long *nr, uintptr_t *sp, uintptr_t *pc)
  * from /proc's stack and instruction pointers with no signal, so the call
  * is not interrupted. The copy counts only if /proc still shows the same
  * call afterwards. */
+/* How long the thread has run on a CPU, in ns (0 on error). */
+static unsigned long long run_time(pid_t tid)
+{
+	char path[64], buf[128];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return strtoull(buf, NULL, 10);
+}
+
 static bool capture_syscall(struct sd_thread *t, struct capture *out)
 {
 	long nr, nr2;
 	uintptr_t sp, pc, sp2, pc2;
+	unsigned long long ran = run_time(t->tid);
 	if (!read_syscall(t->tid, &nr, &sp, &pc))
 		return false;
 	uintptr_t lo, hi;
@@ -368,8 +385,10 @@ static bool capture_syscall(struct sd_thread *t, struct capture *out)
 		py_walk(mem_read_safe, ts, slot.py, slot.py_max, &out->pyinfo);
 		out->py_walked = true;
 	}
+	/* Same call, same place, and it did not run meanwhile (an eval loop
+	 * can leave and re-enter a call at the same stack pointer). */
 	if (!read_syscall(t->tid, &nr2, &sp2, &pc2) || nr2 != nr || sp2 != sp ||
-	    pc2 != pc)
+	    pc2 != pc || run_time(t->tid) != ran)
 		return false;
 	if (out->py_walked)
 		py_resolve_lines(mem_read_safe, slot.py, out->pyinfo.n);
@@ -464,8 +483,28 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 		return true;
 	if (capture_syscall(t, out))
 		return true;
-	if (capture_signal(t, out))
+	if (capture_signal(t, out)) {
+		/* A frame chain caught mid-change (a generator being created)
+		 * is damaged for microseconds: one more look usually clears it. */
+		if (out->py_walked && out->pyinfo.damaged) {
+			static struct capture again;
+			memset(&again, 0, offsetof(struct capture, ip));
+			again.py = slot.py;
+			mem_maps_refresh();
+			if (capture_signal(t, &again) && !again.pyinfo.damaged)
+				*out = again;
+			else if (out->py_walked) {
+				/* the first walk's frames were overwritten */
+				out->py_walked = again.py_walked;
+				out->pyinfo = again.pyinfo;
+				memcpy(out->ip, again.ip, sizeof(out->ip));
+				out->nip = again.nip;
+				out->native_truncated = again.native_truncated;
+				out->pause_ns = again.pause_ns;
+			}
+		}
 		return true;
+	}
 	out->mode = CAPTURE_FAILED;
 	return false;
 }

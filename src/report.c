@@ -272,7 +272,7 @@ static void put_traceback(struct out *o, const struct capture *c)
 
 static void put_split(struct out *o, const struct capture *c)
 {
-	bool have_py = c->py_walked && c->pyinfo.n > 0;
+	bool have_py = c->py_walked && (c->pyinfo.n > 0 || c->pyinfo.damaged);
 	if (have_py) {
 		put_traceback(o, c);
 		/* The C code the innermost Python frame is waiting in. */
