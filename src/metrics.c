@@ -59,6 +59,8 @@ static void put_part(char *buf, size_t cap, size_t *pos, const char *s, size_t n
 		char c = s[i];
 		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 			  (c >= '0' && c <= '9') || c == '-' || c == '_';
+		if (c == '/' && *pos > 0 && buf[*pos - 1] == '.')
+			continue; /* "//": no empty name part */
 		buf[(*pos)++] = ok ? c : c == '/' ? '.' : '_';
 	}
 	buf[*pos] = '\0';
@@ -70,7 +72,9 @@ void metrics_endpoint(char *buf, size_t cap, const struct reqinfo *info,
 	size_t pos = 0;
 	buf[0] = '\0';
 	if (label) {
-		put_part(buf, cap, &pos, "label.", 6);
+		put_part(buf, cap, &pos, "label", 5);
+		if (pos + 1 < cap)
+			buf[pos++] = '.';
 		put_part(buf, cap, &pos, label, strlen(label));
 		return;
 	}
@@ -88,6 +92,18 @@ void metrics_endpoint(char *buf, size_t cap, const struct reqinfo *info,
 	put_part(buf, cap, &pos, t, n);
 }
 
+/* A tag value must not end the tag, the tag list or the line. */
+static void tag_value(char *dst, size_t cap, const char *src, size_t n)
+{
+	size_t i = 0;
+	for (; i < n && i + 1 < cap && src[i]; i++) {
+		char c = src[i];
+		dst[i] = c == '|' || c == '#' || c == ',' || c == ' ' ||
+				 (unsigned char)c < 0x20 ? '_' : c;
+	}
+	dst[i] = '\0';
+}
+
 static void send_metric(const char *name, const char *value,
 			const struct reqinfo *info, const char *label)
 {
@@ -97,18 +113,19 @@ static void send_metric(const char *name, const char *value,
 	int n;
 	if (conf->statsd_tags) {
 		/* DogStatsD: the endpoint as tags, the name fixed. */
-		char path[128] = "";
-		if (info && info->method[0])
-			snprintf(path, sizeof(path), "%.*s",
-				 (int)strcspn(info->target, "?"), info->target);
-		if (label)
-			n = snprintf(msg, sizeof(msg), "%s.%s:%s|#label:%s", conf->statsd_prefix,
-				     name, value, label);
-		else
+		char a[128], b[128];
+		if (label) {
+			tag_value(a, sizeof(a), label, strlen(label));
+			n = snprintf(msg, sizeof(msg), "%s.%s:%s|#label:%s",
+				     conf->statsd_prefix, name, value, a);
+		} else {
+			bool known = info && info->method[0];
+			tag_value(a, sizeof(a), known ? info->method : "unknown", 32);
+			tag_value(b, sizeof(b), known ? info->target : "unknown",
+				  known ? strcspn(info->target, "?") : 7);
 			n = snprintf(msg, sizeof(msg), "%s.%s:%s|#method:%s,path:%s",
-				     conf->statsd_prefix, name, value,
-				     info && info->method[0] ? info->method : "unknown",
-				     path[0] ? path : "unknown");
+				     conf->statsd_prefix, name, value, a, b);
+		}
 	} else {
 		metrics_endpoint(ep, sizeof(ep), info, label);
 		n = snprintf(msg, sizeof(msg), "%s.%s.%s:%s", conf->statsd_prefix, name,

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -25,6 +26,7 @@ static dev_t dev;
 static ino_t ino;
 static bool full_said, err_said;
 static unsigned long dropped;
+static bool stalled;
 
 static void say(const char *fmt, const char *a, const char *b)
 {
@@ -193,7 +195,27 @@ static void syslog_write(const char *buf, size_t len, bool report)
 		len = room;
 	struct iovec iov[2] = {{head, (size_t)h}, {(void *)buf, len}};
 	struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-	if (sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+	ssize_t sent = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* A full /dev/log queue (net.unix.max_dgram_qlen, often 10) empties
+	 * within moments: wait a little in this thread, never a worker's, but
+	 * not again while the receiver stays stuck. */
+	if (sent < 0 && errno == EAGAIN && !stalled) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		if (poll(&p, 1, 50) == 1)
+			sent = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+	stalled = sent < 0 && errno == EAGAIN;
+	/* The syslog daemon restarted: its new socket is another one. */
+	if (sent < 0 && kind == SINK_SYSLOG_LOCAL &&
+	    (errno == ECONNREFUSED || errno == ENOTCONN)) {
+		int s = open_syslog_local();
+		if (s >= 0) {
+			dup3(s, fd, O_CLOEXEC);
+			close(s);
+			sent = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+		}
+	}
+	if (sent < 0) {
 		dropped++;
 		if (!err_said) {
 			err_said = true;
