@@ -478,11 +478,14 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 		out->mode = CAPTURE_FAILED;
 		return false;
 	}
-	mem_maps_refresh();
+	/* The blocked and syscall paths read with process_vm_readv; only the
+	 * handler needs the table of readable memory, freshly taken (reading
+	 * /proc/self/maps costs milliseconds in a process with many threads). */
 	if (capture_blocked(t, out))
 		return true;
 	if (capture_syscall(t, out))
 		return true;
+	mem_maps_refresh();
 	if (capture_signal(t, out)) {
 		/* A frame chain caught mid-change (a generator being created)
 		 * is damaged for microseconds: one more look usually clears it. */

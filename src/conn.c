@@ -59,6 +59,7 @@ static void req_publish(struct conn *c, struct sd_thread *t, int64_t now)
 	c->start_ns = now;
 	c->last_write_ns = 0;
 	c->resp_unframed = false;
+	c->pipelined = false;
 	http_resp_init(&c->resp, c->info[c->cur].is_head);
 	if (!t)
 		return;
@@ -72,6 +73,27 @@ static void req_publish(struct conn *c, struct sd_thread *t, int64_t now)
 }
 
 static void req_start_next(struct conn *c, int64_t now);
+
+/*
+ * A pipelined request that the server shows it is not serving (it parks
+ * the connection, waits for input on it, or turns to other work before
+ * answering): gunicorn's gthread drops pipelined requests, for one. It
+ * never ran: forget it, without a report or a finished line.
+ */
+static bool req_cancel_unserved(struct conn *c)
+{
+	if (c->state != CONN_REQ || !c->pipelined)
+		return false;
+	struct sd_thread *t = c->owner;
+	if (t && atomic_load_explicit(&t->req_id, memory_order_relaxed) == c->req_id)
+		atomic_store_explicit(&t->req_id, 0, memory_order_release);
+	c->owner = NULL;
+	c->req_id = 0;
+	c->state = CONN_IDLE;
+	c->pipelined = false;
+	c->next_ready = false;
+	return true;
+}
 
 /* The request on c is over at end_ns. */
 static void req_end(struct conn *c, int64_t end_ns)
@@ -103,6 +125,7 @@ static void req_start_next(struct conn *c, int64_t now)
 	info_end(c);
 	struct sd_thread *t = thread_get();
 	req_publish(c, t, now);
+	c->pipelined = true;
 }
 
 /* The thread t starts serving a request: it can't still own another. */
@@ -113,6 +136,8 @@ static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
 		return;
 	struct conn *o = slot_of(t->fd);
 	if (o && o != c && o->req_id == id && o->owner == t) {
+		if (req_cancel_unserved(o))
+			return;
 		if (o->state == CONN_REQ) {
 			/* Reading a new request while the previous one has had
 			 * no answer: this thread juggles connections. */
@@ -258,7 +283,7 @@ static void slot_reset(int fd, bool accepted)
 	if (t) {
 		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
 		struct conn *o = id ? slot_of(t->fd) : NULL;
-		if (o && o != c && o->req_id == id) {
+		if (o && o != c && o->req_id == id && !req_cancel_unserved(o)) {
 			if (o->state == CONN_REQ)
 				t->mux = true;
 			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
@@ -291,6 +316,7 @@ static void slot_reset(int fd, bool accepted)
 
 void conn_read_enter(struct conn *c)
 {
+	req_cancel_unserved(c);
 	if (c->state == CONN_RESP)
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
@@ -345,6 +371,7 @@ void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
 	if (op == EPOLL_CTL_DEL)
 		return;
 	c->epfd = epfd;
+	req_cancel_unserved(c);
 	/* gthread parks a keep-alive connection this way after its response. */
 	if (c->state == CONN_RESP && (events & EPOLLIN))
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
@@ -368,8 +395,10 @@ static void write_bytes(struct conn *c, const char *buf, size_t n)
 			c->state = CONN_RESP;
 			return;
 		}
-		if (c->resp.final)
+		if (c->resp.final) {
 			c->state = CONN_RESP;
+			c->pipelined = false;
+		}
 		if (ev != HTTP_RESP_DONE)
 			return;
 		c->state = CONN_RESP;

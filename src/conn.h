@@ -45,6 +45,8 @@ struct conn {
 	int epfd;             /* epoll set the fd was last added to, -1 */
 	uint8_t fill;         /* info[fill] is being filled by the parser */
 	bool resp_unframed;   /* response framing unknown: ends by other signs */
+	bool pipelined;       /* the current request was started from bytes
+	                         read with the previous one, not by a read */
 	struct sd_thread *owner;
 	uint64_t req_id;
 	int64_t start_ns;

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
@@ -97,6 +98,10 @@ REAL(int, clock_nanosleep, clockid_t, int, const struct timespec *, struct times
 REAL(int, connect, int, const struct sockaddr *, socklen_t);
 REAL(pid_t, waitpid, pid_t, int *, int);
 REAL(pid_t, wait4, pid_t, int *, int, struct rusage *);
+REAL(int, sem_timedwait, sem_t *, const struct timespec *);
+REAL(int, sem_clockwait, sem_t *, clockid_t, const struct timespec *);
+REAL(int, usleep, useconds_t);
+REAL(unsigned, sleep, unsigned);
 REAL(int, close, int);
 REAL(int, shutdown, int, int);
 REAL(int, close_range, unsigned, unsigned, int);
@@ -126,7 +131,8 @@ STUB_DECL(sendfile64); STUB_DECL(accept); STUB_DECL(accept4); STUB_DECL(poll);
 STUB_DECL(ppoll); STUB_DECL(select); STUB_DECL(pselect);
 STUB_DECL(epoll_wait); STUB_DECL(epoll_pwait); STUB_DECL(nanosleep);
 STUB_DECL(clock_nanosleep); STUB_DECL(connect); STUB_DECL(waitpid);
-STUB_DECL(wait4);
+STUB_DECL(wait4); STUB_DECL(sem_timedwait); STUB_DECL(sem_clockwait);
+STUB_DECL(usleep); STUB_DECL(sleep);
 
 #define CI(id, name) [id] = {#name, (void **)&real_##name, 0}
 static struct call_info calls[CALL_COUNT] = {
@@ -141,6 +147,8 @@ static struct call_info calls[CALL_COUNT] = {
 	CI(CALL_EPOLL_PWAIT, epoll_pwait), CI(CALL_NANOSLEEP, nanosleep),
 	CI(CALL_CLOCK_NANOSLEEP, clock_nanosleep), CI(CALL_CONNECT, connect),
 	CI(CALL_WAITPID, waitpid), CI(CALL_WAIT4, wait4),
+	CI(CALL_SEM_TIMEDWAIT, sem_timedwait), CI(CALL_SEM_CLOCKWAIT, sem_clockwait),
+	CI(CALL_USLEEP, usleep), CI(CALL_SLEEP, sleep),
 };
 
 static void **other_reals[] = {
@@ -190,6 +198,10 @@ static void preload_resolve(void)
 		[CALL_CONNECT] = (uintptr_t)&connect_stub_sym,
 		[CALL_WAITPID] = (uintptr_t)&waitpid_stub_sym,
 		[CALL_WAIT4] = (uintptr_t)&wait4_stub_sym,
+		[CALL_SEM_TIMEDWAIT] = (uintptr_t)&sem_timedwait_stub_sym,
+		[CALL_SEM_CLOCKWAIT] = (uintptr_t)&sem_clockwait_stub_sym,
+		[CALL_USLEEP] = (uintptr_t)&usleep_stub_sym,
+		[CALL_SLEEP] = (uintptr_t)&sleep_stub_sym,
 	};
 	for (int i = 1; i < CALL_COUNT; i++)
 		calls[i].stub = stubs[i];
@@ -795,6 +807,115 @@ __attribute__((used, visibility("hidden"))) pid_t sd_body_wait4(pid_t pid, int *
 	return r;
 }
 STUB(wait4);
+
+/*
+ * Semaphores and sleeps: the kernel does not restart them after a signal
+ * handler ran, so an EINTR that slowdog's signal caused is hidden by
+ * waiting again for the time left (absolute timeouts: the same one).
+ */
+__attribute__((used, visibility("hidden"))) int sd_body_sem_timedwait(sem_t *sem, const struct timespec *abs)
+{
+	RESOLVE(sem_timedwait);
+	struct sd_thread *t = call_enter(CALL_SEM_TIMEDWAIT);
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_sem_timedwait(sem, abs);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(sem_timedwait);
+
+__attribute__((used, visibility("hidden"))) int sd_body_sem_clockwait(sem_t *sem, clockid_t clk,
+						    const struct timespec *abs)
+{
+	RESOLVE(sem_clockwait);
+	if (!real_sem_clockwait) {
+		errno = ENOSYS;
+		return -1;
+	}
+	struct sd_thread *t = call_enter(CALL_SEM_CLOCKWAIT);
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_sem_clockwait(sem, clk, abs);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(sem_clockwait);
+
+__attribute__((used, visibility("hidden"))) int sd_body_usleep(useconds_t us)
+{
+	RESOLVE(usleep);
+	struct sd_thread *t = call_enter(CALL_USLEEP);
+	int64_t deadline = t ? clock_mono_ns() + (int64_t)us * 1000 : 0;
+	int r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_usleep(us);
+		if (!our_eintr(t, mark, r, errno))
+			break;
+		int64_t left = deadline - clock_mono_ns();
+		if (left <= 0) {
+			r = 0;
+			break;
+		}
+		us = (useconds_t)((left + 999) / 1000);
+	}
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(usleep);
+
+__attribute__((used, visibility("hidden"))) unsigned sd_body_sleep(unsigned s)
+{
+	RESOLVE(sleep);
+	struct sd_thread *t = call_enter(CALL_SLEEP);
+	int64_t deadline = t ? clock_mono_ns() + (int64_t)s * NS_PER_SEC : 0;
+	unsigned r;
+	for (;;) {
+		uint32_t mark = intr_mark(t);
+		r = real_sleep(s);
+		if (!(r > 0 && t && atomic_load_explicit(&t->intr, memory_order_relaxed) != mark))
+			break;
+		/* Ours: sleep out the rest, to the nanosecond. */
+		int64_t left = deadline - clock_mono_ns();
+		if (left <= 0) {
+			r = 0;
+			break;
+		}
+		struct timespec ts = {left / NS_PER_SEC, left % NS_PER_SEC}, rem;
+		mark = intr_mark(t);
+		while (real_nanosleep(&ts, &rem) != 0 && errno == EINTR) {
+			if (atomic_load_explicit(&t->intr, memory_order_relaxed) == mark) {
+				r = (unsigned)rem.tv_sec + (rem.tv_nsec != 0);
+				goto out;
+			}
+			ts = rem;
+			mark = intr_mark(t);
+		}
+		r = 0;
+		break;
+	}
+out:;
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return r;
+}
+STUB(sleep);
 
 /* ---- descriptors: plain wrappers, nothing blocks here ---- */
 

@@ -46,7 +46,15 @@ static void thread_exit(void *arg)
 	struct sd_thread *t = arg;
 	atomic_store_explicit(&t->req_id, 0, memory_order_release);
 	atomic_store_explicit(&t->tstate, 0, memory_order_relaxed);
-	atomic_store_explicit(&t->state, THREAD_FREE, memory_order_release);
+	/* A finished line still to be written keeps the record until the
+	 * watchdog has taken it (it frees the record then). */
+	atomic_store_explicit(&t->state,
+			      atomic_load(&t->done_id) ? THREAD_EXITED : THREAD_FREE,
+			      memory_order_release);
+	/* The watchdog may have taken it just now. */
+	int exited = THREAD_EXITED;
+	if (!atomic_load(&t->done_id))
+		atomic_compare_exchange_strong(&t->state, &exited, THREAD_FREE);
 	tls_self = NULL;
 }
 
@@ -85,7 +93,7 @@ struct sd_thread *thread_get(void)
 		if (atomic_load_explicit(&c->state, memory_order_relaxed) != THREAD_FREE)
 			continue;
 		/* Claim with a value the watchdog ignores until it is filled. */
-		if (!atomic_compare_exchange_strong(&c->state, &want, 2))
+		if (!atomic_compare_exchange_strong(&c->state, &want, THREAD_CLAIMED))
 			continue;
 		int high = atomic_load(&thread_high);
 		while (high < i + 1 &&

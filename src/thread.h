@@ -70,7 +70,12 @@ struct sd_thread {
 	_Atomic uint32_t intr;
 };
 
-enum { THREAD_FREE = 0, THREAD_LIVE = 1 };
+enum {
+	THREAD_FREE = 0,
+	THREAD_LIVE = 1,
+	THREAD_CLAIMED = 2, /* being filled by thread_get */
+	THREAD_EXITED = 3,  /* gone, its finished line not written yet */
+};
 
 extern struct sd_thread thread_table[THREADS_MAX];
 extern _Atomic int thread_high; /* records [0, thread_high) may be in use */
