@@ -52,7 +52,7 @@ static void thread_exit(void *arg)
 			      atomic_load(&t->done_id) ? THREAD_EXITED : THREAD_FREE,
 			      memory_order_release);
 	/* The watchdog may have taken it just now. */
-	int exited = THREAD_EXITED;
+	uint32_t exited = THREAD_EXITED;
 	if (!atomic_load(&t->done_id))
 		atomic_compare_exchange_strong(&t->state, &exited, THREAD_FREE);
 	tls_self = NULL;

@@ -142,7 +142,7 @@ static void drain_done(pid_t pid)
 		int64_t total = t->done_ns;
 		if (!atomic_compare_exchange_strong(&t->done_id, &id, 0))
 			continue;
-		int exited = THREAD_EXITED;
+		uint32_t exited = THREAD_EXITED;
 		atomic_compare_exchange_strong(&t->state, &exited, THREAD_FREE);
 		struct reported *rep = reported_take(id);
 		if (!rep)
