@@ -236,6 +236,21 @@ static void unwind_into(struct capture *out, const struct uw_snapshot *s)
 	out->nip = unwind_snapshot(s, out->ip, NATIVE_MAX, &out->native_truncated);
 }
 
+/* The Python frames of a thread that is not running (blocked or asleep),
+ * from the watchdog, with fault-tolerant reads. */
+static void walk_still_thread(struct sd_thread *t, struct capture *out)
+{
+	out->py_walked = false;
+	out->pyinfo.n = 0;
+	uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
+	if (!ts && py_present())
+		ts = py_tstate_find(mem_read_safe, t->tid, t->pthread);
+	if (ts) {
+		py_walk(mem_read_safe, ts, slot.py, slot.py_max, &out->pyinfo);
+		out->py_walked = true;
+	}
+}
+
 static bool capture_blocked(struct sd_thread *t, struct capture *out)
 {
 	for (int attempt = 0; attempt < 3; attempt++) {
@@ -260,15 +275,7 @@ static bool capture_blocked(struct sd_thread *t, struct capture *out)
 		if (!mem_read_safe(slot.stack, sp, len))
 			continue;
 
-		out->py_walked = false;
-		out->pyinfo.n = 0;
-		uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
-		if (!ts && py_present())
-			ts = py_tstate_find(mem_read_safe, t->tid, t->pthread);
-		if (ts) {
-			py_walk(mem_read_safe, ts, slot.py, slot.py_max, &out->pyinfo);
-			out->py_walked = true;
-		}
+		walk_still_thread(t, out);
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&t->call_seq, memory_order_relaxed) != s1)
 			continue;
@@ -376,15 +383,7 @@ static bool capture_syscall(struct sd_thread *t, struct capture *out)
 		len = SNAP_MAX;
 	if (!mem_read_safe(slot.stack, sp, len))
 		return false;
-	out->py_walked = false;
-	out->pyinfo.n = 0;
-	uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
-	if (!ts && py_present())
-		ts = py_tstate_find(mem_read_safe, t->tid, t->pthread);
-	if (ts) {
-		py_walk(mem_read_safe, ts, slot.py, slot.py_max, &out->pyinfo);
-		out->py_walked = true;
-	}
+	walk_still_thread(t, out);
 	/* Same call, same place, and it did not run meanwhile (an eval loop
 	 * can leave and re-enter a call at the same stack pointer). */
 	if (!read_syscall(t->tid, &nr2, &sp2, &pc2) || nr2 != nr || sp2 != sp ||
