@@ -107,7 +107,7 @@ static void handler(int sig, siginfo_t *si, void *ucv)
 	if (len > SNAP_MAX)
 		len = SNAP_MAX;
 	if (len)
-		memcpy(slot.stack, (const void *)from, len);
+		mem_copy_raw(slot.stack, (const void *)from, len);
 	slot.stack_addr = from;
 	slot.stack_len = len;
 

@@ -21,6 +21,15 @@ typedef bool (*mem_reader)(void *dst, uintptr_t src, size_t n);
 bool mem_read_safe(void *dst, uintptr_t src, size_t n);
 bool mem_read_mapped(void *dst, uintptr_t src, size_t n); /* async-signal-safe */
 
+/*
+ * Copies memory that slowdog reads on purpose although AddressSanitizer may
+ * have poisoned it: a thread's whole stack (redzones between the locals of
+ * instrumented frames), a fixed-size header past the end of a heap object.
+ * The caller has checked that the range is mapped. memcpy, unless built
+ * with ASan. async-signal-safe.
+ */
+void mem_copy_raw(void *dst, const void *src, size_t n);
+
 /* Watchdog only: rebuilds the readable-mapping table. 0 or -errno. */
 int mem_maps_refresh(void);
 

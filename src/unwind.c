@@ -9,6 +9,7 @@
 #include <ucontext.h>
 
 #include "common.h"
+#include "mem.h"
 
 /* Readable PT_LOAD segments of loaded objects: code and unwind tables. */
 struct seg {
@@ -124,7 +125,7 @@ static int acc_access_mem(unw_addr_space_t a, unw_word_t addr, unw_word_t *val,
 		return 0;
 	}
 	if (in_segs(addr, sizeof(*val))) {
-		memcpy(val, (const void *)addr, sizeof(*val));
+		mem_copy_raw(val, (const void *)addr, sizeof(*val));
 		return 0;
 	}
 	return -UNW_EINVAL;
@@ -214,7 +215,7 @@ static void warm_up(void)
 	pthread_attr_destroy(&attr);
 	if (len > sizeof(copy))
 		len = sizeof(copy);
-	memcpy(copy, (const void *)from, len);
+	mem_copy_raw(copy, (const void *)from, len);
 	s.stack_addr = from;
 	s.stack = copy;
 	s.stack_len = len;

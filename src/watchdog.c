@@ -401,7 +401,14 @@ void watchdog_atfork_child(void)
 	atomic_store(&running, 0);
 	atomic_store(&kick_word, 0);
 	capture_atfork_child();
-	memset(reported, 0, sizeof(reported));
-	memset(dues, 0, sizeof(dues));
+	/* Clear only what was used: touching the whole tables would cost
+	 * every forked worker a megabyte and a half of memory. */
+	unsigned used = reported_next < REPORTED_MAX ? reported_next : REPORTED_MAX;
+	for (unsigned i = 0; i < used; i++)
+		reported[i].id = 0;
+	reported_next = 0;
+	int high = atomic_load(&thread_high);
+	for (int i = 0; i < high; i++)
+		dues[i].id = 0;
 	report_flush_sources();
 }

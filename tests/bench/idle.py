@@ -10,7 +10,6 @@ says anything. Needs RLIMIT_NOFILE above COUNT (raised as far as the hard
 limit allows).
 """
 
-import os
 import resource
 import selectors
 import socket
