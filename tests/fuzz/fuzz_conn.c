@@ -40,35 +40,7 @@
 #include "thread.h"
 #include "watchdog.h"
 
-/* ---- what preload.c would provide (not reached with the watchdog off) */
-
-const char *preload_call_name(int fn)
-{
-	(void)fn;
-	return "?";
-}
-
-uintptr_t preload_call_addr(int fn)
-{
-	(void)fn;
-	return 0;
-}
-
-uintptr_t preload_stub_addr(int fn)
-{
-	(void)fn;
-	return 0;
-}
-
-int preload_real_sigaction(int sig, const void *act, void *old)
-{
-	return sigaction(sig, act, old);
-}
-
-int preload_real_sigmask(int how, const void *set, void *old)
-{
-	return pthread_sigmask(how, set, old);
-}
+#include "../preload_stubs.h"
 
 /* ---- fragments ---------------------------------------------------- */
 

@@ -29,38 +29,7 @@
 #include "thread.h"
 #include "watchdog.h"
 
-/* ---------------------------------------------------------------------
- * What preload.c would provide: the core library needs these symbols, and
- * none of them is reached with the watchdog off.
- * --------------------------------------------------------------------- */
-
-const char *preload_call_name(int fn)
-{
-	(void)fn;
-	return "?";
-}
-
-uintptr_t preload_call_addr(int fn)
-{
-	(void)fn;
-	return 0;
-}
-
-uintptr_t preload_stub_addr(int fn)
-{
-	(void)fn;
-	return 0;
-}
-
-int preload_real_sigaction(int sig, const void *act, void *old)
-{
-	return sigaction(sig, act, old);
-}
-
-int preload_real_sigmask(int how, const void *set, void *old)
-{
-	return pthread_sigmask(how, set, old);
-}
+#include "../preload_stubs.h"
 
 /* ---------------------------------------------------------------------
  * Server threads: each runs the steps given to it, one at a time, while

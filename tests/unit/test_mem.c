@@ -26,35 +26,7 @@
 #include "mem.h"
 #include "preload.h"
 
-/* What preload.c provides to the core library (needed when every core
- * object is linked, as in the standalone sanitizer build). */
-const char *preload_call_name(int fn)
-{
-	(void)fn;
-	return "?";
-}
-
-uintptr_t preload_call_addr(int fn)
-{
-	(void)fn;
-	return 0;
-}
-
-uintptr_t preload_stub_addr(int fn)
-{
-	(void)fn;
-	return 0;
-}
-
-int preload_real_sigaction(int sig, const void *act, void *old)
-{
-	return sigaction(sig, act, old);
-}
-
-int preload_real_sigmask(int how, const void *set, void *old)
-{
-	return pthread_sigmask(how, set, old);
-}
+#include "../preload_stubs.h"
 
 #define ARRAY_LEN_(a) (sizeof(a) / sizeof((a)[0]))
 
