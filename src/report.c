@@ -51,14 +51,22 @@ static void putf(struct out *o, const char *fmt, ...)
 	put(o, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
-static void put_time(struct out *o, int64_t ns)
+/* A UTC time: "2026-11-22 02:59:01.123 UTC" in text, or the JSON string
+ * "2026-11-22T02:59:01.123Z". */
+static void put_utc(struct out *o, int64_t ns, bool json)
 {
 	time_t s = (time_t)(ns / NS_PER_SEC);
 	struct tm tm;
 	gmtime_r(&s, &tm);
 	char b[64];
-	strftime(b, sizeof(b), "%Y-%m-%d %H:%M:%S", &tm);
-	putf(o, "%s.%03d UTC", b, (int)((ns % NS_PER_SEC) / NS_PER_MS));
+	strftime(b, sizeof(b), json ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S", &tm);
+	putf(o, json ? "\"%s.%03dZ\"" : "%s.%03d UTC", b,
+	     (int)((ns % NS_PER_SEC) / NS_PER_MS));
+}
+
+static void put_time(struct out *o, int64_t ns)
+{
+	put_utc(o, ns, false);
 }
 
 /* Untrusted text (command line, thread name, source): control bytes
@@ -93,6 +101,29 @@ static size_t read_small(const char *path, char *buf, size_t cap)
 	}
 	close(fd);
 	return have;
+}
+
+/* The process's command line, arguments separated by spaces. */
+static size_t read_cmdline(char *buf, size_t cap)
+{
+	size_t n = read_small("/proc/self/cmdline", buf, cap - 1);
+	while (n > 0 && buf[n - 1] == '\0')
+		n--;
+	for (size_t i = 0; i < n; i++)
+		if (buf[i] == '\0')
+			buf[i] = ' ';
+	return n;
+}
+
+/* A thread's name. */
+static size_t read_comm(pid_t tid, char *buf, size_t cap)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)tid);
+	size_t n = read_small(path, buf, cap - 1);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\0'))
+		n--;
+	return n;
 }
 
 /* ---- source lines ---- */
@@ -478,21 +509,13 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 		     r->repeat);
 
 	char cmd[2048];
-	size_t n = read_small("/proc/self/cmdline", cmd, sizeof(cmd) - 1);
-	while (n > 0 && cmd[n - 1] == '\0')
-		n--;
-	for (size_t i = 0; i < n; i++)
-		if (cmd[i] == '\0')
-			cmd[i] = ' ';
+	size_t n = read_cmdline(cmd, sizeof(cmd));
 	putf(&o, "Process:    %d ", (int)r->pid);
 	put_text(&o, cmd, n);
 	putf(&o, "\nParent:     %d\n", (int)getppid());
 
-	char path[64], comm[64];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)r->tid);
-	n = read_small(path, comm, sizeof(comm) - 1);
-	while (n > 0 && (comm[n - 1] == '\n' || comm[n - 1] == '\0'))
-		n--;
+	char comm[64];
+	n = read_comm(r->tid, comm, sizeof(comm));
 	putf(&o, "Thread:     %d (", (int)r->tid);
 	put_text(&o, comm, n);
 	PUTS(&o, ")\nStarted:    ");
@@ -624,12 +647,7 @@ static void put_jstrz(struct out *o, const char *s)
 
 static void put_jtime(struct out *o, int64_t ns)
 {
-	time_t s = (time_t)(ns / NS_PER_SEC);
-	struct tm tm;
-	gmtime_r(&s, &tm);
-	char b[64];
-	strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
-	putf(o, "\"%s.%03dZ\"", b, (int)((ns % NS_PER_SEC) / NS_PER_MS));
+	put_utc(o, ns, true);
 }
 
 static void put_jrequest(struct out *o, const struct reqinfo *info,
@@ -741,20 +759,12 @@ static size_t report_json(struct out *o, const struct report *r,
 	put_jrequest(o, r->info, r->label);
 
 	char cmd[2048];
-	size_t n = read_small("/proc/self/cmdline", cmd, sizeof(cmd) - 1);
-	while (n > 0 && cmd[n - 1] == '\0')
-		n--;
-	for (size_t i = 0; i < n; i++)
-		if (cmd[i] == '\0')
-			cmd[i] = ' ';
+	size_t n = read_cmdline(cmd, sizeof(cmd));
 	putf(o, ",\"process\":{\"pid\":%d,\"ppid\":%d,\"cmdline\":", (int)r->pid,
 	     (int)getppid());
 	put_jstr(o, cmd, n);
-	char path[64], comm[64];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)r->tid);
-	n = read_small(path, comm, sizeof(comm) - 1);
-	while (n > 0 && (comm[n - 1] == '\n' || comm[n - 1] == '\0'))
-		n--;
+	char comm[64];
+	n = read_comm(r->tid, comm, sizeof(comm));
 	putf(o, "},\"thread\":{\"tid\":%d,\"name\":", (int)r->tid);
 	put_jstr(o, comm, n);
 	PUTS(o, "},\"started\":");
