@@ -113,11 +113,16 @@ static void handler(int sig, siginfo_t *si, void *ucv)
 
 	slot.py_walked = false;
 	slot.pyinfo.n = 0;
+	uintptr_t self = py_tstate_self();
 	uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
 	if (!ts)
-		ts = py_tstate_self();
+		ts = self;
 	if (ts) {
+		/* The thread's current thread state is alive; one cached
+		 * from an earlier request may not be. */
+		py_walk_known(from, slot.stack, len, ts == self ? ts : 0);
 		py_walk(mem_read_mapped, ts, slot.py, slot.py_max, &slot.pyinfo);
+		py_walk_known(0, NULL, 0, 0);
 		slot.py_walked = true;
 	}
 	slot.pause_ns = clock_mono_ns() - t0;
@@ -461,8 +466,10 @@ static bool capture_signal(struct sd_thread *t, struct capture *out)
 	out->py = slot.py;
 	out->pause_ns = slot.pause_ns;
 	atomic_store(&slot.state, SLOT_IDLE);
-	if (out->py_walked)
+	if (out->py_walked) {
+		py_read_names(slot.py, &out->pyinfo);
 		py_resolve_lines(mem_read_safe, slot.py, out->pyinfo.n);
+	}
 	unwind_into(out, &s);
 	out->mode = CAPTURE_SIGNAL;
 	return true;

@@ -12,8 +12,9 @@
  *
  * Signal path: any other thread gets slowdog's real-time signal. The
  * handler copies the interrupted registers and the live stack (bounded)
- * into a preallocated slot and walks the Python frames, nothing else: no
- * unwinding, no lock, no allocation. The watchdog unwinds the copy later.
+ * into a preallocated slot and records which code object each Python frame
+ * runs and where, nothing else: no unwinding, no names, no lock, no
+ * allocation. The watchdog reads the names and unwinds the copy later.
  */
 #pragma once
 

@@ -41,6 +41,12 @@ struct py_offsets {
 	                            .current_frame (3.13) */
 	int cf_current_frame;    /* _PyCFrame.current_frame (3.11, 3.12) */
 	int cf_previous;         /* _PyCFrame.previous (3.11, 3.12) */
+	int ts_datastack_chunk;  /* .datastack_chunk (3.11+): the frame stack */
+	int ts_datastack_top;    /* .datastack_top (3.11+) */
+	int sc_previous;         /* _PyStackChunk.previous (3.11+) */
+	int sc_top;              /* _PyStackChunk.top: a full chunk's size in use,
+	                            in pointers */
+	int sc_data;             /* _PyStackChunk.data */
 	int fr_previous;         /* f_back / previous */
 	int fr_code;             /* f_code / f_executable */
 	int fr_instr;            /* f_lasti (int) / prev_instr / instr_ptr */

@@ -428,6 +428,8 @@ static bool page_fetch(unsigned char *dst, uintptr_t addr)
 {
 	struct iovec local = {.iov_base = dst, .iov_len = PAGE_SIZE_};
 	struct iovec remote = {.iov_base = (void *)addr, .iov_len = PAGE_SIZE_};
+	if (!pages.pid)
+		pages.pid = getpid();
 	ssize_t r = process_vm_readv(pages.pid, &local, 1, &remote, 1, 0);
 	if (r == PAGE_SIZE_)
 		return true;
@@ -462,11 +464,104 @@ static bool read_table_first(void *dst, uintptr_t src, size_t n)
 	return mem_read_mapped(dst, src, n) || mem_read_safe(dst, src, n);
 }
 
+/*
+ * What the signal handler already holds, so the walk spends no system call
+ * on it: the copy of the thread's live stack (where 3.11 and 3.12 keep
+ * their _PyCFrame structures), and the thread's own current thread state,
+ * alive while the thread is stopped, readable with a plain copy.
+ */
+#define LIVE_MAX 64 /* frame stack chunks followed at most */
+static struct {
+	uintptr_t stack_addr;
+	const unsigned char *stack;
+	size_t stack_len;
+	uintptr_t tstate; /* 0: none trusted */
+	/* 3.11+: the parts of the trusted thread state's frame stack in use,
+	 * [lo, hi) each, filled by live_collect. */
+	int live_n;
+	uintptr_t live_lo[LIVE_MAX], live_hi[LIVE_MAX];
+} known;
+
+void py_walk_known(uintptr_t stack_addr, const void *stack, size_t len,
+		   uintptr_t tstate)
+{
+	known.stack_addr = stack_addr;
+	known.stack = stack;
+	known.stack_len = len;
+	known.tstate = tstate;
+	known.live_n = 0;
+}
+
+/*
+ * async-signal-safe, handler, 3.11+: the frame stack of the trusted thread
+ * state. Its chunks are alive while the thread is stopped (CPython moves
+ * tstate->datastack_chunk off a chunk before it frees it) and every frame
+ * below each chunk's top was pushed and filled in, so frames there are
+ * read with a plain copy. A chunk not in the table of mappings (mapped
+ * since it was taken) is left to the system call reads.
+ */
+static void live_collect(void)
+{
+	known.live_n = 0;
+	if (!known.tstate || off.ts_datastack_chunk < 0)
+		return;
+	uintptr_t chunk, top;
+	if (!read_ptr(mem_read_mapped, known.tstate + (uintptr_t)off.ts_datastack_chunk,
+		      &chunk) ||
+	    !read_ptr(mem_read_mapped, known.tstate + (uintptr_t)off.ts_datastack_top,
+		      &top))
+		return;
+	while (chunk && known.live_n < LIVE_MAX) {
+		uintptr_t lo = chunk + (uintptr_t)off.sc_data, mlo, mhi;
+		if (lo < chunk || top < lo || !mem_mapping_of(chunk, &mlo, &mhi) ||
+		    top > mhi)
+			return;
+		known.live_lo[known.live_n] = lo;
+		known.live_hi[known.live_n] = top;
+		known.live_n++;
+		uintptr_t prev, used;
+		if (!read_ptr(mem_read_mapped, chunk + (uintptr_t)off.sc_previous, &prev) ||
+		    !read_ptr(mem_read_mapped, chunk + (uintptr_t)off.sc_top, &used) ||
+		    !prev || used > CODE_BYTES_MAX)
+			return;
+		chunk = prev;
+		top = prev + (uintptr_t)off.sc_data + used * sizeof(void *);
+	}
+}
+
+/* async-signal-safe: [src, src+n) lies in use on the trusted frame stack. */
+static bool in_live(uintptr_t src, size_t n)
+{
+	for (int i = 0; i < known.live_n; i++)
+		if (src >= known.live_lo[i] && src < known.live_hi[i] &&
+		    n <= known.live_hi[i] - src)
+			return true;
+	return false;
+}
+
+/* async-signal-safe: true if [src, src+n) was served from what is known. */
+static bool read_known(void *dst, uintptr_t src, size_t n)
+{
+	if (known.stack && src >= known.stack_addr &&
+	    src - known.stack_addr <= known.stack_len &&
+	    n <= known.stack_len - (src - known.stack_addr)) {
+		memcpy(dst, known.stack + (src - known.stack_addr), n);
+		return true;
+	}
+	if (known.tstate && src >= known.tstate &&
+	    src - known.tstate < TSTATE_NEAR &&
+	    n <= TSTATE_NEAR - (src - known.tstate))
+		return mem_read_mapped(dst, src, n);
+	return false;
+}
+
 /* async-signal-safe: a mem_reader over the pages. */
 static bool read_paged(void *dst, uintptr_t src, size_t n)
 {
 	if (src + n < src)
 		return false;
+	if (read_known(dst, src, n))
+		return true;
 	unsigned char *d = dst;
 	while (n > 0) {
 		uintptr_t base = src & ~(uintptr_t)(PAGE_SIZE_ - 1);
@@ -481,6 +576,27 @@ static bool read_paged(void *dst, uintptr_t src, size_t n)
 		n -= k;
 	}
 	return true;
+}
+
+/* async-signal-safe, handler, 3.11+: frames, from what is known, the live
+ * frame stack, or else the pages. */
+static bool read_live(void *dst, uintptr_t src, size_t n)
+{
+	if (src + n < src)
+		return false;
+	if (read_known(dst, src, n))
+		return true;
+	if (in_live(src, n)) {
+		mem_copy_raw(dst, (const void *)src, n);
+		return true;
+	}
+	return read_paged(dst, src, n);
+}
+
+/* async-signal-safe: the table, or else the pages. */
+static bool read_table_paged(void *dst, uintptr_t src, size_t n)
+{
+	return mem_read_mapped(dst, src, n) || read_paged(dst, src, n);
 }
 
 /* async-signal-safe: the code object's header, type-checked. */
@@ -631,47 +747,162 @@ static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame,
 	return true;
 }
 
-/* async-signal-safe: rotate out[a..b) left by k, in place. */
-static void rotate(struct py_frame *out, int a, int b, int k)
+/*
+ * The walk records 16 bytes a frame (code, addr, flags), packed at the
+ * start of the caller's buffer, and touches nothing else of it: a handler
+ * spends its time on cache lines, and struct py_frame is 400 bytes.
+ * py_walk spreads them into struct py_frame afterwards, in place.
+ */
+struct raw_frame {
+	uintptr_t code;
+	int32_t addr;
+	uint32_t flags;
+};
+
+/* async-signal-safe: rotate r[a..b) left by k, in place. */
+static void rotate(struct raw_frame *r, int a, int b, int k)
 {
-	struct py_frame tmp;
+	struct raw_frame tmp;
 	for (int lo = a, hi = a + k - 1; lo < hi; lo++, hi--) {
-		tmp = out[lo], out[lo] = out[hi], out[hi] = tmp;
+		tmp = r[lo], r[lo] = r[hi], r[hi] = tmp;
 	}
 	for (int lo = a + k, hi = b - 1; lo < hi; lo++, hi--) {
-		tmp = out[lo], out[lo] = out[hi], out[hi] = tmp;
+		tmp = r[lo], r[lo] = r[hi], r[hi] = tmp;
 	}
 	for (int lo = a, hi = b - 1; lo < hi; lo++, hi--) {
-		tmp = out[lo], out[lo] = out[hi], out[hi] = tmp;
+		tmp = r[lo], r[lo] = r[hi], r[hi] = tmp;
 	}
 }
 
 /*
- * async-signal-safe. One pass over the chain records code, addr and flags;
- * the names are read afterwards for the frames kept only.
+ * async-signal-safe: the names of out[0..n), from their code objects. A
+ * code object that is not one (any more), or names that are not strings:
+ * the thread was not still and the chain may hold stale frames.
  */
-int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
-	    struct py_walk_info *info)
+static void read_names(mem_reader rd, struct py_frame *out, int n,
+		       struct py_walk_info *info)
+{
+	unsigned char cb[HDR_MAX];
+	for (int i = 0; i < n; i++) {
+		struct py_frame *f = &out[i];
+		if (i > 0 && out[i - 1].code == f->code) {
+			memcpy(f->file, out[i - 1].file, sizeof(f->file));
+			memcpy(f->func, out[i - 1].func, sizeof(f->func));
+			continue;
+		}
+		if (!read_code(rd, f->code, cb)) {
+			strcpy(f->file, "?");
+			strcpy(f->func, "?");
+			info->damaged = true;
+			continue;
+		}
+		bool file_ok = read_str(rd, get_ptr(cb, off.co_filename),
+					f->file, sizeof(f->file));
+		bool func_ok = read_str(rd, get_ptr(cb, off.co_name), f->func,
+					sizeof(f->func));
+		if (!file_ok || !func_ok)
+			info->damaged = true;
+	}
+}
+
+static void spread(struct py_frame *out, int n);
+
+void py_read_names(struct py_frame *out, struct py_walk_info *info)
+{
+	spread(out, info->n);
+	if (ready())
+		read_names(mem_read_safe, out, info->n, info);
+}
+
+/* Flags the walk keeps on a frame while it decides, never in the result. */
+enum {
+	FR_INCOMPLETE_CAND = 1u << 30, /* may not have run its prologue yet */
+	FR_IP_LOW = 1u << 29,          /* instruction before the bytecode */
+};
+
+/*
+ * async-signal-safe, 3.11+: the code objects of the frames kept by a walk
+ * that deferred them. Type-checks each and drops the frames that had not
+ * run their prologue yet (_PyFrame_IsIncomplete), as a walk that reads
+ * code objects as it goes does on the way.
+ */
+static void deferred_codes(mem_reader rd, struct raw_frame *r,
+			   struct py_walk_info *info, int *n, int *total, int *head)
+{
+	unsigned char cb[HDR_MAX];
+	uintptr_t cb_code = 0;
+	int w = 0, head_drop = 0;
+	for (int i = 0; i < *n; i++) {
+		struct raw_frame f = r[i];
+		uint32_t cand = f.flags & (FR_INCOMPLETE_CAND | FR_IP_LOW);
+		f.flags &= ~(uint32_t)(FR_INCOMPLETE_CAND | FR_IP_LOW);
+		if (f.code != cb_code) {
+			cb_code = 0;
+			if (!read_code(rd, f.code, cb)) {
+				info->damaged = true; /* the names say "?" */
+				r[w++] = f;
+				continue;
+			}
+			cb_code = f.code;
+		}
+		int32_t first = get_i32(cb, off.co_firsttraceable);
+		if ((cand & FR_INCOMPLETE_CAND) &&
+		    ((cand & FR_IP_LOW) || first < 0 ||
+		     (f.addr >= 0 && f.addr < first * 2))) {
+			/* Not shown; an entry frame hands its mark to the
+			 * frame kept before it. */
+			if ((f.flags & PY_FRAME_ENTRY) && w > 0)
+				r[w - 1].flags |= PY_FRAME_ENTRY;
+			if (i < *head)
+				head_drop++;
+			continue;
+		}
+		r[w++] = f;
+	}
+	*total -= *n - w;
+	*head -= head_drop;
+	*n = w;
+}
+
+/*
+ * async-signal-safe. One pass over the chain records code, addr and flags
+ * into r[0..max).
+ *
+ * In a signal handler on 3.11+, with the thread's own thread state (see
+ * py_walk_known), the pass reads frames from the stack copy and the live
+ * frame stack with plain copies and leaves the code objects until the
+ * chain has proved whole: a system call costs microseconds there, the
+ * first one of a handler ten.
+ */
+static int walk(mem_reader rd, uintptr_t tstate, struct raw_frame *r, int max,
+		struct py_walk_info *info)
 {
 	info->n = info->total = info->head = 0;
 	info->damaged = false;
 	if (!ready() || !tstate || max < 0)
 		return 0;
 	bool paged = false, handler = rd == mem_read_mapped;
+	bool deferred = false;
 	if (rd == mem_read_mapped && off.layout < PY_LAYOUT_311) {
 		rd = read_table_first;
 	} else if (rd == mem_read_mapped || rd == mem_read_safe) {
 		paged = !atomic_exchange(&pages_busy, true);
 		if (paged) {
-			pages.pid = getpid();
+			pages.pid = 0; /* getpid() on the first page read */
 			pages.n = pages.next = 0;
 			rd = read_paged;
+			if (handler && known.tstate == tstate) {
+				live_collect();
+				deferred = known.live_n > 0;
+				if (deferred)
+					rd = read_live;
+			}
 		} else {
 			rd = mem_read_safe;
 		}
 	}
 
-	/* Keep out[0..inner) for the innermost frames, a ring of `outer`
+	/* Keep r[0..inner) for the innermost frames, a ring of `outer`
 	 * slots after them for the outermost ones. */
 	int inner = max - max / 2, outer = max / 2;
 	uintptr_t frame, enclosing;
@@ -682,7 +913,7 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	}
 	unsigned char fb[HDR_MAX], cb[HDR_MAX];
 	uintptr_t cb_code = 0; /* whose header cb holds */
-	struct py_frame *last; /* the frame stored last */
+	struct raw_frame *last; /* the frame stored last */
 	bool group_open;       /* frames were kept since the last group ended */
 	bool at_entry;         /* the frame walked last was its group's entry */
 	uintptr_t saved;       /* Brent's cycle detection: cheap, no memory */
@@ -737,7 +968,7 @@ restart:
 			continue;
 		}
 		/* Recursion runs one code object many times: read it once. */
-		if (code != cb_code) {
+		if (!deferred && code != cb_code) {
 			cb_code = 0;
 			if (!read_code(rd, code, cb))
 				goto bad;
@@ -752,40 +983,47 @@ restart:
 		} else {
 			uintptr_t ip = get_ptr(fb, off.fr_instr);
 			uintptr_t start = code + (uintptr_t)off.co_code_adaptive;
-			int32_t first = get_i32(cb, off.co_firsttraceable);
-			/* _PyFrame_IsIncomplete: pushed, prologue not run yet.
-			 * Not shown; if it was its group's entry frame (3.11),
-			 * the frame kept before it ends the group instead. */
-			if (owner != off.owner_generator &&
-			    (ip < start || first < 0 ||
-			     ip - start < (uintptr_t)first * 2)) {
-				if (entry && last && group_open)
-					last->flags |= PY_FRAME_ENTRY;
-				if (entry)
-					group_open = false;
-				at_entry = entry;
-				frame = prev;
-				continue;
-			}
 			if (ip >= start && ip - start < CODE_BYTES_MAX)
 				addr = (int32_t)(ip - start);
 			if (entry && off.fr_is_entry >= 0)
 				flags = PY_FRAME_ENTRY;
+			if (deferred) {
+				/* deferred_codes decides. */
+				if (owner != off.owner_generator)
+					flags |= FR_INCOMPLETE_CAND;
+				if (ip < start)
+					flags |= FR_IP_LOW;
+			} else {
+				/* _PyFrame_IsIncomplete: pushed, prologue not
+				 * run yet. Not shown; if it was its group's
+				 * entry frame (3.11), the frame kept before it
+				 * ends the group instead. */
+				int32_t first = get_i32(cb, off.co_firsttraceable);
+				if (owner != off.owner_generator &&
+				    (ip < start || first < 0 ||
+				     ip - start < (uintptr_t)first * 2)) {
+					if (entry && last && group_open)
+						last->flags |= PY_FRAME_ENTRY;
+					if (entry)
+						group_open = false;
+					at_entry = entry;
+					frame = prev;
+					continue;
+				}
+			}
 		}
 		if (max > 0) {
-			struct py_frame *f;
+			struct raw_frame *f;
 			if (total < inner)
-				f = &out[total];
+				f = &r[total];
 			else if (outer > 0)
-				f = &out[inner + (total - inner) % outer];
+				f = &r[inner + (total - inner) % outer];
 			else
 				f = NULL;
 			if (f) {
 				f->code = code;
 				f->addr = addr;
-				f->line = 0;
 				f->flags = flags;
-				f->file[0] = f->func[0] = '\0';
 			}
 			last = f;
 		}
@@ -825,36 +1063,14 @@ done:;
 		head = inner;
 		/* The oldest outer frame sits where the next one would go. */
 		if (outer > 0)
-			rotate(out, inner, max, (total - inner) % outer);
+			rotate(r, inner, max, (total - inner) % outer);
 	}
 	/* A chain that held together is the thread's own, alive while it is
-	 * stopped, and so are its code objects and their names: in the
-	 * handler, the table can read them, a page at a time costs more. */
-	if (handler && !info->damaged)
-		rd = read_table_first;
-	for (int i = 0; i < n; i++) {
-		struct py_frame *f = &out[i];
-		if (i > 0 && out[i - 1].code == f->code) {
-			memcpy(f->file, out[i - 1].file, sizeof(f->file));
-			memcpy(f->func, out[i - 1].func, sizeof(f->func));
-			continue;
-		}
-		/* A code object that stopped being one since the pass above,
-		 * or names that are not strings: the thread was not still and
-		 * the chain may hold stale frames. */
-		if (!read_code(rd, f->code, cb)) {
-			strcpy(f->file, "?");
-			strcpy(f->func, "?");
-			info->damaged = true;
-			continue;
-		}
-		bool file_ok = read_str(rd, get_ptr(cb, off.co_filename),
-					f->file, sizeof(f->file));
-		bool func_ok = read_str(rd, get_ptr(cb, off.co_name), f->func,
-					sizeof(f->func));
-		if (!file_ok || !func_ok)
-			info->damaged = true;
-	}
+	 * stopped, and so are its code objects: the table can read them. A
+	 * damaged one may hold anything: only the pages. */
+	if (deferred)
+		deferred_codes(info->damaged ? read_paged : read_table_paged, r,
+			       info, &n, &total, &head);
 	info->n = n;
 	info->total = total;
 	info->head = head;
@@ -862,6 +1078,35 @@ out:
 	if (paged)
 		atomic_store(&pages_busy, false);
 	return info->n;
+}
+
+/* async-signal-safe: spreads the n packed records at the start of out into
+ * out[0..n), from the last (a record never lies past its frame). */
+static void spread(struct py_frame *out, int n)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		struct raw_frame f;
+		memcpy(&f, (unsigned char *)out + (size_t)i * sizeof(f), sizeof(f));
+		out[i].code = f.code;
+		out[i].addr = f.addr;
+		out[i].line = 0;
+		out[i].flags = f.flags;
+		out[i].file[0] = out[i].func[0] = '\0';
+	}
+}
+
+int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
+	    struct py_walk_info *info)
+{
+	_Static_assert(sizeof(struct raw_frame) <= sizeof(struct py_frame),
+		       "records are packed into the frames' buffer");
+	int n = walk(rd, tstate, (struct raw_frame *)(void *)out, max, info);
+	/* A handler leaves the rest to the watchdog (py_read_names). */
+	if (rd != mem_read_mapped) {
+		spread(out, n);
+		read_names(rd, out, n, info);
+	}
+	return n;
 }
 
 /* ---- thread states ------------------------------------------------------- */

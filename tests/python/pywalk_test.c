@@ -53,7 +53,15 @@ static int walk(mem_reader rd, uintptr_t ts, char *out, int cap, int max)
 	struct py_walk_info info;
 	if (max > FRAMES_MAX)
 		max = FRAMES_MAX;
-	py_walk(rd, ts, frames, max, &info);
+	if (rd == mem_read_mapped) {
+		/* As the library's signal handler does, then its watchdog. */
+		py_walk_known(0, NULL, 0, ts == py_tstate_self() ? ts : 0);
+		py_walk(rd, ts, frames, max, &info);
+		py_walk_known(0, NULL, 0, 0);
+		py_read_names(frames, &info);
+	} else {
+		py_walk(rd, ts, frames, max, &info);
+	}
 	py_resolve_lines(mem_read_safe, frames, info.n);
 	return format(out, cap, &info, frames);
 }
@@ -214,10 +222,14 @@ static void sig_handler(int sig, siginfo_t *si, void *uc)
 	int saved = errno;
 	(void)sig, (void)si, (void)uc;
 	uintptr_t ts = py_tstate_self();
+	/* As the library's handler: the thread's own state is trusted, so
+	 * 3.11+ frames come from the live frame stack. */
+	py_walk_known(0, NULL, 0, ts);
 	if (ts)
 		py_walk(mem_read_mapped, ts, sig_frames, SIG_FRAMES, &sig_info);
 	else
 		sig_info = (struct py_walk_info){.damaged = true};
+	py_walk_known(0, NULL, 0, 0);
 	atomic_store(&sig_done, 1);
 	errno = saved;
 }
@@ -255,6 +267,7 @@ EXPORT int sd_test_signal_stress(long tid, int iters, const char *names,
 			counts[4]++;
 			break; /* a late handler would write sig_frames */
 		}
+		py_read_names(sig_frames, &sig_info);
 		py_resolve_lines(mem_read_safe, sig_frames, sig_info.n);
 		tally(&sig_info, sig_frames, true, names, counts, bad, badcap);
 	}

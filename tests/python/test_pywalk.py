@@ -561,7 +561,7 @@ class TestStress(unittest.TestCase):
             t.native_id, t.ident, 3000, *rest))
         # Racing a running thread, many walks meet freed frames reused
         # (cycles on 3.8-3.10, non-code objects on 3.11+): damaged.
-        self.assertGreater(plausible, 1000)
+        self.assertGreater(plausible, 500)
 
     def test_walk_in_signal_handler(self):
         """The thread walks itself in a signal handler (mem_read_mapped),
