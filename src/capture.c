@@ -51,6 +51,7 @@ static struct {
 	size_t stack_len;
 	uint8_t *stack;            /* SNAP_MAX bytes */
 	struct py_frame *py;       /* max_frames */
+	struct py_record *rec;     /* max_frames: the handler's walk */
 	int py_max;
 	struct py_walk_info pyinfo;
 	bool py_walked;
@@ -121,7 +122,7 @@ static void handler(int sig, siginfo_t *si, void *ucv)
 		/* The thread's current thread state is alive; one cached
 		 * from an earlier request may not be. */
 		py_walk_known(from, slot.stack, len, ts == self ? ts : 0);
-		py_walk(mem_read_mapped, ts, slot.py, slot.py_max, &slot.pyinfo);
+		py_walk_records(ts, slot.rec, slot.py_max, &slot.pyinfo);
 		py_walk_known(0, NULL, 0, 0);
 		slot.py_walked = true;
 	}
@@ -201,6 +202,13 @@ bool capture_thread_init(const struct config *cfg)
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (slot.py == MAP_FAILED) {
 		slot.py = NULL;
+		return false;
+	}
+	slot.rec = mmap(NULL, sizeof(struct py_record) * (size_t)slot.py_max,
+			PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (slot.rec == MAP_FAILED) {
+		slot.rec = NULL;
 		return false;
 	}
 	sem_init(&slot.done, 0, 0);
@@ -467,7 +475,7 @@ static bool capture_signal(struct sd_thread *t, struct capture *out)
 	out->pause_ns = slot.pause_ns;
 	atomic_store(&slot.state, SLOT_IDLE);
 	if (out->py_walked) {
-		py_read_names(slot.py, &out->pyinfo);
+		py_read_names(slot.rec, slot.py, &out->pyinfo);
 		py_resolve_lines(mem_read_safe, slot.py, out->pyinfo.n);
 	}
 	unwind_into(out, &s);

@@ -39,11 +39,13 @@ struct py_offsets {
 	int ts_native_thread_id; /* .native_thread_id (gettid(), 3.11+) */
 	int ts_frame;            /* .frame (<3.11), .cframe (3.11, 3.12),
 	                            .current_frame (3.13) */
+	int ts_size;             /* sizeof(PyThreadState): allocated at least */
 	int cf_current_frame;    /* _PyCFrame.current_frame (3.11, 3.12) */
 	int cf_previous;         /* _PyCFrame.previous (3.11, 3.12) */
 	int ts_datastack_chunk;  /* .datastack_chunk (3.11+): the frame stack */
 	int ts_datastack_top;    /* .datastack_top (3.11+) */
 	int sc_previous;         /* _PyStackChunk.previous (3.11+) */
+	int sc_size;             /* _PyStackChunk.size: bytes, header included */
 	int sc_top;              /* _PyStackChunk.top: a full chunk's size in use,
 	                            in pointers */
 	int sc_data;             /* _PyStackChunk.data */

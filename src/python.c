@@ -276,7 +276,10 @@ static bool offsets_sane(const struct py_offsets *o)
 	       o->co_size <= HDR_MAX && o->str_ascii_size > 0 &&
 	       o->str_compact_size >= o->str_ascii_size &&
 	       o->str_compact_size <= HDR_MAX && o->bytes_sval > 0 &&
-	       o->bytes_sval <= HDR_MAX;
+	       o->bytes_sval <= HDR_MAX && o->ts_size > 0 &&
+	       o->ts_size <= TSTATE_NEAR &&
+	       o->ts_datastack_chunk + 8 <= o->ts_size &&
+	       o->ts_datastack_top + 8 <= o->ts_size;
 }
 
 static void py_set_unsupported(const char *version, const char *why)
@@ -492,37 +495,40 @@ void py_walk_known(uintptr_t stack_addr, const void *stack, size_t len,
 	known.live_n = 0;
 }
 
+/* async-signal-safe: a pointer-sized field of memory known to be alive. */
+static uintptr_t live_ptr(uintptr_t addr)
+{
+	uintptr_t v;
+	mem_copy_raw(&v, (const void *)addr, sizeof(v));
+	return v;
+}
+
 /*
  * async-signal-safe, handler, 3.11+: the frame stack of the trusted thread
- * state. Its chunks are alive while the thread is stopped (CPython moves
- * tstate->datastack_chunk off a chunk before it frees it) and every frame
- * below each chunk's top was pushed and filled in, so frames there are
- * read with a plain copy. A chunk not in the table of mappings (mapped
- * since it was taken) is left to the system call reads.
+ * state. The thread state and its chunks are alive while the thread is
+ * stopped (CPython moves tstate->datastack_chunk off a chunk before it
+ * frees it), and every frame below a chunk's top was pushed and filled in:
+ * all of it is read with a plain copy, no table, no system call.
  */
 static void live_collect(void)
 {
 	known.live_n = 0;
 	if (!known.tstate || off.ts_datastack_chunk < 0)
 		return;
-	uintptr_t chunk, top;
-	if (!read_ptr(mem_read_mapped, known.tstate + (uintptr_t)off.ts_datastack_chunk,
-		      &chunk) ||
-	    !read_ptr(mem_read_mapped, known.tstate + (uintptr_t)off.ts_datastack_top,
-		      &top))
-		return;
-	while (chunk && known.live_n < LIVE_MAX) {
-		uintptr_t lo = chunk + (uintptr_t)off.sc_data, mlo, mhi;
-		if (lo < chunk || top < lo || !mem_mapping_of(chunk, &mlo, &mhi) ||
-		    top > mhi)
+	uintptr_t chunk = live_ptr(known.tstate + (uintptr_t)off.ts_datastack_chunk);
+	uintptr_t top = live_ptr(known.tstate + (uintptr_t)off.ts_datastack_top);
+	while (chunk && !(chunk & 7) && known.live_n < LIVE_MAX) {
+		uintptr_t lo = chunk + (uintptr_t)off.sc_data;
+		uintptr_t size = live_ptr(chunk + (uintptr_t)off.sc_size);
+		if (lo < chunk || top < lo || size > CODE_BYTES_MAX ||
+		    top > chunk + size)
 			return;
 		known.live_lo[known.live_n] = lo;
 		known.live_hi[known.live_n] = top;
 		known.live_n++;
-		uintptr_t prev, used;
-		if (!read_ptr(mem_read_mapped, chunk + (uintptr_t)off.sc_previous, &prev) ||
-		    !read_ptr(mem_read_mapped, chunk + (uintptr_t)off.sc_top, &used) ||
-		    !prev || used > CODE_BYTES_MAX)
+		uintptr_t prev = live_ptr(chunk + (uintptr_t)off.sc_previous);
+		uintptr_t used = live_ptr(chunk + (uintptr_t)off.sc_top);
+		if (!prev || used > CODE_BYTES_MAX)
 			return;
 		chunk = prev;
 		top = prev + (uintptr_t)off.sc_data + used * sizeof(void *);
@@ -550,8 +556,15 @@ static bool read_known(void *dst, uintptr_t src, size_t n)
 	}
 	if (known.tstate && src >= known.tstate &&
 	    src - known.tstate < TSTATE_NEAR &&
-	    n <= TSTATE_NEAR - (src - known.tstate))
+	    n <= TSTATE_NEAR - (src - known.tstate)) {
+		/* Fields of a live thread state, or what follows it on the
+		 * heap: mapped whatever the table says. */
+		if (src - known.tstate + n <= (size_t)off.ts_size) {
+			mem_copy_raw(dst, (const void *)src, n);
+			return true;
+		}
 		return mem_read_mapped(dst, src, n);
+	}
 	return false;
 }
 
@@ -748,21 +761,13 @@ static bool first_frame(mem_reader rd, uintptr_t tstate, uintptr_t *frame,
 }
 
 /*
- * The walk records 16 bytes a frame (code, addr, flags), packed at the
- * start of the caller's buffer, and touches nothing else of it: a handler
- * spends its time on cache lines, and struct py_frame is 400 bytes.
- * py_walk spreads them into struct py_frame afterwards, in place.
+ * The walk records 16 bytes a frame (struct py_record), and nothing else:
+ * a handler's time goes on cache lines, and struct py_frame is 400 bytes.
  */
-struct raw_frame {
-	uintptr_t code;
-	int32_t addr;
-	uint32_t flags;
-};
-
 /* async-signal-safe: rotate r[a..b) left by k, in place. */
-static void rotate(struct raw_frame *r, int a, int b, int k)
+static void rotate(struct py_record *r, int a, int b, int k)
 {
-	struct raw_frame tmp;
+	struct py_record tmp;
 	for (int lo = a, hi = a + k - 1; lo < hi; lo++, hi--) {
 		tmp = r[lo], r[lo] = r[hi], r[hi] = tmp;
 	}
@@ -805,11 +810,27 @@ static void read_names(mem_reader rd, struct py_frame *out, int n,
 	}
 }
 
-static void spread(struct py_frame *out, int n);
-
-void py_read_names(struct py_frame *out, struct py_walk_info *info)
+/* async-signal-safe: out[i] from rec[i], names empty. out may hold rec
+ * packed at its start: spread from the last (no record lies past its
+ * frame). */
+static void spread(const struct py_record *rec, struct py_frame *out, int n)
 {
-	spread(out, info->n);
+	for (int i = n - 1; i >= 0; i--) {
+		struct py_record f;
+		memcpy(&f, (const unsigned char *)rec + (size_t)i * sizeof(f),
+		       sizeof(f));
+		out[i].code = f.code;
+		out[i].addr = f.addr;
+		out[i].line = 0;
+		out[i].flags = f.flags;
+		out[i].file[0] = out[i].func[0] = '\0';
+	}
+}
+
+void py_read_names(const struct py_record *rec, struct py_frame *out,
+		   struct py_walk_info *info)
+{
+	spread(rec, out, info->n);
 	if (ready())
 		read_names(mem_read_safe, out, info->n, info);
 }
@@ -826,14 +847,14 @@ enum {
  * run their prologue yet (_PyFrame_IsIncomplete), as a walk that reads
  * code objects as it goes does on the way.
  */
-static void deferred_codes(mem_reader rd, struct raw_frame *r,
+static void deferred_codes(mem_reader rd, struct py_record *r,
 			   struct py_walk_info *info, int *n, int *total, int *head)
 {
 	unsigned char cb[HDR_MAX];
 	uintptr_t cb_code = 0;
 	int w = 0, head_drop = 0;
 	for (int i = 0; i < *n; i++) {
-		struct raw_frame f = r[i];
+		struct py_record f = r[i];
 		uint32_t cand = f.flags & (FR_INCOMPLETE_CAND | FR_IP_LOW);
 		f.flags &= ~(uint32_t)(FR_INCOMPLETE_CAND | FR_IP_LOW);
 		if (f.code != cb_code) {
@@ -874,7 +895,7 @@ static void deferred_codes(mem_reader rd, struct raw_frame *r,
  * chain has proved whole: a system call costs microseconds there, the
  * first one of a handler ten.
  */
-static int walk(mem_reader rd, uintptr_t tstate, struct raw_frame *r, int max,
+static int walk(mem_reader rd, uintptr_t tstate, struct py_record *r, int max,
 		struct py_walk_info *info)
 {
 	info->n = info->total = info->head = 0;
@@ -913,13 +934,14 @@ static int walk(mem_reader rd, uintptr_t tstate, struct raw_frame *r, int max,
 	}
 	unsigned char fb[HDR_MAX], cb[HDR_MAX];
 	uintptr_t cb_code = 0; /* whose header cb holds */
-	struct raw_frame *last; /* the frame stored last */
+	struct py_record *last; /* the frame stored last */
 	bool group_open;       /* frames were kept since the last group ended */
 	bool at_entry;         /* the frame walked last was its group's entry */
 	uintptr_t saved;       /* Brent's cycle detection: cheap, no memory */
 	long power, lam, steps;
-	int total;
+	int total, ring;
 restart:
+	ring = 0;
 	last = NULL;
 	group_open = false;
 	at_entry = false;
@@ -930,8 +952,13 @@ restart:
 	total = 0;
 	while (frame) {
 		if (++steps > 2L * PY_WALK_LIMIT || total >= PY_WALK_LIMIT ||
-		    frame == saved || (frame & 7) ||
-		    !rd(fb, frame, (size_t)off.fr_size))
+		    frame == saved || (frame & 7))
+			goto bad;
+		/* A frame on the live frame stack is read where it is. */
+		const unsigned char *fp = fb;
+		if (deferred && in_live(frame, (size_t)off.fr_size))
+			fp = (const unsigned char *)frame;
+		else if (!rd(fb, frame, (size_t)off.fr_size))
 			goto bad;
 		if (lam == power) {
 			saved = frame;
@@ -939,11 +966,11 @@ restart:
 			lam = 0;
 		}
 		lam++;
-		uintptr_t prev = get_ptr(fb, off.fr_previous);
-		uintptr_t code = get_ptr(fb, off.fr_code);
+		uintptr_t prev = get_ptr(fp, off.fr_previous);
+		uintptr_t code = get_ptr(fp, off.fr_code);
 		uint32_t flags = 0;
-		int owner = off.fr_owner >= 0 ? fb[off.fr_owner] : -1;
-		bool entry = off.fr_is_entry >= 0 && fb[off.fr_is_entry];
+		int owner = off.fr_owner >= 0 ? fp[off.fr_owner] : -1;
+		bool entry = off.fr_is_entry >= 0 && fp[off.fr_is_entry];
 		bool shim = off.owner_cstack >= 0 && owner == off.owner_cstack;
 		if (shim)
 			entry = true;
@@ -976,12 +1003,12 @@ restart:
 		}
 		int32_t addr = -1;
 		if (off.layout == PY_LAYOUT_38 || off.layout == PY_LAYOUT_310) {
-			int32_t lasti = get_i32(fb, off.fr_instr);
+			int32_t lasti = get_i32(fp, off.fr_instr);
 			if (lasti >= 0 && lasti < CODE_BYTES_MAX)
 				addr = off.layout == PY_LAYOUT_310 ? lasti * 2 : lasti;
 			flags = PY_FRAME_ENTRY; /* one eval call per frame */
 		} else {
-			uintptr_t ip = get_ptr(fb, off.fr_instr);
+			uintptr_t ip = get_ptr(fp, off.fr_instr);
 			uintptr_t start = code + (uintptr_t)off.co_code_adaptive;
 			if (ip >= start && ip - start < CODE_BYTES_MAX)
 				addr = (int32_t)(ip - start);
@@ -1013,13 +1040,15 @@ restart:
 			}
 		}
 		if (max > 0) {
-			struct raw_frame *f;
-			if (total < inner)
+			struct py_record *f;
+			f = NULL;
+			if (total < inner) {
 				f = &r[total];
-			else if (outer > 0)
-				f = &r[inner + (total - inner) % outer];
-			else
-				f = NULL;
+			} else if (outer > 0) {
+				f = &r[inner + ring]; /* (total - inner) % outer */
+				if (++ring == outer)
+					ring = 0;
+			}
 			if (f) {
 				f->code = code;
 				f->addr = addr;
@@ -1080,33 +1109,28 @@ out:
 	return info->n;
 }
 
-/* async-signal-safe: spreads the n packed records at the start of out into
- * out[0..n), from the last (a record never lies past its frame). */
-static void spread(struct py_frame *out, int n)
-{
-	for (int i = n - 1; i >= 0; i--) {
-		struct raw_frame f;
-		memcpy(&f, (unsigned char *)out + (size_t)i * sizeof(f), sizeof(f));
-		out[i].code = f.code;
-		out[i].addr = f.addr;
-		out[i].line = 0;
-		out[i].flags = f.flags;
-		out[i].file[0] = out[i].func[0] = '\0';
-	}
-}
-
 int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	    struct py_walk_info *info)
 {
-	_Static_assert(sizeof(struct raw_frame) <= sizeof(struct py_frame),
-		       "records are packed into the frames' buffer");
-	int n = walk(rd, tstate, (struct raw_frame *)(void *)out, max, info);
-	/* A handler leaves the rest to the watchdog (py_read_names). */
-	if (rd != mem_read_mapped) {
-		spread(out, n);
-		read_names(rd, out, n, info);
-	}
+	_Static_assert(sizeof(struct py_record) <= sizeof(struct py_frame),
+		       "records fit packed in the frames' buffer");
+	struct py_record *rec = (struct py_record *)(void *)out;
+	bool handler = rd == mem_read_mapped;
+	int n = walk(rd, tstate, rec, max, info);
+	spread(rec, out, n);
+	/* A chain that held together is the thread's own, alive while it is
+	 * stopped, and so are its code objects and their names: in a
+	 * handler, the table can read them. */
+	if (handler)
+		rd = info->damaged ? mem_read_safe : read_table_first;
+	read_names(rd, out, n, info);
 	return n;
+}
+
+int py_walk_records(uintptr_t tstate, struct py_record *rec, int max,
+		    struct py_walk_info *info)
+{
+	return walk(mem_read_mapped, tstate, rec, max, info);
 }
 
 /* ---- thread states ------------------------------------------------------- */

@@ -79,15 +79,28 @@ uintptr_t py_tstate_find(mem_reader rd, pid_t tid, unsigned long pthread_id);
  * tstate from the innermost outwards into out[0..max), keeping both ends
  * when the chain is longer than max (see py_walk_info). Fills code, addr,
  * flags, file and func; line stays 0. Returns info->n.
- *
- * With mem_read_mapped, the signal handler's reader, it does the least a
- * handler must: out then holds packed records instead, for py_read_names.
  */
 int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	    struct py_walk_info *info);
 
+/* What a walk records of a frame; py_read_names makes a py_frame of it. */
+struct py_record {
+	uintptr_t code;
+	int32_t addr;
+	uint32_t flags;
+};
+
 /*
- * Signal handler, before py_walk(mem_read_mapped, ...): what it already
+ * Signal handler: py_walk(mem_read_mapped, ...) doing the least a handler
+ * must: code, addr and flags, 16 bytes a frame, into rec[0..max). The
+ * watchdog turns them into frames with py_read_names.
+ */
+int py_walk_records(uintptr_t tstate, struct py_record *rec, int max,
+		    struct py_walk_info *info);
+
+/*
+ * Signal handler, before py_walk_records or py_walk(mem_read_mapped, ...):
+ * what it already
  * holds, so the walk reads it without a system call: a copy of len bytes of
  * the thread's stack taken at stack_addr while the thread is stopped, and
  * the thread's own current thread state (0: none). py_walk_known(0, NULL,
@@ -96,11 +109,11 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 void py_walk_known(uintptr_t stack_addr, const void *stack, size_t len,
 		   uintptr_t tstate);
 
-/* Watchdog, after py_walk(mem_read_mapped, ...) in a signal handler:
- * turns the packed records into out[0..info->n) and fills their file and
- * func with fault-tolerant reads; a code object gone meanwhile marks the
- * walk damaged. */
-void py_read_names(struct py_frame *out, struct py_walk_info *info);
+/* Watchdog, after py_walk_records: out[0..info->n) from rec, with file and
+ * func read with fault-tolerant reads; a code object gone meanwhile marks
+ * the walk damaged. */
+void py_read_names(const struct py_record *rec, struct py_frame *out,
+		   struct py_walk_info *info);
 
 /* Watchdog: fills f[i].line from each code object's line table. */
 void py_resolve_lines(mem_reader rd, struct py_frame *f, int n);

@@ -55,10 +55,11 @@ static int walk(mem_reader rd, uintptr_t ts, char *out, int cap, int max)
 		max = FRAMES_MAX;
 	if (rd == mem_read_mapped) {
 		/* As the library's signal handler does, then its watchdog. */
+		static struct py_record rec[FRAMES_MAX];
 		py_walk_known(0, NULL, 0, ts == py_tstate_self() ? ts : 0);
-		py_walk(rd, ts, frames, max, &info);
+		py_walk_records(ts, rec, max, &info);
 		py_walk_known(0, NULL, 0, 0);
-		py_read_names(frames, &info);
+		py_read_names(rec, frames, &info);
 	} else {
 		py_walk(rd, ts, frames, max, &info);
 	}
@@ -214,6 +215,7 @@ EXPORT int sd_test_stress(long tid, unsigned long pthread_id, int iters,
  */
 #define SIG_FRAMES 64
 static struct py_frame sig_frames[SIG_FRAMES];
+static struct py_record sig_rec[SIG_FRAMES];
 static struct py_walk_info sig_info;
 static atomic_int sig_done;
 
@@ -226,7 +228,7 @@ static void sig_handler(int sig, siginfo_t *si, void *uc)
 	 * 3.11+ frames come from the live frame stack. */
 	py_walk_known(0, NULL, 0, ts);
 	if (ts)
-		py_walk(mem_read_mapped, ts, sig_frames, SIG_FRAMES, &sig_info);
+		py_walk_records(ts, sig_rec, SIG_FRAMES, &sig_info);
 	else
 		sig_info = (struct py_walk_info){.damaged = true};
 	py_walk_known(0, NULL, 0, 0);
@@ -267,7 +269,7 @@ EXPORT int sd_test_signal_stress(long tid, int iters, const char *names,
 			counts[4]++;
 			break; /* a late handler would write sig_frames */
 		}
-		py_read_names(sig_frames, &sig_info);
+		py_read_names(sig_rec, sig_frames, &sig_info);
 		py_resolve_lines(mem_read_safe, sig_frames, sig_info.n);
 		tally(&sig_info, sig_frames, true, names, counts, bad, badcap);
 	}
