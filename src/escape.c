@@ -2,12 +2,26 @@
 #include "escape.h"
 
 #include <stdbool.h>
+#include <string.h>
 
 static const char hex_digits[] = "0123456789abcdef";
 
+#define PLAIN(c) ((c) >= 0x21 && (c) <= 0x7e && (c) != '\\')
+#define PLAIN_ROW(b)                                                          \
+	PLAIN((b) + 0), PLAIN((b) + 1), PLAIN((b) + 2), PLAIN((b) + 3),       \
+	PLAIN((b) + 4), PLAIN((b) + 5), PLAIN((b) + 6), PLAIN((b) + 7),       \
+	PLAIN((b) + 8), PLAIN((b) + 9), PLAIN((b) + 10), PLAIN((b) + 11),     \
+	PLAIN((b) + 12), PLAIN((b) + 13), PLAIN((b) + 14), PLAIN((b) + 15)
+
+/* One lookup a byte: request bytes pass through here on the hot path. */
+static const bool plain[256] = {
+	PLAIN_ROW(0x00), PLAIN_ROW(0x10), PLAIN_ROW(0x20), PLAIN_ROW(0x30),
+	PLAIN_ROW(0x40), PLAIN_ROW(0x50), PLAIN_ROW(0x60), PLAIN_ROW(0x70),
+};
+
 static inline bool escape_plain(unsigned char c)
 {
-	return c >= 0x21 && c <= 0x7e && c != '\\';
+	return plain[c];
 }
 
 /*
@@ -43,6 +57,17 @@ void escape_append(char *dst, size_t cap, size_t *pos, const char *src,
 	if (cap == 0 || p >= cap)
 		return; /* full (or truncated earlier): drop */
 	for (size_t i = 0; i < n; i++) {
+		/* A run of plain bytes that fits is copied at once. */
+		size_t j = i;
+		while (j < n && escape_plain((unsigned char)src[j]))
+			j++;
+		if (j > i && p + (j - i) <= cap - 1) {
+			memcpy(dst + p, src + i, j - i);
+			p += j - i;
+			i = j;
+			if (i == n)
+				break;
+		}
 		unsigned char c = (unsigned char)src[i];
 		size_t need = escape_plain(c) ? 1 : 4;
 

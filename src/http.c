@@ -38,21 +38,43 @@ enum hdr_field {
 	FIELD_TE,          /* Transfer-Encoding */
 };
 
-static const char method_extra[] = "!#$%&'*+-.^_`|~";
+/* Character classes, one table lookup a byte. */
+enum {
+	CC_METHOD = 1, /* RFC 9110 token characters but lowercase letters:
+	                  methods are case-sensitive and every registered one
+	                  is uppercase, so a lowercase first word is another
+	                  protocol (or text) and is refused at once */
+	CC_TCHAR = 2,  /* token characters */
+};
 
-/* RFC 9110 token characters, without lowercase letters: methods are
- * case-sensitive and every registered one is uppercase, so a lowercase
- * first word is another protocol (or text) and is refused at once. */
+#define CC_UPPER_DIGIT_EXTRA(c)                                               \
+	(((c) >= 'A' && (c) <= 'Z') || ((c) >= '0' && (c) <= '9') ||          \
+	 (c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || \
+	 (c) == '\'' || (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' || \
+	 (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' || (c) == '~')
+#define CC_OF(c)                                                              \
+	((CC_UPPER_DIGIT_EXTRA(c) ? CC_METHOD | CC_TCHAR : 0) |              \
+	 ((c) >= 'a' && (c) <= 'z' ? CC_TCHAR : 0))
+#define CC_ROW(b)                                                             \
+	CC_OF((b) + 0), CC_OF((b) + 1), CC_OF((b) + 2), CC_OF((b) + 3),       \
+	CC_OF((b) + 4), CC_OF((b) + 5), CC_OF((b) + 6), CC_OF((b) + 7),       \
+	CC_OF((b) + 8), CC_OF((b) + 9), CC_OF((b) + 10), CC_OF((b) + 11),     \
+	CC_OF((b) + 12), CC_OF((b) + 13), CC_OF((b) + 14), CC_OF((b) + 15)
+
+static const uint8_t cc[256] = {
+	CC_ROW(0x00), CC_ROW(0x10), CC_ROW(0x20), CC_ROW(0x30),
+	CC_ROW(0x40), CC_ROW(0x50), CC_ROW(0x60), CC_ROW(0x70),
+	/* 0x80-0xff: none */
+};
+
 static inline bool http_method_char(unsigned char c)
 {
-	if ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-		return true;
-	return c != '\0' && memchr(method_extra, c, sizeof(method_extra) - 1);
+	return cc[c] & CC_METHOD;
 }
 
 static inline bool http_tchar(unsigned char c)
 {
-	return http_method_char(c) || (c >= 'a' && c <= 'z');
+	return cc[c] & CC_TCHAR;
 }
 
 static inline unsigned char http_lower(unsigned char c)
@@ -83,6 +105,81 @@ static void name_push(char *tok, size_t toksz, uint16_t *len, unsigned char c)
 		tok[*len] = (char)http_lower(c);
 	if (*len < UINT16_MAX)
 		(*len)++;
+}
+
+/* The run of token characters at buf[i..n) into the name; returns where
+ * it ends. */
+static size_t name_run(char *tok, size_t toksz, uint16_t *len, const char *buf,
+		       size_t i, size_t n)
+{
+	while (i < n && http_tchar((unsigned char)buf[i]))
+		name_push(tok, toksz, len, (unsigned char)buf[i++]);
+	return i;
+}
+
+/* Whether a header name starting with c may be one of those whose first
+ * letters (lowercase) are in firsts. */
+static inline bool name_may_be(unsigned char c, const char *firsts)
+{
+	c = http_lower(c);
+	for (; *firsts; firsts++)
+		if (c == (unsigned char)*firsts)
+			return true;
+	return false;
+}
+
+enum { NAME_NO = -1, NAME_UNKNOWN = -2 };
+
+struct hname {
+	const char *s; /* lowercase */
+	size_t len;
+};
+#define HNAME(lit) {lit, sizeof(lit) - 1}
+
+/*
+ * A header line starting at buf[0..n), when it is all there: the index in
+ * names[0..count) of the one it names (the name, then ':'), NAME_NO if
+ * none, NAME_UNKNOWN if the buffer ends too soon to tell.
+ */
+static int name_match(const char *buf, size_t n, const struct hname *names,
+		      int count)
+{
+	int verdict = NAME_NO;
+	unsigned char first = http_lower((unsigned char)buf[0]);
+	for (int k = 0; k < count; k++) {
+		const char *name = names[k].s;
+		size_t len = names[k].len, j = 1;
+		if (first != (unsigned char)name[0])
+			continue;
+		while (j < len && j < n &&
+		       http_lower((unsigned char)buf[j]) == (unsigned char)name[j])
+			j++;
+		if (j == len && len < n) {
+			if (buf[len] == ':')
+				return k;
+		} else if (j == n) {
+			verdict = NAME_UNKNOWN;
+		}
+	}
+	return verdict;
+}
+
+/* Header line seen at its first byte: either the name is known at once
+ * (tok and len filled as the byte path would, *at moved to the byte after
+ * it) or false, and the byte path goes on from *at, unless *skip: the
+ * line names nothing we read. */
+static bool name_whole(char *tok, uint16_t *len, const char *buf, size_t *at,
+		       size_t n, const struct hname *names, int count,
+		       bool *skip)
+{
+	int k = name_match(buf + *at, n - *at, names, count);
+	*skip = k == NAME_NO;
+	if (k < 0)
+		return false;
+	memcpy(tok, names[k].s, names[k].len);
+	*len = (uint16_t)names[k].len;
+	*at += names[k].len;
+	return true;
 }
 
 static bool name_is(const char *tok, uint16_t len, const char *name)
@@ -284,6 +381,58 @@ static void req_head_end(struct http_req *p, struct reqinfo *info)
 	}
 }
 
+/*
+ * The request line when all of it is in buf[i..n) and it is as clients
+ * send it: "METHOD SP target SP HTTP/1.d [OWS] [CR] LF", the byte path's
+ * grammar, read a run at a time. Returns the offset after the LF, or 0 to
+ * leave the line to the byte path (which decides what anything else is).
+ */
+static size_t req_line_fast(struct http_req *p, struct reqinfo *info,
+			    const char *buf, size_t i, size_t n)
+{
+	static const char version[] = "HTTP/1.";
+	const char *lf = memchr(buf + i, '\n', n - i);
+	if (!lf)
+		return 0;
+	size_t end = (size_t)(lf - buf), m = i;
+	while (m < end && http_method_char((unsigned char)buf[m]))
+		m++;
+	if (m == i || m - i > HTTP_METHOD_TOKEN_MAX || m == end || buf[m] != ' ')
+		return 0;
+	size_t t = m + 1;
+	while (t < end && buf[t] == ' ')
+		t++;
+	if (t == end || buf[t] == '\r')
+		return 0;
+	const char *sp = memchr(buf + t, ' ', end - t);
+	if (!sp)
+		return 0;
+	size_t te = (size_t)(sp - buf), v = te + 1;
+	while (v < end && buf[v] == ' ')
+		v++;
+	if (end - v < sizeof(version) ||
+	    memcmp(buf + v, version, sizeof(version) - 1) != 0 ||
+	    buf[v + sizeof(version) - 1] < '0' || buf[v + sizeof(version) - 1] > '9')
+		return 0;
+	size_t r = v + sizeof(version);
+	while (r < end && http_ows((unsigned char)buf[r]))
+		r++;
+	if (r < end && !(buf[r] == '\r' && r + 1 == end))
+		return 0;
+	if (end + 1 - i > HTTP_HEAD_MAX)
+		return 0;
+	req_start(p, info);
+	req_append(p, info->method, sizeof(info->method), buf + i, m - i);
+	info->is_head = m - i == 4 && memcmp(buf + i, "HEAD", 4) == 0;
+	info->proto = PROTO_HTTP;
+	p->out = 0;
+	req_append(p, info->target, sizeof(info->target), buf + t, te - t);
+	p->hdr_bytes += (uint32_t)(end + 1 - i);
+	p->len = 0;
+	p->state = RQ_HLINE;
+	return end + 1;
+}
+
 /* async-signal-safe */
 int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 		  size_t n, size_t *used)
@@ -313,6 +462,13 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			}
 			if (!http_method_char(c))
 				goto error;
+			{
+				size_t next = req_line_fast(p, info, buf, i, n);
+				if (next) {
+					i = next;
+					continue;
+				}
+			}
 			req_start(p, info);
 			continue;
 		case RQ_METHOD:
@@ -325,13 +481,18 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 				i++;
 				break;
 			}
-			if (!http_method_char(c) ||
-			    p->len >= HTTP_METHOD_TOKEN_MAX)
-				goto error;
-			req_append(p, info->method, sizeof(info->method),
-				   buf + i, 1);
-			p->len++;
-			i++;
+			{
+				size_t j = i;
+				while (j < n && http_method_char((unsigned char)buf[j]) &&
+				       p->len + (j - i) < HTTP_METHOD_TOKEN_MAX)
+					j++;
+				if (j == i)
+					goto error; /* not a token, or too long */
+				req_append(p, info->method, sizeof(info->method),
+					   buf + i, j - i);
+				p->len = (uint16_t)(p->len + (j - i));
+				i = j;
+			}
 			break;
 		case RQ_TARGET_SP:
 			if (c == ' ') {
@@ -366,6 +527,15 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 				i++; /* more than one space */
 				break;
 			}
+			if (p->len == 0 && n - i >= sizeof(version) &&
+			    memcmp(buf + i, version, sizeof(version) - 1) == 0 &&
+			    buf[i + sizeof(version) - 1] >= '0' &&
+			    buf[i + sizeof(version) - 1] <= '9') {
+				/* all of it at once */
+				i += sizeof(version);
+				p->state = RQ_VERSION_END;
+				break;
+			}
 			if (p->len < sizeof(version) - 1) {
 				if (c != (unsigned char)version[p->len])
 					goto error;
@@ -393,6 +563,16 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			i++;
 			break;
 		case RQ_HLINE:
+			if (c != '\r' && c != '\n' &&
+			    !(http_tchar(c) && name_may_be(c, "hct"))) {
+				/* A line that names nothing we read: all of it
+				 * at once when its end is here. */
+				const char *lf = memchr(buf + i, '\n', n - i);
+				if (lf) {
+					i = (size_t)(lf - buf) + 1;
+					break;
+				}
+			}
 			i++;
 			if (c == '\n') {
 				p->hdr_bytes += (uint32_t)(i - start);
@@ -402,12 +582,26 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			}
 			if (c == '\r') {
 				p->state = RQ_END_LF;
-			} else if (http_tchar(c)) {
-				p->len = 0;
-				name_push(p->tok, sizeof(p->tok), &p->len, c);
+			} else if (http_tchar(c) && name_may_be(c, "hct")) {
+				static const struct hname names[] = {
+					HNAME("host"), HNAME("content-length"),
+					HNAME("transfer-encoding")};
+				bool skip;
+				i--;
 				p->state = RQ_HNAME;
+				p->len = 0;
+				if (name_whole(p->tok, &p->len, buf, &i, n, names,
+					       3, &skip))
+					break; /* at the colon */
+				if (skip)
+					p->state = RQ_HSKIP;
+				else
+					i = name_run(p->tok, sizeof(p->tok), &p->len,
+						     buf, i, n);
 			} else {
-				/* obs-fold continuation or junk: ignored */
+				/* A field we do not read (Host, Content-Length,
+				 * Transfer-Encoding are all it can be), an
+				 * obs-fold continuation or junk: ignored. */
 				p->state = RQ_HSKIP;
 			}
 			break;
@@ -422,10 +616,12 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			p->state = RQ_HSKIP;
 			continue;
 		case RQ_HNAME:
-			i++;
 			if (http_tchar(c)) {
-				name_push(p->tok, sizeof(p->tok), &p->len, c);
-			} else if (c == ':') {
+				i = name_run(p->tok, sizeof(p->tok), &p->len, buf, i, n);
+				break;
+			}
+			i++;
+			if (c == ':') {
 				req_field_begin(p);
 				p->state = p->field == FIELD_OTHER ? RQ_HSKIP
 								   : RQ_HOWS;
@@ -686,6 +882,18 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 
 		switch (r->state) {
 		case RS_VERSION:
+			if (r->len == 0 && n - i >= sizeof(version) + 4 &&
+			    memcmp(buf + i, version, sizeof(version) - 1) == 0 &&
+			    buf[i + sizeof(version) - 1] >= '0' &&
+			    buf[i + sizeof(version) - 1] <= '9' &&
+			    buf[i + sizeof(version)] == ' ') {
+				/* "HTTP/1.x " at once */
+				i += sizeof(version) + 1;
+				r->state = RS_STATUS;
+				r->len = 0;
+				r->clen = 0;
+				break;
+			}
 			if (r->len < sizeof(version) - 1) {
 				if (c != (unsigned char)version[r->len])
 					goto error;
@@ -755,16 +963,39 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 			break;
 		}
 		case RS_HLINE:
+			if (c != '\r' && c != '\n' &&
+			    !(http_tchar(c) && name_may_be(c, "ct"))) {
+				/* A line that names nothing we read: all of it
+				 * at once when its end is here. */
+				const char *lf = memchr(buf + i, '\n', n - i);
+				if (lf) {
+					i = (size_t)(lf - buf) + 1;
+					break;
+				}
+			}
 			i++;
 			if (c == '\n')
 				goto head_end;
 			if (c == '\r') {
 				r->state = RS_END_LF;
-			} else if (http_tchar(c)) {
-				r->len = 0;
-				name_push(r->tok, sizeof(r->tok), &r->len, c);
+			} else if (http_tchar(c) && name_may_be(c, "ct")) {
+				static const struct hname names[] = {
+					HNAME("content-length"),
+					HNAME("transfer-encoding")};
+				bool skip;
+				i--;
 				r->state = RS_HNAME;
+				r->len = 0;
+				if (name_whole(r->tok, &r->len, buf, &i, n, names,
+					       2, &skip))
+					break; /* at the colon */
+				if (skip)
+					r->state = RS_HSKIP;
+				else
+					i = name_run(r->tok, sizeof(r->tok), &r->len,
+						     buf, i, n);
 			} else {
+				/* not Content-Length nor Transfer-Encoding */
 				r->state = RS_HSKIP;
 			}
 			break;
@@ -776,10 +1007,12 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 			r->state = RS_HSKIP;
 			continue;
 		case RS_HNAME:
-			i++;
 			if (http_tchar(c)) {
-				name_push(r->tok, sizeof(r->tok), &r->len, c);
-			} else if (c == ':') {
+				i = name_run(r->tok, sizeof(r->tok), &r->len, buf, i, n);
+				break;
+			}
+			i++;
+			if (c == ':') {
 				resp_field_begin(r);
 				r->state = r->field == FIELD_OTHER ? RS_HSKIP
 								   : RS_HOWS;
