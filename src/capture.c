@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -77,6 +79,52 @@ void capture_signal_taken(void)
 	}
 }
 
+/* async-signal-safe: whether a system call nr that a signal interrupted
+ * (registers g) can be made again to the same effect: a wait until an
+ * absolute time, or until woken. Those with a relative timeout cannot. */
+static bool restartable(uint32_t nr, const greg_t *g)
+{
+	switch (nr) {
+	case SYS_futex: {
+		int op = (int)g[REG_RSI] & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+		if (op == FUTEX_WAIT_BITSET)
+			return true; /* sem_timedwait, pthread_cond_timedwait */
+		return op == FUTEX_WAIT && g[REG_R10] == 0;
+	}
+	case SYS_clock_nanosleep:
+		return (g[REG_RSI] & TIMER_ABSTIME) != 0;
+	default:
+		return false;
+	}
+}
+
+/*
+ * async-signal-safe. A blocking system call with a timeout that our signal
+ * interrupts returns EINTR, SA_RESTART or not, and code that calls libc
+ * past slowdog's interposition (a library's own handle on libc) may not
+ * retry. The thread can have entered such a call between the watchdog's
+ * last look and the signal. When the interrupted instruction is glibc's
+ * "mov $nr, %eax; syscall" and the call is restartable, the thread resumes
+ * at the syscall instruction with nr again: it never sees the EINTR.
+ */
+static void restart_interrupted(ucontext_t *uc)
+{
+	greg_t *g = uc->uc_mcontext.gregs;
+	if (g[REG_RAX] != -EINTR)
+		return;
+	uintptr_t pc = (uintptr_t)g[REG_RIP];
+	unsigned char code[7];
+	if (pc < sizeof(code) || !mem_read_mapped(code, pc - sizeof(code), sizeof(code)) ||
+	    code[0] != 0xb8 || code[5] != 0x0f || code[6] != 0x05)
+		return;
+	uint32_t nr;
+	memcpy(&nr, code + 1, sizeof(nr));
+	if (!restartable(nr, g))
+		return;
+	g[REG_RIP] = (greg_t)(pc - 2);
+	g[REG_RAX] = (greg_t)nr;
+}
+
 /* async-signal-safe */
 static void handler(int sig, siginfo_t *si, void *ucv)
 {
@@ -130,6 +178,8 @@ static void handler(int sig, siginfo_t *si, void *ucv)
 	atomic_store_explicit(&slot.state, SLOT_DONE, memory_order_release);
 	sem_post(&slot.done);
 out:
+	/* Also for a late or stray delivery of the signal. */
+	restart_interrupted(ucv);
 	errno = saved;
 }
 
@@ -418,12 +468,25 @@ static bool capture_syscall(struct sd_thread *t, struct capture *out)
 	return true;
 }
 
-static bool capture_signal(struct sd_thread *t, struct capture *out)
+/* *still: false returned because the thread is in a system call now. */
+static bool capture_signal(struct sd_thread *t, struct capture *out, bool *still)
 {
+	*still = false;
 	int sig = capture_signal_number();
 	if (sig <= 0) {
 		snprintf(out->why, sizeof(out->why),
 			 "the thread is running and signal captures are off");
+		return false;
+	}
+	/* The thread may have entered a system call since it looked running
+	 * (reading /proc/self/maps takes milliseconds): the signal would
+	 * interrupt it. The paths without a signal take it then. */
+	long nr;
+	uintptr_t sp, pc;
+	if ((atomic_load_explicit(&t->call_seq, memory_order_acquire) & 1) ||
+	    read_syscall(t->tid, &nr, &sp, &pc)) {
+		snprintf(out->why, sizeof(out->why), "entered a system call");
+		*still = true;
 		return false;
 	}
 	while (sem_trywait(&slot.done) == 0)
@@ -495,12 +558,19 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 	/* The blocked and syscall paths read with process_vm_readv; only the
 	 * handler needs the table of readable memory, freshly taken (reading
 	 * /proc/self/maps costs milliseconds in a process with many threads). */
-	if (capture_blocked(t, out))
-		return true;
-	if (capture_syscall(t, out))
-		return true;
-	mem_maps_refresh();
-	if (capture_signal(t, out)) {
+	bool ok = false, still = false;
+	for (int round = 0; round < 3 && !ok; round++) {
+		if (capture_blocked(t, out))
+			return true;
+		if (capture_syscall(t, out))
+			return true;
+		if (round == 0)
+			mem_maps_refresh();
+		ok = capture_signal(t, out, &still);
+		if (!still)
+			break;
+	}
+	if (ok) {
 		/* A frame chain caught mid-change (a generator being created)
 		 * is damaged for microseconds: one more look usually clears it. */
 		if (out->py_walked && out->pyinfo.damaged) {
@@ -508,7 +578,9 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 			memset(&again, 0, offsetof(struct capture, ip));
 			again.py = slot.py;
 			mem_maps_refresh();
-			if (capture_signal(t, &again) && !again.pyinfo.damaged)
+			bool ignored;
+			if (capture_signal(t, &again, &ignored) &&
+			    !again.pyinfo.damaged)
 				*out = again;
 			else if (out->py_walked) {
 				/* the first walk's frames were overwritten */

@@ -728,11 +728,16 @@ def test_wait_loops():
     with tempfile.TemporaryDirectory() as tmp:
         s = Server({"SLOWDOG_THRESHOLD": "50ms", "SLOWDOG_REPEAT": "10ms",
                     "SLOWDOG_REPEAT_MAX": "1000"}, tmp)
-        # sem_timedwait through libc's own handle (ctypes.CDLL("libc.so.6"))
-        # is the documented limit: shown, not checked.
+        # Through libc's own handle (ctypes.CDLL("libc.so.6")) the calls
+        # bypass slowdog: sem_timedwait (an absolute deadline) is restarted
+        # by the signal handler and checked; a relative sleep or poll
+        # entered in the microseconds between the watchdog's last look and
+        # the signal can still see EINTR, the documented limit: shown, not
+        # checked.
         paths = ["/loop/nanosleep/global?s=2", "/loop/poll/global?s=2",
                  "/loop/sem/global?s=2", "/loop/sem/global?s=2&n=2",
-                 "/loop/sem/direct?s=2", "/loop/usleep/global?s=2"]
+                 "/loop/sem/direct?s=2", "/loop/usleep/global?s=2",
+                 "/loop/nanosleep/direct?s=2", "/loop/poll/direct?s=2"]
         try:
             bodies = get_all(s, paths)
             time.sleep(0.3)
@@ -742,7 +747,7 @@ def test_wait_loops():
         ncap = text.count("--- slowdog: slow request ---")
         for p in paths:
             b = bodies.get(p, "")
-            if "/direct" in p:
+            if "/direct" in p and "/sem/" not in p:
                 print("note wait loop %s (a documented limit): %s" % (p, b))
                 continue
             check("wait loop %s: no EINTR, no short wait (%d captures in all)"
