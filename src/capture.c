@@ -81,7 +81,8 @@ void capture_signal_taken(void)
 
 /* async-signal-safe: whether a system call nr that a signal interrupted
  * (registers g) can be made again to the same effect: a wait until an
- * absolute time, or until woken. Those with a relative timeout cannot. */
+ * absolute time, until woken, or one whose time left the kernel wrote
+ * back. A relative timeout it did not write back cannot be resumed. */
 static bool restartable(uint32_t nr, const greg_t *g)
 {
 	switch (nr) {
@@ -93,6 +94,13 @@ static bool restartable(uint32_t nr, const greg_t *g)
 	}
 	case SYS_clock_nanosleep:
 		return (g[REG_RSI] & TIMER_ABSTIME) != 0;
+	case SYS_poll:
+		return (int)g[REG_RDX] < 0; /* no timeout */
+	case SYS_epoll_wait:
+		return (int)g[REG_R10] < 0;
+	case SYS_pselect6: /* select(3) too */
+	case SYS_ppoll:
+		return true; /* the kernel wrote back the time left */
 	default:
 		return false;
 	}
