@@ -606,6 +606,18 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 	return false;
 }
 
+void capture_release(void)
+{
+	if (slot.stack)
+		madvise(slot.stack, SNAP_MAX, MADV_DONTNEED);
+	if (slot.py)
+		madvise(slot.py, sizeof(struct py_frame) * (size_t)slot.py_max,
+			MADV_DONTNEED);
+	if (slot.rec)
+		madvise(slot.rec, sizeof(struct py_record) * (size_t)slot.py_max,
+			MADV_DONTNEED);
+}
+
 void capture_atfork_child(void)
 {
 	if (sig_owner)

@@ -67,6 +67,10 @@ int capture_signal_number(void);
 /* The process that installed the signal handler. */
 pid_t capture_signal_owner(void);
 
+/* Watchdog, idle: gives the pages of the capture buffers back to the
+ * system (they are zero when next touched). */
+void capture_release(void);
+
 /* Child after fork: the handler is inherited; the slot starts afresh. */
 void capture_atfork_child(void);
 

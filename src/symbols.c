@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,6 +53,54 @@ struct symtab {
 	size_t n;
 	char *names;
 };
+
+/*
+ * The tables of a whole object are large (hundreds of KiB for libpython):
+ * they get pages of their own. From malloc they would grow the watchdog's
+ * arena, which glibc never shrinks once its trim threshold has moved, and
+ * freeing them would move glibc's mmap threshold for the whole
+ * application. A block is preceded by its mapping's size.
+ */
+#define BIG_HDR 16
+
+static void *big_alloc(size_t n)
+{
+	if (n > SIZE_MAX - BIG_HDR)
+		return NULL;
+	size_t total = n + BIG_HDR;
+	unsigned char *p = mmap(NULL, total, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	memcpy(p, &total, sizeof(total));
+	return p + BIG_HDR;
+}
+
+static void big_free(void *q)
+{
+	if (!q)
+		return;
+	unsigned char *p = (unsigned char *)q - BIG_HDR;
+	size_t total;
+	memcpy(&total, p, sizeof(total));
+	munmap(p, total);
+}
+
+static void *big_realloc(void *q, size_t n)
+{
+	if (!q)
+		return big_alloc(n);
+	if (n > SIZE_MAX - BIG_HDR)
+		return NULL;
+	unsigned char *p = (unsigned char *)q - BIG_HDR;
+	size_t total, want = n + BIG_HDR;
+	memcpy(&total, p, sizeof(total));
+	p = mremap(p, total, want, MREMAP_MAYMOVE);
+	if (p == MAP_FAILED)
+		return NULL;
+	memcpy(p, &want, sizeof(want));
+	return p + BIG_HDR;
+}
 
 /* ---------------------------------------------------------------------- */
 /* One ELF file (or image in memory) open through libelf.                  */
@@ -433,7 +482,7 @@ static int builder_add(struct builder *b, const struct cand *c)
 			return -E2BIG;
 		if (cap > SYMTAB_MAX_SYMS)
 			cap = SYMTAB_MAX_SYMS;
-		v = realloc(b->v, cap * sizeof(*v));
+		v = big_realloc(b->v, cap * sizeof(*v));
 		if (!v)
 			return -ENOMEM;
 		b->v = v;
@@ -558,8 +607,8 @@ static struct symtab *builder_finish(struct builder *b)
 		bytes += b->v[i].len + 1;
 	}
 
-	t->syms = malloc(n * sizeof(*t->syms));
-	t->names = malloc(bytes);
+	t->syms = big_alloc(n * sizeof(*t->syms));
+	t->names = big_alloc(bytes);
 	if (!t->syms || !t->names) {
 		symtab_free(t);
 		return NULL;
@@ -597,7 +646,7 @@ static int file_crc32(int fd, uint64_t size, uint32_t *out)
 			c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
 		table[i] = c;
 	}
-	buf = malloc(buf_len);
+	buf = big_alloc(buf_len);
 	if (!buf)
 		return -ENOMEM;
 	while (off < size) {
@@ -613,7 +662,7 @@ static int file_crc32(int fd, uint64_t size, uint32_t *out)
 			crc = table[(crc ^ buf[i]) & 0xff] ^ (crc >> 8);
 		off += (uint64_t)r;
 	}
-	free(buf);
+	big_free(buf);
 	*out = crc ^ 0xffffffffu;
 	return err;
 }
@@ -751,7 +800,7 @@ static struct symtab *symtab_load_req(const struct load_req *r)
 	}
 	t = builder_finish(&b);
 out:
-	free(b.v);
+	big_free(b.v);
 	elf_file_close(&g);
 	elf_file_close(&f);
 	return t;
@@ -790,7 +839,7 @@ struct symtab *symtab_load_mem(const void *data, size_t size)
 	if (builder_collect(&b, &f, SHT_SYMTAB) == 0 &&
 	    builder_collect(&b, &f, SHT_DYNSYM) == 0)
 		t = builder_finish(&b);
-	free(b.v);
+	big_free(b.v);
 	elf_file_close(&f);
 	return t;
 }
@@ -847,8 +896,8 @@ void symtab_free(struct symtab *t)
 {
 	if (!t)
 		return;
-	free(t->syms);
-	free(t->names);
+	big_free(t->syms);
+	big_free(t->names);
 	free(t);
 }
 

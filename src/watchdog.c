@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fnmatch.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -131,6 +132,25 @@ static struct due {
 static char *report_buf;
 #define REPORT_BUF (1 << 20)
 
+/*
+ * Reports cost memory (symbol tables, libunwind's and libelf's, the buffers'
+ * pages): kept while reports come, so that a burst of them is fast, and
+ * given back once none came for this long.
+ */
+#define RELEASE_AFTER_NS (5 * NS_PER_SEC)
+static int64_t last_report_ns;
+static bool holding;
+
+static void release_memory(void)
+{
+	symbols_flush();
+	capture_release();
+	madvise(report_buf, REPORT_BUF, MADV_DONTNEED);
+	malloc_trim(0);
+	holding = false;
+	debug_line("idle: memory of the last reports given back");
+}
+
 static void drain_done(pid_t pid)
 {
 	int high = atomic_load(&thread_high);
@@ -242,6 +262,8 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, &r, &watchdog_cfg);
 	sink_write(report_buf, n, true);
+	last_report_ns = clock_mono_ns();
+	holding = true;
 	if (repeat == 1) {
 		char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
 		report_request_line(line, sizeof(line), r.info, label);
@@ -340,6 +362,13 @@ static void *watchdog_main(void *arg)
 				next = d->at;
 		}
 		drain_done(pid);
+		if (holding) {
+			int64_t at = last_report_ns + RELEASE_AFTER_NS;
+			if (clock_mono_ns() >= at)
+				release_memory();
+			else if (at < next)
+				next = at;
+		}
 		wait_until(next, seen);
 	}
 	return NULL;
