@@ -72,11 +72,19 @@ bool mem_read_safe(void *dst, uintptr_t src, size_t n)
 #define MAPS_MAX 8192
 struct maps {
 	int n;
+	uint64_t gen; /* which refresh filled it */
 	uintptr_t lo[MAPS_MAX];
 	uintptr_t hi[MAPS_MAX];
 };
 static struct maps maps_buf[2];
 static _Atomic(struct maps *) maps_cur;
+static uint64_t maps_gen;
+
+/* The mapping found last by this thread: a walk reads one heap and one
+ * stack over and over, and a search costs a dozen cache misses. One word,
+ * (table generation << 32) | index, so that a signal handler running the
+ * same code in between never sees half of an update. 0: none. */
+static __thread uint64_t last_hit __attribute__((tls_model("initial-exec")));
 
 static bool parse_hex(const char **p, const char *end, uintptr_t *out)
 {
@@ -233,6 +241,9 @@ int mem_maps_refresh(void)
 		have -= used;
 	}
 	close(fd);
+	if ((uint32_t)++maps_gen == 0)
+		maps_gen++; /* generation 0 never matches a table */
+	m->gen = maps_gen;
 	atomic_store_explicit(&maps_cur, m, memory_order_release);
 	return m->n > 0 ? 0 : -ENOENT;
 }
@@ -259,9 +270,16 @@ bool mem_mapping_of(uintptr_t addr, uintptr_t *lo, uintptr_t *hi)
 	const struct maps *m = atomic_load_explicit(&maps_cur, memory_order_acquire);
 	if (!m)
 		return false;
-	int i = maps_find(m, addr);
-	if (i < 0)
-		return false;
+	uint64_t hit = last_hit;
+	uint32_t gen = (uint32_t)m->gen;
+	int i = (int)(uint32_t)hit;
+	if ((uint32_t)(hit >> 32) != gen || i >= m->n || addr < m->lo[i] ||
+	    addr >= m->hi[i]) {
+		i = maps_find(m, addr);
+		if (i < 0)
+			return false;
+		last_hit = ((uint64_t)gen << 32) | (uint32_t)i;
+	}
 	*lo = m->lo[i];
 	*hi = m->hi[i];
 	return true;
