@@ -43,30 +43,40 @@
 #include "thread.h"
 #include "watchdog.h"
 
-/* Written by the entry stubs (see STUB below); read by call_enter. */
-__attribute__((visibility("hidden"), tls_model("initial-exec")))
-__thread struct call_regs sd_tls_regs;
-
+/*
+ * The entry stub of each interposed function: when the calling thread has
+ * a record and is not inside another interposed call, it writes the
+ * callee-saved registers, the caller's stack pointer after the return and
+ * the return address into the record's regs (the blocked-call record, made
+ * valid by call_enter), then jumps to the C body. It touches only r10 and
+ * r11, which the ABI leaves to the callee.
+ */
+#define STUB_STR_(x) #x
+#define STUB_STR(x) STUB_STR_(x)
+#define STUB_REG(n) STUB_STR(SD_THREAD_REGS_OFF + (n))
 #define STUB(name)                                                        \
 	__asm__(".text\n"                                                 \
 		".globl " #name "\n"                                      \
 		".type " #name ", @function\n"                            \
 		".p2align 4\n" #name ":\n"                                \
 		".cfi_startproc\n"                                        \
-		"movq sd_tls_regs@gottpoff(%rip), %r11\n"                 \
-		"movq %fs:0, %r10\n"                                      \
-		"addq %r10, %r11\n"                                       \
-		"movq %rbx, 0(%r11)\n"                                    \
-		"movq %rbp, 8(%r11)\n"                                    \
-		"movq %r12, 16(%r11)\n"                                   \
-		"movq %r13, 24(%r11)\n"                                   \
-		"movq %r14, 32(%r11)\n"                                   \
-		"movq %r15, 40(%r11)\n"                                   \
+		"movq sd_tls_self@gottpoff(%rip), %r11\n"                 \
+		"movq %fs:(%r11), %r11\n"                                 \
+		"testq %r11, %r11\n"                                      \
+		"jz 1f\n"                                                 \
+		"cmpl $0, " STUB_STR(SD_THREAD_DEPTH_OFF) "(%r11)\n"      \
+		"jne 1f\n"                                                \
+		"movq %rbx, " STUB_REG(0) "(%r11)\n"                      \
+		"movq %rbp, " STUB_REG(8) "(%r11)\n"                      \
+		"movq %r12, " STUB_REG(16) "(%r11)\n"                     \
+		"movq %r13, " STUB_REG(24) "(%r11)\n"                     \
+		"movq %r14, " STUB_REG(32) "(%r11)\n"                     \
+		"movq %r15, " STUB_REG(40) "(%r11)\n"                     \
 		"leaq 8(%rsp), %r10\n"                                    \
-		"movq %r10, 48(%r11)\n"                                   \
+		"movq %r10, " STUB_REG(48) "(%r11)\n"                     \
 		"movq (%rsp), %r10\n"                                     \
-		"movq %r10, 56(%r11)\n"                                   \
-		"jmp sd_body_" #name "\n"                                 \
+		"movq %r10, " STUB_REG(56) "(%r11)\n"                     \
+		"1: jmp sd_body_" #name "\n"                              \
 		".cfi_endproc\n"                                          \
 		".size " #name ", .-" #name "\n")
 
@@ -269,7 +279,7 @@ static inline struct sd_thread *call_enter(int fn)
 {
 	struct sd_thread *t = thread_self();
 	if (t && t->call_depth++ == 0) {
-		t->regs = sd_tls_regs;
+		/* regs: written by the entry stub */
 		t->call_fn = (uint16_t)fn;
 		uint32_t s = atomic_load_explicit(&t->call_seq, memory_order_relaxed);
 		atomic_store_explicit(&t->call_seq, s + 1, memory_order_release);
@@ -325,147 +335,234 @@ static inline bool still(struct tracked k)
 
 /* ---- reads ---- */
 
-#define READ_BODY(fn, name, call)                                       \
+/*
+ * Read and write bodies come in two parts. The entry, for every call: an fd
+ * slowdog does not track (a pipe, a file, a database socket) gets only the
+ * blocked-call record, errno is left as the call set it, and the function
+ * is small enough to save few registers. A tracked connection goes on in
+ * a separate function, tracked_<name>.
+ */
+#define ENTRY(fn, name, call, tracked_call)                              \
 	RESOLVE(name);                                                  \
 	struct tracked k = track(fd);                                   \
-	if (k.c)                                                        \
-		conn_read_enter(k.c);                                   \
+	if (likely(!k.c)) {                                             \
+		struct sd_thread *t = call_enter(fn);                   \
+		ssize_t r = call;                                       \
+		call_leave(t);                                          \
+		return r;                                               \
+	}                                                               \
+	return tracked_call;
+
+#define READ_TRACKED(fn, call)                                          \
+	conn_read_enter(k.c);                                           \
 	struct sd_thread *t = call_enter(fn);                           \
 	ssize_t r = call;                                               \
 	int e = errno;                                                  \
 	call_leave(t);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_read(int fd, void *buf, size_t n)
+static __attribute__((noinline)) ssize_t tracked_read(struct tracked k, int fd, void *buf, size_t n)
 {
-	READ_BODY(CALL_READ, read, real_read(fd, buf, n));
+	READ_TRACKED(CALL_READ, real_read(fd, buf, n));
 	if (r > 0 && still(k))
 		conn_read_done(k.c, fd, buf, (size_t)r);
 	errno = e;
 	return r;
 }
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_read(int fd, void *buf, size_t n)
+{
+	ENTRY(CALL_READ, read, real_read(fd, buf, n),
+	      tracked_read(k, fd, buf, n));
+}
 STUB(read);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_recv(int fd, void *buf, size_t n, int fl)
+static __attribute__((noinline)) ssize_t tracked_recv(struct tracked k, int fd, void *buf, size_t n, int fl)
 {
-	READ_BODY(CALL_RECV, recv, real_recv(fd, buf, n, fl));
+	READ_TRACKED(CALL_RECV, real_recv(fd, buf, n, fl));
 	if (r > 0 && still(k) && !(fl & MSG_PEEK))
 		conn_read_done(k.c, fd, buf, (size_t)r);
 	errno = e;
 	return r;
 }
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_recv(int fd, void *buf, size_t n, int fl)
+{
+	ENTRY(CALL_RECV, recv, real_recv(fd, buf, n, fl),
+	      tracked_recv(k, fd, buf, n, fl));
+}
 STUB(recv);
+
+static __attribute__((noinline)) ssize_t tracked_recvfrom(struct tracked k, int fd, void *buf, size_t n, int fl,
+				   struct sockaddr *a, socklen_t *al)
+{
+	READ_TRACKED(CALL_RECVFROM, real_recvfrom(fd, buf, n, fl, a, al));
+	if (r > 0 && still(k) && !(fl & MSG_PEEK))
+		conn_read_done(k.c, fd, buf, (size_t)r);
+	errno = e;
+	return r;
+}
 
 __attribute__((used, visibility("hidden"))) ssize_t sd_body_recvfrom(int fd, void *buf, size_t n, int fl,
 				   struct sockaddr *a, socklen_t *al)
 {
-	READ_BODY(CALL_RECVFROM, recvfrom, real_recvfrom(fd, buf, n, fl, a, al));
-	if (r > 0 && still(k) && !(fl & MSG_PEEK))
-		conn_read_done(k.c, fd, buf, (size_t)r);
-	errno = e;
-	return r;
+	ENTRY(CALL_RECVFROM, recvfrom, real_recvfrom(fd, buf, n, fl, a, al),
+	      tracked_recvfrom(k, fd, buf, n, fl, a, al));
 }
 STUB(recvfrom);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_readv(int fd, const struct iovec *iov, int cnt)
+static __attribute__((noinline)) ssize_t tracked_readv(struct tracked k, int fd, const struct iovec *iov, int cnt)
 {
-	READ_BODY(CALL_READV, readv, real_readv(fd, iov, cnt));
+	READ_TRACKED(CALL_READV, real_readv(fd, iov, cnt));
 	if (r > 0 && still(k))
 		conn_read_iov(k.c, fd, iov, cnt, (size_t)r);
 	errno = e;
 	return r;
 }
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_readv(int fd, const struct iovec *iov, int cnt)
+{
+	ENTRY(CALL_READV, readv, real_readv(fd, iov, cnt),
+	      tracked_readv(k, fd, iov, cnt));
+}
 STUB(readv);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_recvmsg(int fd, struct msghdr *m, int fl)
+static __attribute__((noinline)) ssize_t tracked_recvmsg(struct tracked k, int fd, struct msghdr *m, int fl)
 {
-	READ_BODY(CALL_RECVMSG, recvmsg, real_recvmsg(fd, m, fl));
+	READ_TRACKED(CALL_RECVMSG, real_recvmsg(fd, m, fl));
 	if (r > 0 && still(k) && !(fl & MSG_PEEK) && m)
 		conn_read_iov(k.c, fd, m->msg_iov, (int)m->msg_iovlen, (size_t)r);
 	errno = e;
 	return r;
 }
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_recvmsg(int fd, struct msghdr *m, int fl)
+{
+	ENTRY(CALL_RECVMSG, recvmsg, real_recvmsg(fd, m, fl),
+	      tracked_recvmsg(k, fd, m, fl));
+}
 STUB(recvmsg);
 
 /* ---- writes ---- */
 
-#define WRITE_BODY(fn, name, call)                                      \
-	RESOLVE(name);                                                  \
-	struct tracked k = track(fd);                                   \
+#define WRITE_TRACKED(fn, call)                                         \
 	struct sd_thread *t = call_enter(fn);                           \
 	ssize_t r = call;                                               \
 	int e = errno;                                                  \
 	call_leave(t);                                                  \
-	if (k.c && r < 0 && still(k))                                   \
+	if (r < 0 && still(k))                                          \
 		conn_write_failed(k.c, e);
+
+static __attribute__((noinline)) ssize_t tracked_write(struct tracked k, int fd, const void *buf, size_t n)
+{
+	WRITE_TRACKED(CALL_WRITE, real_write(fd, buf, n));
+	if (r > 0 && still(k))
+		conn_write_done(k.c, buf, (size_t)r);
+	errno = e;
+	return r;
+}
 
 __attribute__((used, visibility("hidden"))) ssize_t sd_body_write(int fd, const void *buf, size_t n)
 {
-	WRITE_BODY(CALL_WRITE, write, real_write(fd, buf, n));
-	if (r > 0 && still(k))
-		conn_write_done(k.c, buf, (size_t)r);
-	errno = e;
-	return r;
+	ENTRY(CALL_WRITE, write, real_write(fd, buf, n),
+	      tracked_write(k, fd, buf, n));
 }
 STUB(write);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_send(int fd, const void *buf, size_t n, int fl)
+static __attribute__((noinline)) ssize_t tracked_send(struct tracked k, int fd, const void *buf, size_t n, int fl)
 {
-	WRITE_BODY(CALL_SEND, send, real_send(fd, buf, n, fl));
+	WRITE_TRACKED(CALL_SEND, real_send(fd, buf, n, fl));
 	if (r > 0 && still(k))
 		conn_write_done(k.c, buf, (size_t)r);
 	errno = e;
 	return r;
 }
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_send(int fd, const void *buf, size_t n, int fl)
+{
+	ENTRY(CALL_SEND, send, real_send(fd, buf, n, fl),
+	      tracked_send(k, fd, buf, n, fl));
+}
 STUB(send);
+
+static __attribute__((noinline)) ssize_t tracked_sendto(struct tracked k, int fd, const void *buf, size_t n, int fl,
+				 const struct sockaddr *a, socklen_t al)
+{
+	WRITE_TRACKED(CALL_SENDTO, real_sendto(fd, buf, n, fl, a, al));
+	if (r > 0 && still(k))
+		conn_write_done(k.c, buf, (size_t)r);
+	errno = e;
+	return r;
+}
 
 __attribute__((used, visibility("hidden"))) ssize_t sd_body_sendto(int fd, const void *buf, size_t n, int fl,
 				 const struct sockaddr *a, socklen_t al)
 {
-	WRITE_BODY(CALL_SENDTO, sendto, real_sendto(fd, buf, n, fl, a, al));
-	if (r > 0 && still(k))
-		conn_write_done(k.c, buf, (size_t)r);
-	errno = e;
-	return r;
+	ENTRY(CALL_SENDTO, sendto, real_sendto(fd, buf, n, fl, a, al),
+	      tracked_sendto(k, fd, buf, n, fl, a, al));
 }
 STUB(sendto);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_writev(int fd, const struct iovec *iov, int cnt)
+static __attribute__((noinline)) ssize_t tracked_writev(struct tracked k, int fd, const struct iovec *iov, int cnt)
 {
-	WRITE_BODY(CALL_WRITEV, writev, real_writev(fd, iov, cnt));
+	WRITE_TRACKED(CALL_WRITEV, real_writev(fd, iov, cnt));
 	if (r > 0 && still(k))
 		conn_write_iov(k.c, iov, cnt, (size_t)r);
 	errno = e;
 	return r;
 }
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_writev(int fd, const struct iovec *iov, int cnt)
+{
+	ENTRY(CALL_WRITEV, writev, real_writev(fd, iov, cnt),
+	      tracked_writev(k, fd, iov, cnt));
+}
 STUB(writev);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendmsg(int fd, const struct msghdr *m, int fl)
+static __attribute__((noinline)) ssize_t tracked_sendmsg(struct tracked k, int fd, const struct msghdr *m, int fl)
 {
-	WRITE_BODY(CALL_SENDMSG, sendmsg, real_sendmsg(fd, m, fl));
+	WRITE_TRACKED(CALL_SENDMSG, real_sendmsg(fd, m, fl));
 	if (r > 0 && still(k) && m)
 		conn_write_iov(k.c, m->msg_iov, (int)m->msg_iovlen, (size_t)r);
 	errno = e;
 	return r;
 }
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendmsg(int fd, const struct msghdr *m, int fl)
+{
+	ENTRY(CALL_SENDMSG, sendmsg, real_sendmsg(fd, m, fl),
+	      tracked_sendmsg(k, fd, m, fl));
+}
 STUB(sendmsg);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendfile(int fd, int in, off_t *off, size_t n)
+static __attribute__((noinline)) ssize_t tracked_sendfile(struct tracked k, int fd, int in, off_t *off, size_t n)
 {
-	WRITE_BODY(CALL_SENDFILE, sendfile, real_sendfile(fd, in, off, n));
+	WRITE_TRACKED(CALL_SENDFILE, real_sendfile(fd, in, off, n));
 	if (r > 0 && still(k))
 		conn_sendfile_done(k.c, (size_t)r);
 	errno = e;
 	return r;
 }
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendfile(int fd, int in, off_t *off, size_t n)
+{
+	ENTRY(CALL_SENDFILE, sendfile, real_sendfile(fd, in, off, n),
+	      tracked_sendfile(k, fd, in, off, n));
+}
 STUB(sendfile);
 
-__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendfile64(int fd, int in, off_t *off, size_t n)
+static __attribute__((noinline)) ssize_t tracked_sendfile64(struct tracked k, int fd, int in, off_t *off, size_t n)
 {
-	WRITE_BODY(CALL_SENDFILE64, sendfile64, real_sendfile64(fd, in, off, n));
+	WRITE_TRACKED(CALL_SENDFILE64, real_sendfile64(fd, in, off, n));
 	if (r > 0 && still(k))
 		conn_sendfile_done(k.c, (size_t)r);
 	errno = e;
 	return r;
+}
+
+__attribute__((used, visibility("hidden"))) ssize_t sd_body_sendfile64(int fd, int in, off_t *off, size_t n)
+{
+	ENTRY(CALL_SENDFILE64, sendfile64, real_sendfile64(fd, in, off, n),
+	      tracked_sendfile64(k, fd, in, off, n));
 }
 STUB(sendfile64);
 

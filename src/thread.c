@@ -1,6 +1,8 @@
 /* Thread registry. See thread.h. */
 #include "thread.h"
 
+#include <stddef.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -15,19 +17,18 @@ _Atomic int thread_high;
 int thread_keep_signal;
 
 /* Initial-exec TLS: safe to read in a signal handler, no lazy allocation. */
-static __thread struct sd_thread *tls_self
-	__attribute__((tls_model("initial-exec")));
+__thread struct sd_thread *sd_tls_self;
+#define tls_self sd_tls_self
+
+_Static_assert(offsetof(struct sd_thread, call_depth) == SD_THREAD_DEPTH_OFF,
+	       "the entry stubs' offset of call_depth");
+_Static_assert(offsetof(struct sd_thread, regs) == SD_THREAD_REGS_OFF,
+	       "the entry stubs' offset of regs");
 static __thread bool tls_internal __attribute__((tls_model("initial-exec")));
 static __thread bool tls_full __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
-
-/* async-signal-safe */
-struct sd_thread *thread_self(void)
-{
-	return tls_self;
-}
 
 void thread_mark_internal(void)
 {

@@ -80,8 +80,19 @@ enum {
 extern struct sd_thread thread_table[THREADS_MAX];
 extern _Atomic int thread_high; /* records [0, thread_high) may be in use */
 
-/* The calling thread's record, NULL if it has none. async-signal-safe. */
-struct sd_thread *thread_self(void);
+/* The calling thread's record, NULL if it has none. The interposer's entry
+ * stubs read it too, and write regs when call_depth is 0, at these
+ * offsets (checked in thread.c). */
+extern __thread struct sd_thread *sd_tls_self
+	__attribute__((tls_model("initial-exec"), visibility("hidden")));
+#define SD_THREAD_DEPTH_OFF 36 /* offsetof(struct sd_thread, call_depth) */
+#define SD_THREAD_REGS_OFF 48  /* offsetof(struct sd_thread, regs) */
+
+/* async-signal-safe */
+static inline struct sd_thread *thread_self(void)
+{
+	return sd_tls_self;
+}
 
 /* The calling thread's record, registering it on first use; NULL when the
  * table is full or the thread is one of slowdog's own. */
