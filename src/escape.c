@@ -4,20 +4,13 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "common.h"
+
 static const char hex_digits[] = "0123456789abcdef";
 
 #define PLAIN(c) ((c) >= 0x21 && (c) <= 0x7e && (c) != '\\')
-#define PLAIN_ROW(b)                                                          \
-	PLAIN((b) + 0), PLAIN((b) + 1), PLAIN((b) + 2), PLAIN((b) + 3),       \
-	PLAIN((b) + 4), PLAIN((b) + 5), PLAIN((b) + 6), PLAIN((b) + 7),       \
-	PLAIN((b) + 8), PLAIN((b) + 9), PLAIN((b) + 10), PLAIN((b) + 11),     \
-	PLAIN((b) + 12), PLAIN((b) + 13), PLAIN((b) + 14), PLAIN((b) + 15)
-
 /* One lookup a byte: request bytes pass through here on the hot path. */
-static const bool plain[256] = {
-	PLAIN_ROW(0x00), PLAIN_ROW(0x10), PLAIN_ROW(0x20), PLAIN_ROW(0x30),
-	PLAIN_ROW(0x40), PLAIN_ROW(0x50), PLAIN_ROW(0x60), PLAIN_ROW(0x70),
-};
+static const bool plain[256] = {ASCII_TABLE(PLAIN)};
 
 static inline bool escape_plain(unsigned char c)
 {

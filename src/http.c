@@ -16,6 +16,7 @@
 
 #include <string.h>
 
+#include "common.h"
 #include "escape.h"
 
 /* A head bigger than this is not HTTP as any server speaks it (they refuse
@@ -55,17 +56,7 @@ enum {
 #define CC_OF(c)                                                              \
 	((CC_UPPER_DIGIT_EXTRA(c) ? CC_METHOD | CC_TCHAR : 0) |              \
 	 ((c) >= 'a' && (c) <= 'z' ? CC_TCHAR : 0))
-#define CC_ROW(b)                                                             \
-	CC_OF((b) + 0), CC_OF((b) + 1), CC_OF((b) + 2), CC_OF((b) + 3),       \
-	CC_OF((b) + 4), CC_OF((b) + 5), CC_OF((b) + 6), CC_OF((b) + 7),       \
-	CC_OF((b) + 8), CC_OF((b) + 9), CC_OF((b) + 10), CC_OF((b) + 11),     \
-	CC_OF((b) + 12), CC_OF((b) + 13), CC_OF((b) + 14), CC_OF((b) + 15)
-
-static const uint8_t cc[256] = {
-	CC_ROW(0x00), CC_ROW(0x10), CC_ROW(0x20), CC_ROW(0x30),
-	CC_ROW(0x40), CC_ROW(0x50), CC_ROW(0x60), CC_ROW(0x70),
-	/* 0x80-0xff: none */
-};
+static const uint8_t cc[256] = {ASCII_TABLE(CC_OF)};
 
 static inline bool http_method_char(unsigned char c)
 {
@@ -164,22 +155,30 @@ static int name_match(const char *buf, size_t n, const struct hname *names,
 	return verdict;
 }
 
-/* Header line seen at its first byte: either the name is known at once
- * (tok and len filled as the byte path would, *at moved to the byte after
- * it) or false, and the byte path goes on from *at, unless *skip: the
- * line names nothing we read. */
-static bool name_whole(char *tok, uint16_t *len, const char *buf, size_t *at,
-		       size_t n, const struct hname *names, int count,
-		       bool *skip)
+enum { NAME_AT_COLON, NAME_SKIP_LINE, NAME_BYTES };
+
+/*
+ * A header line that may name one of ours, from its first byte at buf[*at]:
+ * NAME_AT_COLON: tok and len hold the name and *at is at the colon (all of
+ * it was here); NAME_SKIP_LINE: the line names none of them; NAME_BYTES:
+ * the buffer ends too soon to tell, tok and len hold the name so far and
+ * *at is after it, the byte path goes on.
+ */
+static int name_start(char *tok, size_t toksz, uint16_t *len, const char *buf,
+		      size_t *at, size_t n, const struct hname *names, int count)
 {
 	int k = name_match(buf + *at, n - *at, names, count);
-	*skip = k == NAME_NO;
-	if (k < 0)
-		return false;
+	*len = 0;
+	if (k == NAME_NO)
+		return NAME_SKIP_LINE;
+	if (k == NAME_UNKNOWN) {
+		*at = name_run(tok, toksz, len, buf, *at, n);
+		return NAME_BYTES;
+	}
 	memcpy(tok, names[k].s, names[k].len);
 	*len = (uint16_t)names[k].len;
 	*at += names[k].len;
-	return true;
+	return NAME_AT_COLON;
 }
 
 static bool name_is(const char *tok, uint16_t len, const char *name)
@@ -586,18 +585,12 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 				static const struct hname names[] = {
 					HNAME("host"), HNAME("content-length"),
 					HNAME("transfer-encoding")};
-				bool skip;
-				i--;
-				p->state = RQ_HNAME;
-				p->len = 0;
-				if (name_whole(p->tok, &p->len, buf, &i, n, names,
-					       3, &skip))
-					break; /* at the colon */
-				if (skip)
+				i--; /* back to the name's first byte */
+				if (name_start(p->tok, sizeof(p->tok), &p->len,
+					       buf, &i, n, names, 3) == NAME_SKIP_LINE)
 					p->state = RQ_HSKIP;
 				else
-					i = name_run(p->tok, sizeof(p->tok), &p->len,
-						     buf, i, n);
+					p->state = RQ_HNAME;
 			} else {
 				/* A field we do not read (Host, Content-Length,
 				 * Transfer-Encoding are all it can be), an
@@ -982,18 +975,12 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 				static const struct hname names[] = {
 					HNAME("content-length"),
 					HNAME("transfer-encoding")};
-				bool skip;
-				i--;
-				r->state = RS_HNAME;
-				r->len = 0;
-				if (name_whole(r->tok, &r->len, buf, &i, n, names,
-					       2, &skip))
-					break; /* at the colon */
-				if (skip)
+				i--; /* back to the name's first byte */
+				if (name_start(r->tok, sizeof(r->tok), &r->len,
+					       buf, &i, n, names, 2) == NAME_SKIP_LINE)
 					r->state = RS_HSKIP;
 				else
-					i = name_run(r->tok, sizeof(r->tok), &r->len,
-						     buf, i, n);
+					r->state = RS_HNAME;
 			} else {
 				/* not Content-Length nor Transfer-Encoding */
 				r->state = RS_HSKIP;
