@@ -160,18 +160,20 @@ enum { NAME_AT_COLON, NAME_SKIP_LINE, NAME_BYTES };
 /*
  * A header line that may name one of ours, from its first byte at buf[*at]:
  * NAME_AT_COLON: tok and len hold the name and *at is at the colon (all of
- * it was here); NAME_SKIP_LINE: the line names none of them; NAME_BYTES:
- * the buffer ends too soon to tell, tok and len hold the name so far and
- * *at is after it, the byte path goes on.
+ * it was here); NAME_SKIP_LINE: the line names none of them and ends in
+ * buf; NAME_BYTES: otherwise, tok and len hold the name so far and *at is
+ * after it, the byte path goes on.
  */
 static int name_start(char *tok, size_t toksz, uint16_t *len, const char *buf,
 		      size_t *at, size_t n, const struct hname *names, int count)
 {
 	int k = name_match(buf + *at, n - *at, names, count);
 	*len = 0;
-	if (k == NAME_NO)
+	/* Skipped only when its end is here: the state is then the byte
+	 * path's after the line, however the bytes come. */
+	if (k == NAME_NO && memchr(buf + *at, '\n', n - *at))
 		return NAME_SKIP_LINE;
-	if (k == NAME_UNKNOWN) {
+	if (k < 0) {
 		*at = name_run(tok, toksz, len, buf, *at, n);
 		return NAME_BYTES;
 	}
@@ -427,7 +429,7 @@ static size_t req_line_fast(struct http_req *p, struct reqinfo *info,
 	p->out = 0;
 	req_append(p, info->target, sizeof(info->target), buf + t, te - t);
 	p->hdr_bytes += (uint32_t)(end + 1 - i);
-	p->len = 0;
+	p->len = sizeof(version) - 1; /* as the byte path leaves it */
 	p->state = RQ_HLINE;
 	return end + 1;
 }
@@ -532,6 +534,7 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			    buf[i + sizeof(version) - 1] <= '9') {
 				/* all of it at once */
 				i += sizeof(version);
+				p->len = sizeof(version) - 1;
 				p->state = RQ_VERSION_END;
 				break;
 			}
