@@ -132,6 +132,38 @@ struct hname {
  * names[0..count) of the one it names (the name, then ':'), NAME_NO if
  * none, NAME_UNKNOWN if the buffer ends too soon to tell.
  */
+/* 0x20 in each byte of a word of a name that is a letter (not '-'). */
+static inline uint64_t name_fold(uint64_t w)
+{
+	uint64_t x = w ^ 0x2d2d2d2d2d2d2d2dull; /* zero where '-' */
+	uint64_t nz = (((x & 0x7f7f7f7f7f7f7f7full) + 0x7f7f7f7f7f7f7f7full) | x) &
+		      0x8080808080808080ull;
+	return nz >> 2;
+}
+
+/* Whether buf[0..len) is name (lowercase letters and '-') in any case:
+ * eight bytes at a time, a letter matching itself or its capital. */
+static bool name_eq(const char *buf, const char *name, size_t len)
+{
+	if (len < 8) {
+		for (size_t j = 0; j < len; j++)
+			if (http_lower((unsigned char)buf[j]) != (unsigned char)name[j])
+				return false;
+		return true;
+	}
+	for (size_t j = 0;; j += 8) {
+		if (j + 8 > len)
+			j = len - 8; /* the last word overlaps the one before */
+		uint64_t b, w;
+		memcpy(&b, buf + j, 8);
+		memcpy(&w, name + j, 8);
+		if ((b | name_fold(w)) != w)
+			return false;
+		if (j + 8 == len)
+			return true;
+	}
+}
+
 static int name_match(const char *buf, size_t n, const struct hname *names,
 		      int count)
 {
@@ -139,18 +171,20 @@ static int name_match(const char *buf, size_t n, const struct hname *names,
 	unsigned char first = http_lower((unsigned char)buf[0]);
 	for (int k = 0; k < count; k++) {
 		const char *name = names[k].s;
-		size_t len = names[k].len, j = 1;
+		size_t len = names[k].len;
 		if (first != (unsigned char)name[0])
 			continue;
-		while (j < len && j < n &&
-		       http_lower((unsigned char)buf[j]) == (unsigned char)name[j])
-			j++;
-		if (j == len && len < n) {
-			if (buf[len] == ':')
+		if (len < n) {
+			if (buf[len] == ':' && name_eq(buf, name, len))
 				return k;
-		} else if (j == n) {
-			verdict = NAME_UNKNOWN;
+			continue;
 		}
+		/* The buffer ends within the name: can it still be? */
+		size_t j = 1;
+		while (j < n && http_lower((unsigned char)buf[j]) == (unsigned char)name[j])
+			j++;
+		if (j == n)
+			verdict = NAME_UNKNOWN;
 	}
 	return verdict;
 }
