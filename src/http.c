@@ -189,6 +189,22 @@ static int name_match(const char *buf, size_t n, const struct hname *names,
 	return verdict;
 }
 
+/* At the first byte of a header line: a line that cannot name one of the
+ * fields whose first letters are in firsts, and whose end is here, is
+ * skipped at once (*at after its LF). */
+static inline bool skip_other_line(const char *buf, size_t *at, size_t n,
+				   const char *firsts)
+{
+	unsigned char c = (unsigned char)buf[*at];
+	if (c == '\r' || c == '\n' || (http_tchar(c) && name_may_be(c, firsts)))
+		return false;
+	const char *lf = memchr(buf + *at, '\n', n - *at);
+	if (!lf)
+		return false;
+	*at = (size_t)(lf - buf) + 1;
+	return true;
+}
+
 enum { NAME_AT_COLON, NAME_SKIP_LINE, NAME_BYTES };
 
 /*
@@ -599,16 +615,8 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			i++;
 			break;
 		case RQ_HLINE:
-			if (c != '\r' && c != '\n' &&
-			    !(http_tchar(c) && name_may_be(c, "hct"))) {
-				/* A line that names nothing we read: all of it
-				 * at once when its end is here. */
-				const char *lf = memchr(buf + i, '\n', n - i);
-				if (lf) {
-					i = (size_t)(lf - buf) + 1;
-					break;
-				}
-			}
+			if (skip_other_line(buf, &i, n, "hct"))
+				break;
 			i++;
 			if (c == '\n') {
 				p->hdr_bytes += (uint32_t)(i - start);
@@ -993,16 +1001,8 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 			break;
 		}
 		case RS_HLINE:
-			if (c != '\r' && c != '\n' &&
-			    !(http_tchar(c) && name_may_be(c, "ct"))) {
-				/* A line that names nothing we read: all of it
-				 * at once when its end is here. */
-				const char *lf = memchr(buf + i, '\n', n - i);
-				if (lf) {
-					i = (size_t)(lf - buf) + 1;
-					break;
-				}
-			}
+			if (skip_other_line(buf, &i, n, "ct"))
+				break;
 			i++;
 			if (c == '\n')
 				goto head_end;
