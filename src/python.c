@@ -848,12 +848,15 @@ enum {
  * code objects as it goes does on the way.
  */
 static void deferred_codes(mem_reader rd, struct py_record *r,
-			   struct py_walk_info *info, int *n, int *total, int *head)
+			   struct py_walk_info *info, int *n, int *total, int *head,
+			   int pending)
 {
 	unsigned char cb[HDR_MAX];
 	uintptr_t cb_code = 0;
-	int w = 0, head_drop = 0;
+	int w = 0, head_drop = 0, kept_before = 0;
 	for (int i = 0; i < *n; i++) {
+		if (i == pending)
+			kept_before = w;
 		struct py_record f = r[i];
 		uint32_t cand = f.flags & (FR_INCOMPLETE_CAND | FR_IP_LOW);
 		f.flags &= ~(uint32_t)(FR_INCOMPLETE_CAND | FR_IP_LOW);
@@ -880,6 +883,13 @@ static void deferred_codes(mem_reader rd, struct py_record *r,
 		}
 		r[w++] = f;
 	}
+	if (pending >= *n)
+		kept_before = w;
+	/* The innermost group's entry frame did not hang on the enclosing eval
+	 * loop's frame, which was let pass because frames were kept before
+	 * it; none of them was complete: the chain is stack garbage. */
+	if (pending > 0 && kept_before == 0)
+		info->damaged = true;
 	*total -= *n - w;
 	*head -= head_drop;
 	*n = w;
@@ -940,8 +950,13 @@ static int walk(mem_reader rd, uintptr_t tstate, struct py_record *r, int max,
 	uintptr_t saved;       /* Brent's cycle detection: cheap, no memory */
 	long power, lam, steps;
 	int total, ring;
+	int sure;    /* frames kept that are complete for sure (deferred) */
+	int pending; /* deferred: the entry check waits on the first pending
+	                frames proving complete; -1: none */
 restart:
 	ring = 0;
+	sure = 0;
+	pending = -1;
 	last = NULL;
 	group_open = false;
 	at_entry = false;
@@ -979,8 +994,14 @@ restart:
 			 * enclosing eval loop's frame; once frames were kept
 			 * the chain is trusted as it is (greenlet, for one,
 			 * moves frames between _PyCFrames). */
-			if (prev != enclosing && total == 0)
-				goto bad;
+			if (prev != enclosing) {
+				if (total == 0)
+					goto bad;
+				/* Frames kept so far may all prove incomplete
+				 * (not shown): deferred_codes decides. */
+				if (deferred && sure == 0)
+					pending = total;
+			}
 			check = false;
 		}
 		if (shim) {
@@ -1058,6 +1079,8 @@ restart:
 		}
 		group_open = !(flags & PY_FRAME_ENTRY);
 		at_entry = entry;
+		if (!(flags & FR_INCOMPLETE_CAND))
+			sure++;
 		total++;
 		frame = prev;
 	}
@@ -1099,7 +1122,7 @@ done:;
 	 * damaged one may hold anything: only the pages. */
 	if (deferred)
 		deferred_codes(info->damaged ? read_paged : read_table_paged, r,
-			       info, &n, &total, &head);
+			       info, &n, &total, &head, pending);
 	info->n = n;
 	info->total = total;
 	info->head = head;
