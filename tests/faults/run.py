@@ -476,8 +476,10 @@ def test_finished_lines():
     with tempfile.TemporaryDirectory() as tmp:
         s = Server({"SLOWDOG_THRESHOLD": "100ms"}, tmp)
         try:
+            # 0.25 s against a 100 ms threshold: slow by a margin that a
+            # busy machine cannot eat
             for i in range(30):
-                s.get("/sleep?s=0.11&n=%d" % i)
+                s.get("/sleep?s=0.25&n=%d" % i)
             s.wait_log(r"finished after .*n=29\n", 2)
             time.sleep(0.5)
         finally:
