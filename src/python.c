@@ -591,21 +591,6 @@ static bool read_paged(void *dst, uintptr_t src, size_t n)
 	return true;
 }
 
-/* async-signal-safe, handler, 3.11+: frames, from what is known, the live
- * frame stack, or else the pages. */
-static bool read_live(void *dst, uintptr_t src, size_t n)
-{
-	if (src + n < src)
-		return false;
-	if (read_known(dst, src, n))
-		return true;
-	if (in_live(src, n)) {
-		mem_copy_raw(dst, (const void *)src, n);
-		return true;
-	}
-	return read_paged(dst, src, n);
-}
-
 /* async-signal-safe: the table, or else the pages. */
 static bool read_table_paged(void *dst, uintptr_t src, size_t n)
 {
@@ -924,9 +909,10 @@ static int walk(mem_reader rd, uintptr_t tstate, struct py_record *r, int max,
 			rd = read_paged;
 			if (handler && known.tstate == tstate) {
 				live_collect();
+				/* Frames on the live frame stack are read
+				 * where they are (below); the rest, and the
+				 * thread state, through the pages. */
 				deferred = known.live_n > 0;
-				if (deferred)
-					rd = read_live;
 			}
 		} else {
 			rd = mem_read_safe;
