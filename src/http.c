@@ -108,17 +108,6 @@ static size_t name_run(char *tok, size_t toksz, uint16_t *len, const char *buf,
 	return i;
 }
 
-/* Whether a header name starting with c may be one of those whose first
- * letters (lowercase) are in firsts. */
-static inline bool name_may_be(unsigned char c, const char *firsts)
-{
-	c = http_lower(c);
-	for (; *firsts; firsts++)
-		if (c == (unsigned char)*firsts)
-			return true;
-	return false;
-}
-
 enum { NAME_NO = -1, NAME_UNKNOWN = -2 };
 
 struct hname {
@@ -127,11 +116,40 @@ struct hname {
 };
 #define HNAME(lit) {lit, sizeof(lit) - 1}
 
-/*
- * A header line starting at buf[0..n), when it is all there: the index in
- * names[0..count) of the one it names (the name, then ':'), NAME_NO if
- * none, NAME_UNKNOWN if the buffer ends too soon to tell.
- */
+/* The header fields each parser reads; the byte path matches the same
+ * names (req_field_begin, resp_field_begin). */
+struct hnames {
+	const struct hname *v;
+	int n;
+};
+static const struct hname req_names_v[] = {
+	HNAME("host"), HNAME("content-length"), HNAME("transfer-encoding")};
+static const struct hname resp_names_v[] = {
+	HNAME("content-length"), HNAME("transfer-encoding")};
+static const struct hnames req_names = {req_names_v, 3};
+static const struct hnames resp_names = {resp_names_v, 2};
+
+/* Whether a header name starting with c may be one of names. */
+static inline bool name_may_be(unsigned char c, const struct hnames *names)
+{
+	if (!http_tchar(c))
+		return false;
+	c = http_lower(c);
+	for (int k = 0; k < names->n; k++)
+		if (c == (unsigned char)names->v[k].s[0])
+			return true;
+	return false;
+}
+
+/* Moves *at after the LF that ends the line at buf[*at] and returns true
+ * if it is here; else *at = n (the rest of the line is still to come). */
+static inline bool line_skip(const char *buf, size_t *at, size_t n)
+{
+	const char *lf = memchr(buf + *at, '\n', n - *at);
+	*at = lf ? (size_t)(lf - buf) + 1 : n;
+	return lf != NULL;
+}
+
 /* 0x20 in each byte of a word of a name that is a letter (not '-'). */
 static inline uint64_t name_fold(uint64_t w)
 {
@@ -164,9 +182,15 @@ static bool name_eq(const char *buf, const char *name, size_t len)
 	}
 }
 
-static int name_match(const char *buf, size_t n, const struct hname *names,
-		      int count)
+/*
+ * A header line starting at buf[0..n), when it is all there: the index in
+ * names of the one it names (the name, then ':'), NAME_NO if none,
+ * NAME_UNKNOWN if the buffer ends too soon to tell.
+ */
+static int name_match(const char *buf, size_t n, const struct hnames *set)
 {
+	const struct hname *names = set->v;
+	int count = set->n;
 	int verdict = NAME_NO;
 	unsigned char first = http_lower((unsigned char)buf[0]);
 	for (int k = 0; k < count; k++) {
@@ -189,40 +213,28 @@ static int name_match(const char *buf, size_t n, const struct hname *names,
 	return verdict;
 }
 
-/* At the first byte of a header line: a line that cannot name one of the
- * fields whose first letters are in firsts, and whose end is here, is
- * skipped at once (*at after its LF). */
-static inline bool skip_other_line(const char *buf, size_t *at, size_t n,
-				   const char *firsts)
-{
-	unsigned char c = (unsigned char)buf[*at];
-	if (c == '\r' || c == '\n' || (http_tchar(c) && name_may_be(c, firsts)))
-		return false;
-	const char *lf = memchr(buf + *at, '\n', n - *at);
-	if (!lf)
-		return false;
-	*at = (size_t)(lf - buf) + 1;
-	return true;
-}
-
 enum { NAME_AT_COLON, NAME_SKIP_LINE, NAME_BYTES };
 
 /*
  * A header line that may name one of ours, from its first byte at buf[*at]:
  * NAME_AT_COLON: tok and len hold the name and *at is at the colon (all of
  * it was here); NAME_SKIP_LINE: the line names none of them and ends in
- * buf; NAME_BYTES: otherwise, tok and len hold the name so far and *at is
- * after it, the byte path goes on.
+ * buf, *at is after its LF; NAME_BYTES: otherwise, tok and len hold the
+ * name so far and *at is after it, the byte path goes on.
  */
 static int name_start(char *tok, size_t toksz, uint16_t *len, const char *buf,
-		      size_t *at, size_t n, const struct hname *names, int count)
+		      size_t *at, size_t n, const struct hnames *set)
 {
-	int k = name_match(buf + *at, n - *at, names, count);
+	const struct hname *names = set->v;
+	int k = name_match(buf + *at, n - *at, set);
 	*len = 0;
 	/* Skipped only when its end is here: the state is then the byte
 	 * path's after the line, however the bytes come. */
-	if (k == NAME_NO && memchr(buf + *at, '\n', n - *at))
+	const char *lf = k == NAME_NO ? memchr(buf + *at, '\n', n - *at) : NULL;
+	if (lf) {
+		*at = (size_t)(lf - buf) + 1;
 		return NAME_SKIP_LINE;
+	}
 	if (k < 0) {
 		*at = name_run(tok, toksz, len, buf, *at, n);
 		return NAME_BYTES;
@@ -615,10 +627,8 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			i++;
 			break;
 		case RQ_HLINE:
-			if (skip_other_line(buf, &i, n, "hct"))
-				break;
-			i++;
 			if (c == '\n') {
+				i++;
 				p->hdr_bytes += (uint32_t)(i - start);
 				req_head_end(p, info);
 				*used = i;
@@ -626,21 +636,16 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			}
 			if (c == '\r') {
 				p->state = RQ_END_LF;
-			} else if (http_tchar(c) && name_may_be(c, "hct")) {
-				static const struct hname names[] = {
-					HNAME("host"), HNAME("content-length"),
-					HNAME("transfer-encoding")};
-				i--; /* back to the name's first byte */
-				if (name_start(p->tok, sizeof(p->tok), &p->len,
-					       buf, &i, n, names, 3) == NAME_SKIP_LINE)
+				i++;
+			} else if (!name_may_be(c, &req_names)) {
+				/* A field we do not read, an obs-fold
+				 * continuation or junk: skipped, at once when
+				 * its end is here. */
+				if (!line_skip(buf, &i, n))
 					p->state = RQ_HSKIP;
-				else
-					p->state = RQ_HNAME;
-			} else {
-				/* A field we do not read (Host, Content-Length,
-				 * Transfer-Encoding are all it can be), an
-				 * obs-fold continuation or junk: ignored. */
-				p->state = RQ_HSKIP;
+			} else if (name_start(p->tok, sizeof(p->tok), &p->len, buf,
+					      &i, n, &req_names) != NAME_SKIP_LINE) {
+				p->state = RQ_HNAME;
 			}
 			break;
 		case RQ_END_LF:
@@ -708,16 +713,10 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 				i++;
 			}
 			break;
-		case RQ_HSKIP: {
-			const char *lf = memchr(buf + i, '\n', n - i);
-			if (!lf) {
-				i = n;
-				break;
-			}
-			i = (size_t)(lf - buf) + 1;
-			p->state = RQ_HLINE;
+		case RQ_HSKIP:
+			if (line_skip(buf, &i, n))
+				p->state = RQ_HLINE;
 			break;
-		}
 		case RQ_BODY: {
 			uint64_t k = n - i;
 			if (k > p->body_left)
@@ -990,37 +989,26 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 			i++;
 			break;
 		case RS_REASON:
-		case RS_HSKIP: {
-			const char *lf = memchr(buf + i, '\n', n - i);
-			if (!lf) {
-				i = n;
-				break;
-			}
-			i = (size_t)(lf - buf) + 1;
-			r->state = RS_HLINE;
+		case RS_HSKIP:
+			if (line_skip(buf, &i, n))
+				r->state = RS_HLINE;
 			break;
-		}
 		case RS_HLINE:
-			if (skip_other_line(buf, &i, n, "ct"))
-				break;
-			i++;
-			if (c == '\n')
+			if (c == '\n') {
+				i++;
 				goto head_end;
+			}
 			if (c == '\r') {
 				r->state = RS_END_LF;
-			} else if (http_tchar(c) && name_may_be(c, "ct")) {
-				static const struct hname names[] = {
-					HNAME("content-length"),
-					HNAME("transfer-encoding")};
-				i--; /* back to the name's first byte */
-				if (name_start(r->tok, sizeof(r->tok), &r->len,
-					       buf, &i, n, names, 2) == NAME_SKIP_LINE)
+				i++;
+			} else if (!name_may_be(c, &resp_names)) {
+				/* not Content-Length nor Transfer-Encoding:
+				 * skipped, at once when its end is here */
+				if (!line_skip(buf, &i, n))
 					r->state = RS_HSKIP;
-				else
-					r->state = RS_HNAME;
-			} else {
-				/* not Content-Length nor Transfer-Encoding */
-				r->state = RS_HSKIP;
+			} else if (name_start(r->tok, sizeof(r->tok), &r->len, buf,
+					      &i, n, &resp_names) != NAME_SKIP_LINE) {
+				r->state = RS_HNAME;
 			}
 			break;
 		case RS_END_LF:
