@@ -72,13 +72,13 @@ bool mem_read_safe(void *dst, uintptr_t src, size_t n)
 #define MAPS_MAX 8192
 struct maps {
 	int n;
-	uint64_t gen; /* which refresh filled it */
+	uint32_t gen; /* which refresh filled it, never 0 */
 	uintptr_t lo[MAPS_MAX];
 	uintptr_t hi[MAPS_MAX];
 };
 static struct maps maps_buf[2];
 static _Atomic(struct maps *) maps_cur;
-static uint64_t maps_gen;
+static uint32_t maps_gen;
 
 /* The mapping found last by this thread: a walk reads one heap and one
  * stack over and over, and a search costs a dozen cache misses. One word,
@@ -241,8 +241,8 @@ int mem_maps_refresh(void)
 		have -= used;
 	}
 	close(fd);
-	if ((uint32_t)++maps_gen == 0)
-		maps_gen++; /* generation 0 never matches a table */
+	if (++maps_gen == 0)
+		maps_gen++; /* 0 is "no hit" */
 	m->gen = maps_gen;
 	atomic_store_explicit(&maps_cur, m, memory_order_release);
 	return m->n > 0 ? 0 : -ENOENT;
@@ -271,7 +271,7 @@ bool mem_mapping_of(uintptr_t addr, uintptr_t *lo, uintptr_t *hi)
 	if (!m)
 		return false;
 	uint64_t hit = last_hit;
-	uint32_t gen = (uint32_t)m->gen;
+	uint32_t gen = m->gen;
 	int i = (int)(uint32_t)hit;
 	if ((uint32_t)(hit >> 32) != gen || i >= m->n || addr < m->lo[i] ||
 	    addr >= m->hi[i]) {
