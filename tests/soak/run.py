@@ -823,7 +823,7 @@ def main():
         seconds, first = 12.0, 4.0
     tmp = tempfile.mkdtemp(prefix="sd-soak-")
     os.chmod(tmp, 0o755)
-    fails = 0
+    fails = passes = 0
     t_all = CLOCK()
     try:
         for server in SERVERS:
@@ -845,6 +845,7 @@ def main():
                 res.log_text = ""
             ok = not res.problems
             fails += not ok
+            passes += ok
             log("%s %s (%.0f s)" % ("ok  " if ok else "FAIL", server.name, CLOCK() - t0))
             for n in res.notes:
                 log("     " + n)
@@ -858,7 +859,7 @@ def main():
             log("kept %s" % tmp)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    log("%d failed in %.0f s" % (fails, CLOCK() - t_all))
+    log("%d passed, %d failed (%.0f s)" % (passes, fails, CLOCK() - t_all))
     return 1 if fails else 0
 
 
