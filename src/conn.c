@@ -42,12 +42,10 @@ static void info_end(struct conn *c)
 	atomic_fetch_add_explicit(&c->info_seq, 1, memory_order_release);
 }
 
-static void info_clear(struct reqinfo *in)
+static void info_clear(struct reqraw *in)
 {
 	in->proto = PROTO_UNKNOWN;
-	in->is_head = false;
-	in->head_complete = false;
-	in->method[0] = in->target[0] = in->host[0] = '\0';
+	reqraw_clear(in);
 }
 
 static void req_publish(struct conn *c, struct sd_thread *t, int64_t now)
@@ -174,7 +172,7 @@ static void parse_http(struct conn *c, const char *buf, size_t n)
 {
 	while (n > 0 && !c->parse_off) {
 		size_t used = n;
-		struct reqinfo *in = &c->info[c->fill & 1];
+		struct reqraw *in = &c->info[c->fill & 1];
 		int ev = http_req_feed(&c->rp.http, in, buf, n, &used);
 		if (used > n)
 			used = n;
@@ -222,7 +220,7 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 {
 	if (c->parse_off || n == 0)
 		return;
-	struct reqinfo *in = &c->info[c->fill & 1];
+	struct reqraw *in = &c->info[c->fill & 1];
 	info_begin(c);
 	if (in->proto == PROTO_UNKNOWN) {
 		if ((unsigned char)buf[0] == 0) {
@@ -295,9 +293,11 @@ static void slot_reset(int fd, bool accepted)
 	if (atomic_load_explicit(&c->gen, memory_order_relaxed))
 		conn_shutdown(c);
 	atomic_store_explicit(&c->gen, 0, memory_order_relaxed);
-	uint32_t seq = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
+	/* The parsers' state is set up by its own init when used: the
+	 * request parser's here (uwsgi's when a packet shows), the response
+	 * parser's at each request. */
 	memset((char *)c + sizeof(c->gen), 0,
-	       offsetof(struct conn, info_seq) - sizeof(c->gen));
+	       offsetof(struct conn, rp) - sizeof(c->gen));
 	c->fd = fd;
 	c->epfd = -1;
 	http_req_init(&c->rp.http);
@@ -305,7 +305,6 @@ static void slot_reset(int fd, bool accepted)
 	info_clear(&c->info[0]);
 	info_clear(&c->info[1]);
 	info_end(c);
-	(void)seq;
 	uint32_t g = atomic_fetch_add_explicit(&conn_gen_counter, 1,
 					       memory_order_relaxed) + 1;
 	if (g == 0)
@@ -507,6 +506,7 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 	struct conn *c = slot_of(fd);
 	if (!c)
 		return false;
+	struct reqraw raw;
 	for (int tries = 0; tries < 100; tries++) {
 		uint32_t s1 = atomic_load_explicit(&c->info_seq, memory_order_acquire);
 		if (s1 & 1)
@@ -514,7 +514,7 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 		if (atomic_load_explicit(&c->gen, memory_order_relaxed) != gen)
 			return false;
 		uint8_t cur = c->cur & 1;
-		memcpy(out, &c->info[cur], sizeof(*out));
+		memcpy(&raw, &c->info[cur], sizeof(raw));
 		uint64_t id = c->req_id;
 		atomic_thread_fence(memory_order_acquire);
 		uint32_t s2 = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
@@ -522,9 +522,7 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 			continue;
 		if (id != req_id)
 			return false;
-		out->method[sizeof(out->method) - 1] = '\0';
-		out->target[sizeof(out->target) - 1] = '\0';
-		out->host[sizeof(out->host) - 1] = '\0';
+		reqraw_render(&raw, out);
 		return true;
 	}
 	return false;

@@ -57,7 +57,7 @@ struct conn {
 	} rp;
 	struct http_resp resp;
 	_Atomic uint32_t info_seq; /* odd while info[] is being written */
-	struct reqinfo info[2];
+	struct reqraw info[2];
 };
 
 #define CONN_CHUNK_BITS 8

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "reqinfo.h"
 
 static const char hex_digits[] = "0123456789abcdef";
 
@@ -80,4 +81,25 @@ void escape_append(char *dst, size_t cap, size_t *pos, const char *src,
 	}
 	dst[p] = '\0';
 	*pos = p;
+}
+
+static void render_one(char *dst, size_t cap, const char *src, uint16_t len,
+		       size_t raw_cap)
+{
+	size_t pos = 0;
+	dst[0] = '\0';
+	escape_append(dst, cap, &pos, src, len < raw_cap ? len : raw_cap);
+}
+
+void reqraw_render(const struct reqraw *raw, struct reqinfo *out)
+{
+	out->proto = raw->proto;
+	out->is_head = raw->is_head;
+	out->head_complete = raw->head_complete;
+	render_one(out->method, sizeof(out->method), raw->method,
+		   raw->method_len, sizeof(raw->method));
+	render_one(out->target, sizeof(out->target), raw->target,
+		   raw->target_len, sizeof(raw->target));
+	render_one(out->host, sizeof(out->host), raw->host, raw->host_len,
+		   sizeof(raw->host));
 }

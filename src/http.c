@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "common.h"
-#include "escape.h"
 
 /* A head bigger than this is not HTTP as any server speaks it (they refuse
  * a few tens of KiB). Past it we stop, rather than skip lines forever. */
@@ -122,19 +121,21 @@ struct hnames {
 	const struct hname *v;
 	int n;
 };
+enum { HN_HOST, HN_CLEN, HN_TE };     /* req_names, in order */
 static const struct hname req_names_v[] = {
 	HNAME("host"), HNAME("content-length"), HNAME("transfer-encoding")};
+enum { HR_CLEN, HR_TE };              /* resp_names, in order */
 static const struct hname resp_names_v[] = {
 	HNAME("content-length"), HNAME("transfer-encoding")};
 static const struct hnames req_names = {req_names_v, 3};
 static const struct hnames resp_names = {resp_names_v, 2};
 
-/* Whether a header name starting with c may be one of names. */
+/* Whether a header name starting with c may be one of names. Every name
+ * starts with a letter, and c | 0x20 is a lowercase letter only for that
+ * letter and its capital. */
 static inline bool name_may_be(unsigned char c, const struct hnames *names)
 {
-	if (!http_tchar(c))
-		return false;
-	c = http_lower(c);
+	c |= 0x20;
 	for (int k = 0; k < names->n; k++)
 		if (c == (unsigned char)names->v[k].s[0])
 			return true;
@@ -164,6 +165,15 @@ static inline uint64_t name_fold(uint64_t w)
 static bool name_eq(const char *buf, const char *name, size_t len)
 {
 	if (len < 8) {
+		if (len >= 4) { /* two words of four, overlapping */
+			uint32_t b0, b1, w0, w1;
+			memcpy(&b0, buf, 4);
+			memcpy(&b1, buf + len - 4, 4);
+			memcpy(&w0, name, 4);
+			memcpy(&w1, name + len - 4, 4);
+			return (b0 | (uint32_t)name_fold(w0)) == w0 &&
+			       (b1 | (uint32_t)name_fold(w1)) == w1;
+		}
 		for (size_t j = 0; j < len; j++)
 			if (http_lower((unsigned char)buf[j]) != (unsigned char)name[j])
 				return false;
@@ -192,7 +202,7 @@ static int name_match(const char *buf, size_t n, const struct hnames *set)
 	const struct hname *names = set->v;
 	int count = set->n;
 	int verdict = NAME_NO;
-	unsigned char first = http_lower((unsigned char)buf[0]);
+	unsigned char first = (unsigned char)buf[0] | 0x20; /* see name_may_be */
 	for (int k = 0; k < count; k++) {
 		const char *name = names[k].s;
 		size_t len = names[k].len;
@@ -245,6 +255,42 @@ static int name_start(char *tok, size_t toksz, uint16_t *len, const char *buf,
 	return NAME_AT_COLON;
 }
 
+/*
+ * A header line starting at buf[i] (neither CR nor LF) that ends in buf:
+ * returns the offset after its LF, with *k the index in set of the field it
+ * names (the name, then ':') and *vs where its value starts (after OWS),
+ * or *k = NAME_NO. Returns 0 if the LF is not here: the byte path reads the
+ * line as it comes. The whole line at once, to the same effect as the byte
+ * path's walk through it.
+ */
+static inline __attribute__((always_inline)) size_t
+hline_whole(const char *buf, size_t i, size_t n, const struct hnames *set,
+	    int *k, size_t *vs)
+{
+	const char *lf = memchr(buf + i, '\n', n - i);
+	if (!lf)
+		return 0;
+	size_t end = (size_t)(lf - buf);
+	unsigned char first = (unsigned char)buf[i] | 0x20; /* see name_may_be */
+	*k = NAME_NO;
+	for (int m = 0; m < set->n; m++) {
+		size_t len = set->v[m].len;
+		if (first != (unsigned char)set->v[m].s[0])
+			continue;
+		/* no two names of a set start alike */
+		if (len < end - i && buf[i + len] == ':' &&
+		    name_eq(buf + i, set->v[m].s, len)) {
+			size_t v = i + len + 1;
+			while (v < end && http_ows((unsigned char)buf[v]))
+				v++;
+			*k = m;
+			*vs = v;
+		}
+		break;
+	}
+	return end + 1;
+}
+
 static bool name_is(const char *tok, uint16_t len, const char *name)
 {
 	size_t n = strlen(name);
@@ -254,7 +300,7 @@ static bool name_is(const char *tok, uint16_t len, const char *name)
 /* Content-Length value, one byte at a time; *field walks the FIELD_CLEN_*
  * sub-states, *acc collects the number (saturating: a huge length is as
  * good as infinite for us). */
-static void clen_byte(uint8_t *field, uint64_t *acc, unsigned char c)
+static inline void clen_byte(uint8_t *field, uint64_t *acc, unsigned char c)
 {
 	switch (*field) {
 	case FIELD_CLEN:
@@ -346,25 +392,17 @@ bool http_looks_like_request(const char *buf, size_t n)
 	return n <= HTTP_METHOD_TOKEN_MAX;
 }
 
-static void req_start(struct http_req *p, struct reqinfo *info)
+static void req_start(struct http_req *p, struct reqraw *info)
 {
-	info->is_head = false;
-	info->head_complete = false;
-	info->method[0] = '\0';
-	info->target[0] = '\0';
-	info->host[0] = '\0';
-	p->out = 0;
+	reqraw_clear(info);
 	p->len = 0;
 	p->state = RQ_METHOD;
 }
 
-static void req_append(struct http_req *p, char *dst, size_t cap,
-		       const char *src, size_t n)
-{
-	size_t pos = p->out;
-	escape_append(dst, cap, &pos, src, n);
-	p->out = (uint16_t)pos;
-}
+/* Appends to one of info's values: PUT(info, method, ...) and so on. */
+#define PUT(info, field, src, n)                                           \
+	reqraw_put((info)->field, sizeof((info)->field), &(info)->field##_len, \
+		   (src), (n))
 
 /* Host value: trailing OWS (and a stray CR) must not be stored, but we only
  * know it was trailing at the end of the line. The pending run is kept in
@@ -376,10 +414,10 @@ static inline bool host_space(char c)
 	return c == ' ' || c == '\t' || c == '\r';
 }
 
-static void host_flush(struct http_req *p, struct reqinfo *info)
+static void host_flush(struct http_req *p, struct reqraw *info)
 {
 	size_t k = p->len < sizeof(p->tok) ? p->len : sizeof(p->tok);
-	req_append(p, info->host, sizeof(info->host), p->tok, k);
+	PUT(info, host, p->tok, k);
 	p->len = 0;
 }
 
@@ -428,8 +466,38 @@ static void req_field_begin(struct http_req *p)
 	p->len = 0;
 }
 
+/* A whole header line (hline_whole): field k, value v[0..len) up to the
+ * LF. */
+static void req_hline(struct http_req *p, struct reqraw *info, int k,
+		      const char *v, size_t len)
+{
+	switch (k) {
+	case HN_HOST:
+		if (p->flags & RQF_HAVE_HOST)
+			return;
+		while (len > 0 && host_space(v[len - 1]))
+			len--;
+		info->host_len = 0;
+		PUT(info, host, v, len);
+		p->flags |= RQF_HAVE_HOST;
+		return;
+	case HN_CLEN:
+		p->field = FIELD_CLEN;
+		p->body_left = 0;
+		for (size_t j = 0; j < len; j++)
+			clen_byte(&p->field, &p->body_left, (unsigned char)v[j]);
+		req_field_end(p);
+		return;
+	case HN_TE:
+		p->flags |= RQF_NO_NEXT; /* see req_field_begin */
+		return;
+	default:
+		return;
+	}
+}
+
 /* The empty line after the headers: decides how the body is skipped. */
-static void req_head_end(struct http_req *p, struct reqinfo *info)
+static void req_head_end(struct http_req *p, struct reqraw *info)
 {
 	info->head_complete = true;
 	p->flags |= RQF_DONE;
@@ -450,7 +518,7 @@ static void req_head_end(struct http_req *p, struct reqinfo *info)
  * grammar, read a run at a time. Returns the offset after the LF, or 0 to
  * leave the line to the byte path (which decides what anything else is).
  */
-static size_t req_line_fast(struct http_req *p, struct reqinfo *info,
+static size_t req_line_fast(struct http_req *p, struct reqraw *info,
 			    const char *buf, size_t i, size_t n)
 {
 	static const char version[] = "HTTP/1.";
@@ -485,11 +553,10 @@ static size_t req_line_fast(struct http_req *p, struct reqinfo *info,
 	if (end + 1 - i > HTTP_HEAD_MAX)
 		return 0;
 	req_start(p, info);
-	req_append(p, info->method, sizeof(info->method), buf + i, m - i);
+	PUT(info, method, buf + i, m - i);
 	info->is_head = m - i == 4 && memcmp(buf + i, "HEAD", 4) == 0;
 	info->proto = PROTO_HTTP;
-	p->out = 0;
-	req_append(p, info->target, sizeof(info->target), buf + t, te - t);
+	PUT(info, target, buf + t, te - t);
 	p->hdr_bytes += (uint32_t)(end + 1 - i);
 	p->len = sizeof(version) - 1; /* as the byte path leaves it */
 	p->state = RQ_HLINE;
@@ -497,7 +564,7 @@ static size_t req_line_fast(struct http_req *p, struct reqinfo *info,
 }
 
 /* async-signal-safe */
-int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
+int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 		  size_t n, size_t *used)
 {
 	static const char version[] = "HTTP/1.";
@@ -537,10 +604,9 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 		case RQ_METHOD:
 			if (c == ' ') {
 				info->is_head = p->len == 4 &&
-					memcmp(info->method, "HEAD", 5) == 0;
+					memcmp(info->method, "HEAD", 4) == 0;
 				info->proto = PROTO_HTTP;
 				p->state = RQ_TARGET_SP;
-				p->out = 0;
 				i++;
 				break;
 			}
@@ -551,8 +617,7 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 					j++;
 				if (j == i)
 					goto error; /* not a token, or too long */
-				req_append(p, info->method, sizeof(info->method),
-					   buf + i, j - i);
+				PUT(info, method, buf + i, j - i);
 				p->len = (uint16_t)(p->len + (j - i));
 				i = j;
 			}
@@ -573,8 +638,7 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			size_t j = i;
 			while (j < n && buf[j] != ' ' && buf[j] != '\n')
 				j++;
-			req_append(p, info->target, sizeof(info->target),
-				   buf + i, j - i);
+			PUT(info, target, buf + i, j - i);
 			i = j;
 			if (i == n)
 				break;
@@ -627,8 +691,26 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			i++;
 			break;
 		case RQ_HLINE:
+			/* Whole lines at once, while they are here. */
+			while (c != '\n' && c != '\r') {
+				int k;
+				size_t vs = 0,
+				       next = hline_whole(buf, i, n, &req_names, &k, &vs);
+				if (!next)
+					break;
+				if (k != NAME_NO)
+					req_hline(p, info, k, buf + vs, next - 1 - vs);
+				i = next;
+				if (i == n)
+					break;
+				c = (unsigned char)buf[i];
+			}
+			if (i == n)
+				break;
 			if (c == '\n') {
 				i++;
+				if ((uint64_t)p->hdr_bytes + (i - start) > HTTP_HEAD_MAX)
+					goto error;
 				p->hdr_bytes += (uint32_t)(i - start);
 				req_head_end(p, info);
 				*used = i;
@@ -637,12 +719,13 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			if (c == '\r') {
 				p->state = RQ_END_LF;
 				i++;
-			} else if (!name_may_be(c, &req_names)) {
+				break;
+			}
+			if (!name_may_be(c, &req_names)) {
 				/* A field we do not read, an obs-fold
-				 * continuation or junk: skipped, at once when
-				 * its end is here. */
-				if (!line_skip(buf, &i, n))
-					p->state = RQ_HSKIP;
+				 * continuation or junk: skipped. */
+				i = n;
+				p->state = RQ_HSKIP;
 			} else if (name_start(p->tok, sizeof(p->tok), &p->len, buf,
 					      &i, n, &req_names) != NAME_SKIP_LINE) {
 				p->state = RQ_HNAME;
@@ -681,7 +764,7 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 			}
 			p->state = RQ_HVALUE;
 			if (p->field == FIELD_HOST)
-				p->out = 0;
+				info->host_len = 0;
 			continue;
 		case RQ_HVALUE:
 			if (c == '\n') {
@@ -705,8 +788,7 @@ int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
 				while (j < n && !host_space(buf[j]) &&
 				       buf[j] != '\n')
 					j++;
-				req_append(p, info->host, sizeof(info->host),
-					   buf + i, j - i);
+				PUT(info, host, buf + i, j - i);
 				i = j;
 			} else {
 				clen_byte(&p->field, &p->body_left, c);
@@ -854,6 +936,26 @@ static void resp_field_end(struct http_resp *r)
 	r->len = 0;
 }
 
+/* A whole header line (hline_whole): field k, value v[0..len) up to the
+ * LF. */
+static void resp_hline(struct http_resp *r, int k, const char *v, size_t len)
+{
+	if (k == HR_CLEN) {
+		r->field = FIELD_CLEN;
+		r->body_left = 0;
+		for (size_t j = 0; j < len; j++)
+			clen_byte(&r->field, &r->body_left, (unsigned char)v[j]);
+	} else if (k == HR_TE) {
+		r->field = FIELD_TE;
+		r->len = 0;
+		for (size_t j = 0; j < len; j++)
+			te_byte(r->tok, sizeof(r->tok), &r->len, (unsigned char)v[j]);
+	} else {
+		return;
+	}
+	resp_field_end(r);
+}
+
 enum resp_next {
 	RN_CONTINUE, /* keep parsing this buffer */
 	RN_DONE,     /* the response is complete */
@@ -956,6 +1058,26 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 				i++; /* more than one space */
 				break;
 			}
+			if (r->len == 0 && n - i >= 4 && c >= '2' && c <= '9' &&
+			    buf[i + 1] >= '0' && buf[i + 1] <= '9' &&
+			    buf[i + 2] >= '0' && buf[i + 2] <= '9') {
+				/* a final status, all three digits at once, and
+				 * the reason phrase when its end is here */
+				r->final = true;
+				r->status = (uint16_t)((c - '0') * 100 +
+						       (buf[i + 1] - '0') * 10 +
+						       (buf[i + 2] - '0'));
+				r->clen = 0;
+				r->state = RS_STATUS_END;
+				i += 3;
+				c = (unsigned char)buf[i];
+				if (c == ' ' || c == '\r') {
+					r->state = RS_REASON;
+					if (line_skip(buf, &i, n))
+						r->state = RS_HLINE;
+				}
+				break;
+			}
 			if (c < '0' || c > '9')
 				goto error;
 			if (r->len == 0) {
@@ -994,6 +1116,22 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 				r->state = RS_HLINE;
 			break;
 		case RS_HLINE:
+			/* Whole lines at once, while they are here. */
+			while (c != '\n' && c != '\r') {
+				int k;
+				size_t vs = 0,
+				       next = hline_whole(buf, i, n, &resp_names, &k, &vs);
+				if (!next)
+					break;
+				if (k != NAME_NO)
+					resp_hline(r, k, buf + vs, next - 1 - vs);
+				i = next;
+				if (i == n)
+					break;
+				c = (unsigned char)buf[i];
+			}
+			if (i == n)
+				break;
 			if (c == '\n') {
 				i++;
 				goto head_end;
@@ -1001,11 +1139,12 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 			if (c == '\r') {
 				r->state = RS_END_LF;
 				i++;
-			} else if (!name_may_be(c, &resp_names)) {
-				/* not Content-Length nor Transfer-Encoding:
-				 * skipped, at once when its end is here */
-				if (!line_skip(buf, &i, n))
-					r->state = RS_HSKIP;
+				break;
+			}
+			if (!name_may_be(c, &resp_names)) {
+				/* not Content-Length nor Transfer-Encoding */
+				i = n;
+				r->state = RS_HSKIP;
 			} else if (name_start(r->tok, sizeof(r->tok), &r->len, buf,
 					      &i, n, &resp_names) != NAME_SKIP_LINE) {
 				r->state = RS_HNAME;
@@ -1162,6 +1301,8 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 		}
 		continue;
 head_end:
+		if ((uint64_t)r->hdr_bytes + (i - start) > HTTP_HEAD_MAX)
+			goto error;
 		r->hdr_bytes += (uint32_t)(i - start);
 		if (resp_head_end(r) == RN_DONE)
 			goto done;

@@ -21,7 +21,7 @@ enum http_req_event {
 	HTTP_REQ_HEAD,     /* a request head completed after *used bytes */
 	HTTP_REQ_NEXT,     /* the previous request (head and body) is complete and
 	                      a new request starts at offset *used: the caller
-	                      switches to a fresh reqinfo and feeds the rest */
+	                      switches to a fresh reqraw and feeds the rest */
 	HTTP_REQ_ERROR,    /* not HTTP/1.x (or unparseable): stop feeding */
 };
 
@@ -30,7 +30,6 @@ struct http_req {
 	uint8_t field;     /* private: which header is being read */
 	uint8_t flags;     /* private */
 	uint16_t len;      /* private: bytes of the current token / line */
-	uint16_t out;      /* private: write position in the current field */
 	uint32_t hdr_bytes;/* private: size of the head so far */
 	uint64_t body_left;/* private: body bytes still to skip (Content-Length) */
 	uint64_t clen;     /* private */
@@ -47,7 +46,7 @@ void http_req_init(struct http_req *p);
  * Request bodies with Content-Length are skipped; a chunked request body is
  * not followed (HTTP_REQ_NEXT is never returned after one).
  */
-int http_req_feed(struct http_req *p, struct reqinfo *info, const char *buf,
+int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 		  size_t n, size_t *used);
 
 /* True if buf starts like an HTTP/1.x request line (a method token and a space,

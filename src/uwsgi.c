@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "common.h"
-#include "escape.h"
 
 enum uwsgi_state {
 	US_HDR = 0, /* the 4-byte packet header; got = bytes seen */
@@ -68,57 +67,54 @@ static uint8_t uwsgi_classify(const struct uwsgi_req *u, uint16_t keylen)
 	return UK_OTHER;
 }
 
-static void uwsgi_append(struct uwsgi_req *u, char *dst, size_t cap,
-			 const char *src, size_t n)
-{
-	size_t pos = u->out;
-	escape_append(dst, cap, &pos, src, n);
-	u->out = (uint16_t)pos;
-}
+/* Appends to one of info's values: PUT(info, method, ...) and so on. */
+#define PUT(info, field, src, n)                                           \
+	reqraw_put((info)->field, sizeof((info)->field), &(info)->field##_len, \
+		   (src), (n))
 
 /* A value starts: a repeated variable replaces the earlier one. */
-static void uwsgi_value_begin(struct uwsgi_req *u, struct reqinfo *info)
+static void uwsgi_value_begin(struct uwsgi_req *u, struct reqraw *info)
 {
-	u->out = 0;
 	switch (u->key_id) {
 	case UK_METHOD:
-		info->method[0] = '\0';
+		info->method_len = 0;
 		break;
 	case UK_URI:
 		u->have_uri = true;
-		info->target[0] = '\0';
+		info->target_len = 0;
 		break;
 	case UK_PATH:
 		if (u->have_uri)
 			u->key_id = UK_OTHER;
 		else
-			info->target[0] = '\0';
+			info->target_len = 0;
 		break;
 	case UK_QUERY:
 		u->qlen = 0;
 		break;
 	case UK_HOST:
-		info->host[0] = '\0';
+		info->host_len = 0;
 		break;
 	default:
 		break;
 	}
 }
 
-static void uwsgi_value_bytes(struct uwsgi_req *u, struct reqinfo *info,
+static void uwsgi_value_bytes(struct uwsgi_req *u, struct reqraw *info,
 			      const char *src, size_t n)
 {
 	switch (u->key_id) {
 	case UK_METHOD:
-		uwsgi_append(u, info->method, sizeof(info->method), src, n);
+		PUT(info, method, src, n);
 		break;
 	case UK_URI:
 	case UK_PATH:
-		uwsgi_append(u, info->target, sizeof(info->target), src, n);
+		PUT(info, target, src, n);
 		break;
 	case UK_QUERY: {
-		/* Kept raw and escaped once appended to the target: a query
-		 * longer than this buffer overflows the target anyway. */
+		/* Kept aside and appended to the target at the end (PATH_INFO
+		 * may come later): a query longer than this buffer overflows
+		 * the target anyway. */
 		size_t room = sizeof(u->query) - u->qlen;
 		size_t k = n < room ? n : room;
 		memcpy(u->query + u->qlen, src, k);
@@ -126,37 +122,26 @@ static void uwsgi_value_bytes(struct uwsgi_req *u, struct reqinfo *info,
 		break;
 	}
 	case UK_HOST:
-		uwsgi_append(u, info->host, sizeof(info->host), src, n);
+		PUT(info, host, src, n);
 		break;
 	default:
 		break;
 	}
 }
 
-static void uwsgi_value_end(struct uwsgi_req *u, struct reqinfo *info)
+static void uwsgi_value_end(struct uwsgi_req *u, struct reqraw *info)
 {
-	switch (u->key_id) {
-	case UK_METHOD:
-		info->is_head = strcmp(info->method, "HEAD") == 0;
-		break;
-	case UK_URI:
-	case UK_PATH:
-		u->tpos = u->out;
-		break;
-	default:
-		break;
-	}
+	if (u->key_id == UK_METHOD)
+		info->is_head = info->method_len == 4 &&
+				memcmp(info->method, "HEAD", 4) == 0;
 }
 
 /* The vars block is complete. */
-static void uwsgi_finish(struct uwsgi_req *u, struct reqinfo *info)
+static void uwsgi_finish(struct uwsgi_req *u, struct reqraw *info)
 {
 	if (!u->have_uri && u->qlen > 0) {
-		size_t pos = u->tpos;
-		escape_append(info->target, sizeof(info->target), &pos, "?", 1);
-		escape_append(info->target, sizeof(info->target), &pos,
-			      u->query, u->qlen);
-		u->tpos = (uint16_t)pos;
+		PUT(info, target, "?", 1);
+		PUT(info, target, u->query, u->qlen);
 	}
 	info->head_complete = true;
 	u->state = US_DONE;
@@ -168,7 +153,7 @@ static inline uint16_t uwsgi_left(const struct uwsgi_req *u)
 }
 
 /* async-signal-safe */
-int uwsgi_req_feed(struct uwsgi_req *u, struct reqinfo *info, const char *buf,
+int uwsgi_req_feed(struct uwsgi_req *u, struct reqraw *info, const char *buf,
 		   size_t n, size_t *used)
 {
 	size_t i = 0;
@@ -185,11 +170,7 @@ int uwsgi_req_feed(struct uwsgi_req *u, struct reqinfo *info, const char *buf,
 			if (u->got == 0) {
 				if (buf[i] != 0)
 					goto error; /* modifier1: WSGI only */
-				info->is_head = false;
-				info->head_complete = false;
-				info->method[0] = '\0';
-				info->target[0] = '\0';
-				info->host[0] = '\0';
+				reqraw_clear(info);
 			}
 			u->hdr[u->got++] = (uint8_t)buf[i++];
 			if (u->got < 4)

@@ -2,7 +2,7 @@
  * Incremental parser for the uwsgi binary protocol's request packet
  * (modifier1 0): 4-byte header, then key/value pairs each prefixed with a
  * little-endian 16-bit length. Extracts REQUEST_METHOD, REQUEST_URI (or
- * PATH_INFO and QUERY_STRING) and HTTP_HOST into a reqinfo.
+ * PATH_INFO and QUERY_STRING) and HTTP_HOST into a reqraw.
  *
  * Pure: no allocation, no system call; bounded state whatever the input.
  */
@@ -28,8 +28,6 @@ struct uwsgi_req {
 	uint16_t need;      /* private: bytes left in the current key/value */
 	uint16_t got;       /* private: bytes of the current header/length */
 	uint32_t consumed;  /* private: vars bytes consumed */
-	uint16_t out;       /* private: write position in the current field */
-	uint16_t tpos;      /* private: end of info->target */
 	uint16_t qlen;      /* private: raw QUERY_STRING bytes seen */
 	uint8_t hdr[4];     /* private */
 	bool have_uri;      /* private */
@@ -46,5 +44,5 @@ bool uwsgi_looks_like_packet(const char *buf, size_t n);
 /* Feeds n bytes read from the connection. On UWSGI_DONE, *used is where the
  * vars block ends (later calls return UWSGI_DONE with *used 0); otherwise
  * *used is n. async-signal-safe. */
-int uwsgi_req_feed(struct uwsgi_req *u, struct reqinfo *info, const char *buf,
+int uwsgi_req_feed(struct uwsgi_req *u, struct reqraw *info, const char *buf,
 		   size_t n, size_t *used);

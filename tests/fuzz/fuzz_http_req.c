@@ -40,7 +40,8 @@ struct event {
 
 struct drv {
 	struct http_req p;
-	struct reqinfo info;
+	struct reqraw raw;   /* what the parser fills */
+	struct reqinfo info; /* ... as a report shows it */
 	struct event ev[MAXEV];
 	size_t nev;
 	size_t off;
@@ -73,7 +74,8 @@ static void drv_feed(struct drv *d, const char *buf, size_t n)
 
 	while (!d->error) {
 		size_t used = (size_t)-1;
-		int ev = http_req_feed(&d->p, &d->info, buf, n, &used);
+		int ev = http_req_feed(&d->p, &d->raw, buf, n, &used);
+		reqraw_render(&d->raw, &d->info);
 
 		if (getenv("FUZZ_TRACE"))
 			fprintf(stderr, "off %zu n %zu: event %d used %zu\n",
@@ -95,7 +97,7 @@ static void drv_feed(struct drv *d, const char *buf, size_t n)
 			d->off += n;
 			d->error = true;
 			size_t u2 = (size_t)-1;
-			FUZZ_CHECK(http_req_feed(&d->p, &d->info, buf, n, &u2) ==
+			FUZZ_CHECK(http_req_feed(&d->p, &d->raw, buf, n, &u2) ==
 					   HTTP_REQ_ERROR && u2 == n,
 				   "ERROR is not sticky");
 			return;
@@ -117,7 +119,8 @@ static void drv_feed(struct drv *d, const char *buf, size_t n)
 				   "NEXT twice without progress");
 			last_next_empty = used == 0;
 			record(d, HTTP_REQ_NEXT, d->off + used);
-			/* The caller switches to a fresh reqinfo. */
+			/* The caller switches to a fresh reqraw. */
+			memset(&d->raw, 0, sizeof(d->raw));
 			memset(&d->info, 0, sizeof(d->info));
 			break;
 		default:

@@ -25,7 +25,8 @@
 
 struct drv {
 	struct uwsgi_req u;
-	struct reqinfo info;
+	struct reqraw raw;   /* what the parser fills */
+	struct reqinfo info; /* ... as a report shows it */
 	int result; /* UWSGI_MORE until DONE or ERROR */
 	size_t done_at;
 	size_t off;
@@ -41,7 +42,8 @@ static void check_info(const struct reqinfo *in)
 static void drv_feed(struct drv *d, const char *buf, size_t n)
 {
 	size_t used = (size_t)-1;
-	int ev = uwsgi_req_feed(&d->u, &d->info, buf, n, &used);
+	int ev = uwsgi_req_feed(&d->u, &d->raw, buf, n, &used);
+	reqraw_render(&d->raw, &d->info);
 
 	FUZZ_CHECK(used <= n, "used %zu > n %zu", used, n);
 	check_info(&d->info);

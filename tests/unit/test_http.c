@@ -17,8 +17,9 @@
 
 struct rdrv {
 	struct http_req p;
-	struct reqinfo info[MAXREQ];
-	int cur;              /* reqinfo being filled */
+	struct reqraw raw[MAXREQ]; /* what the parser fills */
+	struct reqinfo info[MAXREQ]; /* ... as a report shows it */
+	int cur;              /* reqraw being filled */
 	int heads;            /* HEAD events */
 	size_t head_at[MAXREQ]; /* absolute offset just after each head */
 	int nexts;
@@ -39,7 +40,8 @@ static void rdrv_feed(struct rdrv *d, const char *buf, size_t n)
 
 	while (!d->error) {
 		size_t used = 12345;
-		int ev = http_req_feed(&d->p, &d->info[d->cur], buf, n, &used);
+		int ev = http_req_feed(&d->p, &d->raw[d->cur], buf, n, &used);
+		reqraw_render(&d->raw[d->cur], &d->info[d->cur]);
 
 		cr_assert_leq(used, n);
 		cr_assert_lt(++guard, 1000, "no progress");
@@ -484,7 +486,7 @@ Test(http_req, not_http_rejected_at_once)
 Test(http_req, error_is_sticky)
 {
 	struct http_req p;
-	struct reqinfo info = {0};
+	struct reqraw info = {0};
 	size_t used;
 
 	http_req_init(&p);
@@ -500,17 +502,19 @@ Test(http_req, error_is_sticky)
 Test(http_req, one_byte_is_not_rejected)
 {
 	struct http_req p;
-	struct reqinfo info = {0};
+	struct reqraw raw = {0};
+	struct reqinfo info;
 	size_t used;
 
 	http_req_init(&p);
-	cr_assert_eq(http_req_feed(&p, &info, S("G"), &used), HTTP_REQ_MORE);
+	cr_assert_eq(http_req_feed(&p, &raw, S("G"), &used), HTTP_REQ_MORE);
 	cr_assert_eq(used, 1);
-	cr_assert_eq(http_req_feed(&p, &info, "", 0, &used), HTTP_REQ_MORE);
+	cr_assert_eq(http_req_feed(&p, &raw, "", 0, &used), HTTP_REQ_MORE);
 	cr_assert_eq(used, 0);
-	cr_assert_eq(http_req_feed(&p, &info, S("ET / HTTP/1.1\r\n\r\n"),
+	cr_assert_eq(http_req_feed(&p, &raw, S("ET / HTTP/1.1\r\n\r\n"),
 				   &used),
 		     HTTP_REQ_HEAD);
+	reqraw_render(&raw, &info);
 	expect_info(&info, "GET", "/", "");
 }
 

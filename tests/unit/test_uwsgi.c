@@ -86,7 +86,8 @@ static size_t pkt_nginx(struct pkt *p, const char *method, const char *uri,
 
 struct udrv {
 	struct uwsgi_req u;
-	struct reqinfo info;
+	struct reqraw raw;   /* what the parser fills */
+	struct reqinfo info; /* ... as a report shows it */
 	int ev;          /* last event */
 	size_t done_at;  /* absolute offset just after the vars */
 	size_t off;
@@ -104,7 +105,8 @@ static void udrv_feed(struct udrv *d, const void *buf, size_t n)
 
 	if (d->ev != UWSGI_MORE)
 		return; /* the caller stops feeding vars after DONE/ERROR */
-	d->ev = uwsgi_req_feed(&d->u, &d->info, buf, n, &used);
+	d->ev = uwsgi_req_feed(&d->u, &d->raw, buf, n, &used);
+	reqraw_render(&d->raw, &d->info);
 	cr_assert_leq(used, n);
 	if (d->ev == UWSGI_DONE) {
 		d->done_at = d->off + used;
@@ -416,7 +418,7 @@ Test(uwsgi, done_is_sticky_and_uses_nothing)
 {
 	static struct pkt p;
 	struct uwsgi_req u;
-	struct reqinfo info = {0};
+	struct reqraw info = {0};
 	size_t used;
 
 	pkt_nginx(&p, "GET", "/", "/", "", "h");
@@ -502,7 +504,7 @@ Test(uwsgi, bad_packets)
 
 	/* errors are sticky */
 	struct uwsgi_req u;
-	struct reqinfo info = {0};
+	struct reqraw info = {0};
 	size_t used;
 	uwsgi_req_init(&u);
 	cr_assert_eq(uwsgi_req_feed(&u, &info, "G", 1, &used), UWSGI_ERROR);
