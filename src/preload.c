@@ -31,6 +31,7 @@
 #include <sys/select.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -247,15 +248,55 @@ int preload_real_sigmask(int how, const void *set, void *old)
 }
 
 /*
- * Our pid, to tell a vfork child (Python's subprocess closes every
- * descriptor between vfork and exec, in our memory) from us before
- * changing the connection table. Only asked when a tracked fd is closed.
+ * A vfork child runs in our memory until it execs or exits, and Python's
+ * subprocess closes every descriptor there: those closes must not change
+ * the connection table. vfork below marks the calling thread (whose TLS
+ * the child runs on) for as long as the child runs; the parent clears the
+ * mark when it resumes. Like glibc's vfork, the return address is kept in
+ * a register across the system call, never on the stack the child shares.
+ * A child made some other way (clone with CLONE_VM) is told by its pid,
+ * which close_range, the child's usual way, asks.
  */
+__thread bool sd_tls_vfork
+	__attribute__((tls_model("initial-exec"), visibility("hidden")));
 static pid_t our_pid;
 
-static bool vfork_child(void)
+__attribute__((used, visibility("hidden"))) long sd_vfork_error(long r)
 {
-	return getpid() != our_pid;
+	errno = (int)-r;
+	return -1;
+}
+
+__asm__(".text\n"
+	".globl vfork\n"
+	".type vfork, @function\n"
+	".p2align 4\n"
+	"vfork:\n"
+	".cfi_startproc\n"
+	"popq %rdi\n"
+	".cfi_adjust_cfa_offset -8\n"
+	".cfi_register %rip, %rdi\n"
+	"movq sd_tls_vfork@gottpoff(%rip), %rsi\n"
+	"movb $1, %fs:(%rsi)\n"
+	"movl $" STUB_STR(SYS_vfork) ", %eax\n"
+	"syscall\n"
+	"pushq %rdi\n"
+	".cfi_adjust_cfa_offset 8\n"
+	".cfi_rel_offset %rip, 0\n"
+	"testq %rax, %rax\n"
+	"jz 1f\n"                /* the child keeps the mark */
+	"movb $0, %fs:(%rsi)\n"
+	"cmpq $-4095, %rax\n"
+	"jae 2f\n"
+	"1: ret\n"
+	"2: movq %rax, %rdi\n"
+	"jmp sd_vfork_error\n"
+	".cfi_endproc\n"
+	".size vfork, .-vfork\n");
+
+static inline bool vfork_child(void)
+{
+	return sd_tls_vfork;
 }
 
 static void atfork_child(void)
@@ -1045,7 +1086,8 @@ SD_EXPORT int close_range(unsigned lo, unsigned hi, int flags)
 	}
 	int r = real_close_range(lo, hi, flags);
 	int e = errno;
-	if (r == 0 && !(flags & 4 /* CLOSE_RANGE_CLOEXEC */) && !vfork_child())
+	if (r == 0 && !(flags & 4 /* CLOSE_RANGE_CLOEXEC */) && !vfork_child() &&
+	    getpid() == our_pid)
 		conn_close_range(lo, hi);
 	errno = e;
 	return r;

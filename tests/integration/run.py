@@ -319,6 +319,8 @@ def c_slows():
         Slow("sleep", "/sleep?%s&id=slow-sleep" % ms, SLEEP_NAMES, warm=True),
         Slow("spin", "/spin?%s&id=slow-spin" % ms, names=["spin_for"], obj="sd-testserver"),
         Slow("recv", "/recv?%s&id=slow-recv" % ms, {"recv", "recvfrom"}),
+        # a vfork child closing every descriptor in our memory first
+        Slow("vfork", "/vfork?%s&id=slow-vfork" % ms, SLEEP_NAMES),
         Slow("stream", "/stream?n=5&ms=%d&id=slow-stream" % int(SLOW * 250), SLEEP_NAMES),
     ]
 

@@ -13,6 +13,9 @@
  *   /sleep?ms=N           nanosleep N ms
  *   /spin?ms=N            burn CPU for N ms (no system calls)
  *   /recv?ms=N            block in recv() on a socketpair for N ms
+ *   /vfork?ms=N           vfork a child that close()s every descriptor
+ *                         (its copies, in this process's memory) and
+ *                         exits, then nanosleep N ms
  *   /stream?n=K&ms=N      chunked response, K chunks N ms apart
  *   POST /post            respond with the length of the body
  */
@@ -28,6 +31,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -310,6 +314,24 @@ static void recv_wait(long ms, char *out, size_t outlen)
 	close(sv[1]);
 }
 
+/* What Python's subprocess does between vfork and exec, then a sleep: the
+ * child's closes must not end this request. */
+static void vfork_then_sleep(long ms, char *out, size_t outlen)
+{
+	pid_t pid = vfork();
+	if (pid == 0) {
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
+		_exit(0);
+	}
+	int status = -1;
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || status != 0) {
+		snprintf(out, outlen, "vfork child failed: %s\n", strerror(errno));
+		return;
+	}
+	sleep_ms(ms, out, outlen);
+}
+
 static int stream(int fd, const struct request *req, long n, long ms)
 {
 	static const char head[] =
@@ -372,6 +394,10 @@ static int handle(int fd, const struct request *req, unsigned long long body_len
 	}
 	if (!strcmp(req->path, "/recv")) {
 		recv_wait(ms, out, sizeof(out));
+		return respond(fd, req, 200, out);
+	}
+	if (!strcmp(req->path, "/vfork")) {
+		vfork_then_sleep(ms, out, sizeof(out));
 		return respond(fd, req, 200, out);
 	}
 	if (!strcmp(req->path, "/stream"))
