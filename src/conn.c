@@ -31,15 +31,19 @@ static struct conn *slot_of(int fd)
 	return chunk ? &chunk[fd & (CONN_CHUNK - 1)] : NULL;
 }
 
+/* The seqlock around info[]: one writer (the thread serving the
+ * connection), so plain increments, no locked instruction. */
 static void info_begin(struct conn *c)
 {
-	atomic_fetch_add_explicit(&c->info_seq, 1, memory_order_relaxed);
+	uint32_t s = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
+	atomic_store_explicit(&c->info_seq, s + 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
 }
 
 static void info_end(struct conn *c)
 {
-	atomic_fetch_add_explicit(&c->info_seq, 1, memory_order_release);
+	uint32_t s = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
+	atomic_store_explicit(&c->info_seq, s + 1, memory_order_release);
 }
 
 static void info_clear(struct reqraw *in)
@@ -56,7 +60,8 @@ static void req_publish(struct conn *c, struct sd_thread *t, int64_t now)
 	c->state = CONN_REQ;
 	c->start_ns = now;
 	c->last_write_ns = 0;
-	c->resp_unframed = false;
+	/* Bytes that are not HTTP get no HTTP answer either. */
+	c->resp_unframed = c->info[c->cur].proto == PROTO_OTHER;
 	c->pipelined = false;
 	http_resp_init(&c->resp, c->info[c->cur].is_head);
 	if (!t)

@@ -79,11 +79,8 @@ static void stack_bounds(struct sd_thread *t)
 	pthread_attr_destroy(&attr);
 }
 
-struct sd_thread *thread_get(void)
+struct sd_thread *thread_register(void)
 {
-	struct sd_thread *t = tls_self;
-	if (likely(t != NULL))
-		return t;
 	if (tls_internal || tls_full)
 		return NULL;
 

@@ -94,9 +94,16 @@ static inline struct sd_thread *thread_self(void)
 	return sd_tls_self;
 }
 
+/* thread_get's first use in a thread. */
+struct sd_thread *thread_register(void);
+
 /* The calling thread's record, registering it on first use; NULL when the
  * table is full or the thread is one of slowdog's own. */
-struct sd_thread *thread_get(void);
+static inline struct sd_thread *thread_get(void)
+{
+	struct sd_thread *t = sd_tls_self;
+	return t ? t : thread_register();
+}
 
 /* Marks the calling thread as slowdog's own: never tracked. */
 void thread_mark_internal(void);
