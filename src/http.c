@@ -291,6 +291,29 @@ hline_whole(const char *buf, size_t i, size_t n, const struct hnames *set,
 	return end + 1;
 }
 
+/*
+ * The whole header lines from buf[i] on, while their LF is here: each
+ * field of set they name goes to field(ctx, k, value, length up to the
+ * LF). Returns where it stopped: at n, at a line that starts with CR or
+ * LF (the end of the head, or junk), or at a line not all here.
+ */
+static inline __attribute__((always_inline)) size_t
+hlines_whole(const char *buf, size_t i, size_t n, const struct hnames *set,
+	     void (*field)(void *ctx, int k, const char *v, size_t len),
+	     void *ctx)
+{
+	while (i < n && buf[i] != '\n' && buf[i] != '\r') {
+		int k;
+		size_t vs = 0, next = hline_whole(buf, i, n, set, &k, &vs);
+		if (!next)
+			break;
+		if (k != NAME_NO)
+			field(ctx, k, buf + vs, next - 1 - vs);
+		i = next;
+	}
+	return i;
+}
+
 static bool name_is(const char *tok, uint16_t len, const char *name)
 {
 	size_t n = strlen(name);
@@ -466,11 +489,18 @@ static void req_field_begin(struct http_req *p)
 	p->len = 0;
 }
 
-/* A whole header line (hline_whole): field k, value v[0..len) up to the
+/* A whole header line (hlines_whole): field k, value v[0..len) up to the
  * LF. */
-static void req_hline(struct http_req *p, struct reqraw *info, int k,
-		      const char *v, size_t len)
+struct req_ctx {
+	struct http_req *p;
+	struct reqraw *info;
+};
+
+static void req_hline(void *ctx, int k, const char *v, size_t len)
 {
+	struct http_req *p = ((struct req_ctx *)ctx)->p;
+	struct reqraw *info = ((struct req_ctx *)ctx)->info;
+
 	switch (k) {
 	case HN_HOST:
 		if (p->flags & RQF_HAVE_HOST)
@@ -690,23 +720,12 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 			p->state = RQ_HLINE;
 			i++;
 			break;
-		case RQ_HLINE:
-			/* Whole lines at once, while they are here. */
-			while (c != '\n' && c != '\r') {
-				int k;
-				size_t vs = 0,
-				       next = hline_whole(buf, i, n, &req_names, &k, &vs);
-				if (!next)
-					break;
-				if (k != NAME_NO)
-					req_hline(p, info, k, buf + vs, next - 1 - vs);
-				i = next;
-				if (i == n)
-					break;
-				c = (unsigned char)buf[i];
-			}
+		case RQ_HLINE: {
+			struct req_ctx ctx = {p, info};
+			i = hlines_whole(buf, i, n, &req_names, req_hline, &ctx);
 			if (i == n)
 				break;
+			c = (unsigned char)buf[i];
 			if (c == '\n') {
 				i++;
 				if ((uint64_t)p->hdr_bytes + (i - start) > HTTP_HEAD_MAX)
@@ -731,6 +750,7 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 				p->state = RQ_HNAME;
 			}
 			break;
+		}
 		case RQ_END_LF:
 			if (c == '\n') {
 				i++;
@@ -936,10 +956,12 @@ static void resp_field_end(struct http_resp *r)
 	r->len = 0;
 }
 
-/* A whole header line (hline_whole): field k, value v[0..len) up to the
+/* A whole header line (hlines_whole): field k, value v[0..len) up to the
  * LF. */
-static void resp_hline(struct http_resp *r, int k, const char *v, size_t len)
+static void resp_hline(void *ctx, int k, const char *v, size_t len)
 {
+	struct http_resp *r = ctx;
+
 	if (k == HR_CLEN) {
 		r->field = FIELD_CLEN;
 		r->body_left = 0;
@@ -1116,22 +1138,10 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 				r->state = RS_HLINE;
 			break;
 		case RS_HLINE:
-			/* Whole lines at once, while they are here. */
-			while (c != '\n' && c != '\r') {
-				int k;
-				size_t vs = 0,
-				       next = hline_whole(buf, i, n, &resp_names, &k, &vs);
-				if (!next)
-					break;
-				if (k != NAME_NO)
-					resp_hline(r, k, buf + vs, next - 1 - vs);
-				i = next;
-				if (i == n)
-					break;
-				c = (unsigned char)buf[i];
-			}
+			i = hlines_whole(buf, i, n, &resp_names, resp_hline, r);
 			if (i == n)
 				break;
+			c = (unsigned char)buf[i];
 			if (c == '\n') {
 				i++;
 				goto head_end;
