@@ -10,7 +10,7 @@
 static const char hex_digits[] = "0123456789abcdef";
 
 #define PLAIN(c) ((c) >= 0x21 && (c) <= 0x7e && (c) != '\\')
-/* One lookup a byte: request bytes pass through here on the hot path. */
+/* One lookup a byte: every request byte a report shows passes here. */
 static const bool plain[256] = {ASCII_TABLE(PLAIN)};
 
 static inline bool escape_plain(unsigned char c)

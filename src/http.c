@@ -223,36 +223,25 @@ static int name_match(const char *buf, size_t n, const struct hnames *set)
 	return verdict;
 }
 
-enum { NAME_AT_COLON, NAME_SKIP_LINE, NAME_BYTES };
-
 /*
- * A header line that may name one of ours, from its first byte at buf[*at]:
- * NAME_AT_COLON: tok and len hold the name and *at is at the colon (all of
- * it was here); NAME_SKIP_LINE: the line names none of them and ends in
- * buf, *at is after its LF; NAME_BYTES: otherwise, tok and len hold the
- * name so far and *at is after it, the byte path goes on.
+ * A header line that may name one of ours and does not end in buf, from
+ * its first byte at buf[*at] (whole lines are hlines_whole's): tok and len
+ * take the name, at once if all of it is here (*at is then at the colon),
+ * else the run of it that is (*at after it); the byte path goes on.
  */
-static int name_start(char *tok, size_t toksz, uint16_t *len, const char *buf,
-		      size_t *at, size_t n, const struct hnames *set)
+static void name_start(char *tok, size_t toksz, uint16_t *len, const char *buf,
+		       size_t *at, size_t n, const struct hnames *set)
 {
 	const struct hname *names = set->v;
 	int k = name_match(buf + *at, n - *at, set);
 	*len = 0;
-	/* Skipped only when its end is here: the state is then the byte
-	 * path's after the line, however the bytes come. */
-	const char *lf = k == NAME_NO ? memchr(buf + *at, '\n', n - *at) : NULL;
-	if (lf) {
-		*at = (size_t)(lf - buf) + 1;
-		return NAME_SKIP_LINE;
-	}
 	if (k < 0) {
 		*at = name_run(tok, toksz, len, buf, *at, n);
-		return NAME_BYTES;
+		return;
 	}
 	memcpy(tok, names[k].s, names[k].len);
 	*len = (uint16_t)names[k].len;
 	*at += names[k].len;
-	return NAME_AT_COLON;
 }
 
 /*
@@ -353,6 +342,15 @@ static inline void clen_byte(uint8_t *field, uint64_t *acc, unsigned char c)
 	}
 }
 
+/* A whole Content-Length value v[0..len) (after OWS, up to the LF). */
+static void clen_value(uint8_t *field, uint64_t *acc, const char *v, size_t len)
+{
+	*field = FIELD_CLEN;
+	*acc = 0;
+	for (size_t j = 0; j < len; j++)
+		clen_byte(field, acc, (unsigned char)v[j]);
+}
+
 /* Transfer-Encoding value: keeps the last coding of the list in tok (the
  * one that frames the message). OWS is dropped, a comma starts over. */
 static void te_byte(char *tok, size_t toksz, uint16_t *len, unsigned char c)
@@ -422,10 +420,6 @@ static void req_start(struct http_req *p, struct reqraw *info)
 	p->state = RQ_METHOD;
 }
 
-/* Appends to one of info's values: PUT(info, method, ...) and so on. */
-#define PUT(info, field, src, n)                                           \
-	reqraw_put((info)->field, sizeof((info)->field), &(info)->field##_len, \
-		   (src), (n))
 
 /* Host value: trailing OWS (and a stray CR) must not be stored, but we only
  * know it was trailing at the end of the line. The pending run is kept in
@@ -440,7 +434,7 @@ static inline bool host_space(char c)
 static void host_flush(struct http_req *p, struct reqraw *info)
 {
 	size_t k = p->len < sizeof(p->tok) ? p->len : sizeof(p->tok);
-	PUT(info, host, p->tok, k);
+	REQRAW_PUT(info, host, p->tok, k);
 	p->len = 0;
 }
 
@@ -508,14 +502,11 @@ static void req_hline(void *ctx, int k, const char *v, size_t len)
 		while (len > 0 && host_space(v[len - 1]))
 			len--;
 		info->host_len = 0;
-		PUT(info, host, v, len);
+		REQRAW_PUT(info, host, v, len);
 		p->flags |= RQF_HAVE_HOST;
 		return;
 	case HN_CLEN:
-		p->field = FIELD_CLEN;
-		p->body_left = 0;
-		for (size_t j = 0; j < len; j++)
-			clen_byte(&p->field, &p->body_left, (unsigned char)v[j]);
+		clen_value(&p->field, &p->body_left, v, len);
 		req_field_end(p);
 		return;
 	case HN_TE:
@@ -583,10 +574,10 @@ static size_t req_line_fast(struct http_req *p, struct reqraw *info,
 	if (end + 1 - i > HTTP_HEAD_MAX)
 		return 0;
 	req_start(p, info);
-	PUT(info, method, buf + i, m - i);
+	REQRAW_PUT(info, method, buf + i, m - i);
 	info->is_head = m - i == 4 && memcmp(buf + i, "HEAD", 4) == 0;
 	info->proto = PROTO_HTTP;
-	PUT(info, target, buf + t, te - t);
+	REQRAW_PUT(info, target, buf + t, te - t);
 	p->hdr_bytes += (uint32_t)(end + 1 - i);
 	p->len = sizeof(version) - 1; /* as the byte path leaves it */
 	p->state = RQ_HLINE;
@@ -647,7 +638,7 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 					j++;
 				if (j == i)
 					goto error; /* not a token, or too long */
-				PUT(info, method, buf + i, j - i);
+				REQRAW_PUT(info, method, buf + i, j - i);
 				p->len = (uint16_t)(p->len + (j - i));
 				i = j;
 			}
@@ -668,7 +659,7 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 			size_t j = i;
 			while (j < n && buf[j] != ' ' && buf[j] != '\n')
 				j++;
-			PUT(info, target, buf + i, j - i);
+			REQRAW_PUT(info, target, buf + i, j - i);
 			i = j;
 			if (i == n)
 				break;
@@ -745,8 +736,9 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 				 * continuation or junk: skipped. */
 				i = n;
 				p->state = RQ_HSKIP;
-			} else if (name_start(p->tok, sizeof(p->tok), &p->len, buf,
-					      &i, n, &req_names) != NAME_SKIP_LINE) {
+			} else {
+				name_start(p->tok, sizeof(p->tok), &p->len, buf,
+					   &i, n, &req_names);
 				p->state = RQ_HNAME;
 			}
 			break;
@@ -808,7 +800,7 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 				while (j < n && !host_space(buf[j]) &&
 				       buf[j] != '\n')
 					j++;
-				PUT(info, host, buf + i, j - i);
+				REQRAW_PUT(info, host, buf + i, j - i);
 				i = j;
 			} else {
 				clen_byte(&p->field, &p->body_left, c);
@@ -963,10 +955,7 @@ static void resp_hline(void *ctx, int k, const char *v, size_t len)
 	struct http_resp *r = ctx;
 
 	if (k == HR_CLEN) {
-		r->field = FIELD_CLEN;
-		r->body_left = 0;
-		for (size_t j = 0; j < len; j++)
-			clen_byte(&r->field, &r->body_left, (unsigned char)v[j]);
+		clen_value(&r->field, &r->body_left, v, len);
 	} else if (k == HR_TE) {
 		r->field = FIELD_TE;
 		r->len = 0;
@@ -1155,8 +1144,9 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 				/* not Content-Length nor Transfer-Encoding */
 				i = n;
 				r->state = RS_HSKIP;
-			} else if (name_start(r->tok, sizeof(r->tok), &r->len, buf,
-					      &i, n, &resp_names) != NAME_SKIP_LINE) {
+			} else {
+				name_start(r->tok, sizeof(r->tok), &r->len, buf,
+					   &i, n, &resp_names);
 				r->state = RS_HNAME;
 			}
 			break;

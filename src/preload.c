@@ -575,9 +575,11 @@ __attribute__((used, visibility("hidden"))) ssize_t sd_body_sendmsg(int fd, cons
 }
 STUB(sendmsg);
 
-static __attribute__((noinline)) ssize_t tracked_sendfile(struct tracked k, int fd, int in, off_t *off, size_t n)
+/* sendfile and sendfile64 (the same call on x86-64), through real. */
+static __attribute__((noinline)) ssize_t tracked_sendfile(struct tracked k, int fn,
+		ssize_t (*real)(int, int, off_t *, size_t), int fd, int in, off_t *off, size_t n)
 {
-	WRITE_TRACKED(CALL_SENDFILE, real_sendfile(fd, in, off, n));
+	WRITE_TRACKED(fn, real(fd, in, off, n));
 	if (r > 0 && still(k))
 		conn_sendfile_done(k.c, (size_t)r);
 	errno = e;
@@ -587,23 +589,14 @@ static __attribute__((noinline)) ssize_t tracked_sendfile(struct tracked k, int 
 __attribute__((used, visibility("hidden"))) ssize_t sd_body_sendfile(int fd, int in, off_t *off, size_t n)
 {
 	ENTRY(CALL_SENDFILE, sendfile, real_sendfile(fd, in, off, n),
-	      tracked_sendfile(k, fd, in, off, n));
+	      tracked_sendfile(k, CALL_SENDFILE, real_sendfile, fd, in, off, n));
 }
 STUB(sendfile);
-
-static __attribute__((noinline)) ssize_t tracked_sendfile64(struct tracked k, int fd, int in, off_t *off, size_t n)
-{
-	WRITE_TRACKED(CALL_SENDFILE64, real_sendfile64(fd, in, off, n));
-	if (r > 0 && still(k))
-		conn_sendfile_done(k.c, (size_t)r);
-	errno = e;
-	return r;
-}
 
 __attribute__((used, visibility("hidden"))) ssize_t sd_body_sendfile64(int fd, int in, off_t *off, size_t n)
 {
 	ENTRY(CALL_SENDFILE64, sendfile64, real_sendfile64(fd, in, off, n),
-	      tracked_sendfile64(k, fd, in, off, n));
+	      tracked_sendfile(k, CALL_SENDFILE64, real_sendfile64, fd, in, off, n));
 }
 STUB(sendfile64);
 

@@ -74,5 +74,10 @@ static inline void reqraw_put(char *dst, size_t cap, uint16_t *len,
 	*len = (uint16_t)(have + k);
 }
 
+/* Appends to one of a reqraw's values: REQRAW_PUT(info, host, src, n). */
+#define REQRAW_PUT(info, field, src, n)                                    \
+	reqraw_put((info)->field, sizeof((info)->field), &(info)->field##_len, \
+		   (src), (n))
+
 /* The report-safe text of raw (escaped, see struct reqinfo). */
 void reqraw_render(const struct reqraw *raw, struct reqinfo *out);

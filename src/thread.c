@@ -1,11 +1,10 @@
 /* Thread registry. See thread.h. */
 #include "thread.h"
 
-#include <stddef.h>
-
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -18,7 +17,6 @@ int thread_keep_signal;
 
 /* Initial-exec TLS: safe to read in a signal handler, no lazy allocation. */
 __thread struct sd_thread *sd_tls_self;
-#define tls_self sd_tls_self
 
 _Static_assert(offsetof(struct sd_thread, call_depth) == SD_THREAD_DEPTH_OFF,
 	       "the entry stubs' offset of call_depth");
@@ -56,7 +54,7 @@ static void thread_exit(void *arg)
 	uint32_t exited = THREAD_EXITED;
 	if (!atomic_load(&t->done_id))
 		atomic_compare_exchange_strong(&t->state, &exited, THREAD_FREE);
-	tls_self = NULL;
+	sd_tls_self = NULL;
 }
 
 static void exit_key_create(void)
@@ -107,7 +105,7 @@ struct sd_thread *thread_register(void)
 		atomic_store(&c->reported_id, 0);
 		atomic_store(&c->done_id, 0);
 		atomic_store(&c->tstate, 0);
-		tls_self = c;
+		sd_tls_self = c;
 		pthread_setspecific(exit_key, c);
 		if (thread_keep_signal > 0) {
 			sigset_t s;
@@ -124,7 +122,7 @@ struct sd_thread *thread_register(void)
 
 void thread_atfork_child(void)
 {
-	struct sd_thread *me = tls_self;
+	struct sd_thread *me = sd_tls_self;
 	int high = atomic_load(&thread_high);
 	for (int i = 0; i < high; i++) {
 		struct sd_thread *t = &thread_table[i];

@@ -67,11 +67,6 @@ static uint8_t uwsgi_classify(const struct uwsgi_req *u, uint16_t keylen)
 	return UK_OTHER;
 }
 
-/* Appends to one of info's values: PUT(info, method, ...) and so on. */
-#define PUT(info, field, src, n)                                           \
-	reqraw_put((info)->field, sizeof((info)->field), &(info)->field##_len, \
-		   (src), (n))
-
 /* A value starts: a repeated variable replaces the earlier one. */
 static void uwsgi_value_begin(struct uwsgi_req *u, struct reqraw *info)
 {
@@ -105,24 +100,21 @@ static void uwsgi_value_bytes(struct uwsgi_req *u, struct reqraw *info,
 {
 	switch (u->key_id) {
 	case UK_METHOD:
-		PUT(info, method, src, n);
+		REQRAW_PUT(info, method, src, n);
 		break;
 	case UK_URI:
 	case UK_PATH:
-		PUT(info, target, src, n);
+		REQRAW_PUT(info, target, src, n);
 		break;
 	case UK_QUERY: {
 		/* Kept aside and appended to the target at the end (PATH_INFO
 		 * may come later): a query longer than this buffer overflows
 		 * the target anyway. */
-		size_t room = sizeof(u->query) - u->qlen;
-		size_t k = n < room ? n : room;
-		memcpy(u->query + u->qlen, src, k);
-		u->qlen = (uint16_t)(u->qlen + k);
+		reqraw_put(u->query, sizeof(u->query), &u->qlen, src, n);
 		break;
 	}
 	case UK_HOST:
-		PUT(info, host, src, n);
+		REQRAW_PUT(info, host, src, n);
 		break;
 	default:
 		break;
@@ -140,8 +132,8 @@ static void uwsgi_value_end(struct uwsgi_req *u, struct reqraw *info)
 static void uwsgi_finish(struct uwsgi_req *u, struct reqraw *info)
 {
 	if (!u->have_uri && u->qlen > 0) {
-		PUT(info, target, "?", 1);
-		PUT(info, target, u->query, u->qlen);
+		REQRAW_PUT(info, target, "?", 1);
+		REQRAW_PUT(info, target, u->query, u->qlen);
 	}
 	info->head_complete = true;
 	u->state = US_DONE;
