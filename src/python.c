@@ -526,9 +526,13 @@ static void live_collect(void)
 		known.live_lo[known.live_n] = lo;
 		known.live_hi[known.live_n] = top;
 		known.live_n++;
+		/* An older chunk's top is kept in the chunk itself, written
+		 * when the one after it was pushed. */
 		uintptr_t prev = live_ptr(chunk + (uintptr_t)off.sc_previous);
-		uintptr_t used = live_ptr(chunk + (uintptr_t)off.sc_top);
-		if (!prev || used > CODE_BYTES_MAX)
+		if (!prev || (prev & 7))
+			return;
+		uintptr_t used = live_ptr(prev + (uintptr_t)off.sc_top);
+		if (used > CODE_BYTES_MAX)
 			return;
 		chunk = prev;
 		top = prev + (uintptr_t)off.sc_data + used * sizeof(void *);
@@ -812,14 +816,6 @@ static void spread(const struct py_record *rec, struct py_frame *out, int n)
 	}
 }
 
-void py_read_names(const struct py_record *rec, struct py_frame *out,
-		   struct py_walk_info *info)
-{
-	spread(rec, out, info->n);
-	if (ready())
-		read_names(mem_read_safe, out, info->n, info);
-}
-
 /* Flags the walk keeps on a frame while it decides, never in the result. */
 enum {
 	FR_INCOMPLETE_CAND = 1u << 30, /* may not have run its prologue yet */
@@ -880,6 +876,18 @@ static void deferred_codes(mem_reader rd, struct py_record *r,
 	*n = w;
 }
 
+void py_read_names(struct py_record *rec, struct py_frame *out,
+		   struct py_walk_info *info)
+{
+	if (info->codes_left && ready())
+		deferred_codes(mem_read_safe, rec, info, &info->n, &info->total,
+			       &info->head, info->pending);
+	info->codes_left = false;
+	spread(rec, out, info->n);
+	if (ready())
+		read_names(mem_read_safe, out, info->n, info);
+}
+
 /*
  * async-signal-safe. One pass over the chain records code, addr and flags
  * into r[0..max).
@@ -891,10 +899,12 @@ static void deferred_codes(mem_reader rd, struct py_record *r,
  * first one of a handler ten.
  */
 static int walk(mem_reader rd, uintptr_t tstate, struct py_record *r, int max,
-		struct py_walk_info *info)
+		bool leave_codes, struct py_walk_info *info)
 {
 	info->n = info->total = info->head = 0;
 	info->damaged = false;
+	info->codes_left = false;
+	info->pending = -1;
 	if (!ready() || !tstate || max < 0)
 		return 0;
 	bool paged = false, handler = rd == mem_read_mapped;
@@ -1106,9 +1116,15 @@ done:;
 	/* A chain that held together is the thread's own, alive while it is
 	 * stopped, and so are its code objects: the table can read them. A
 	 * damaged one may hold anything: only the pages. */
-	if (deferred)
+	if (deferred && leave_codes) {
+		/* The watchdog reads them (py_read_names): fewer cache misses
+		 * and no table search while the thread is stopped. */
+		info->codes_left = true;
+		info->pending = pending;
+	} else if (deferred) {
 		deferred_codes(info->damaged ? read_paged : read_table_paged, r,
 			       info, &n, &total, &head, pending);
+	}
 	info->n = n;
 	info->total = total;
 	info->head = head;
@@ -1125,7 +1141,7 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 		       "records fit packed in the frames' buffer");
 	struct py_record *rec = (struct py_record *)(void *)out;
 	bool handler = rd == mem_read_mapped;
-	int n = walk(rd, tstate, rec, max, info);
+	int n = walk(rd, tstate, rec, max, false, info);
 	spread(rec, out, n);
 	/* A chain that held together is the thread's own, alive while it is
 	 * stopped, and so are its code objects and their names: in a
@@ -1139,7 +1155,7 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 int py_walk_records(uintptr_t tstate, struct py_record *rec, int max,
 		    struct py_walk_info *info)
 {
-	return walk(mem_read_mapped, tstate, rec, max, info);
+	return walk(mem_read_mapped, tstate, rec, max, true, info);
 }
 
 /* ---- thread states ------------------------------------------------------- */

@@ -44,6 +44,11 @@ struct py_walk_info {
 	                 were left out (when total > max) */
 	bool damaged; /* the chain ended on something invalid: the stack shown is
 	                 a prefix (innermost side) and the report says so */
+	/* py_walk_records: the code objects are left for py_read_names to
+	 * check (see walk in python.c); pending is where its check of the
+	 * innermost group's entry waits, -1 if it does not. */
+	bool codes_left;
+	int pending;
 };
 
 #define PY_WALK_LIMIT 100000 /* frames followed at most in one chain */
@@ -93,7 +98,9 @@ struct py_record {
 /*
  * Signal handler: py_walk(mem_read_mapped, ...) doing the least a handler
  * must: code, addr and flags, 16 bytes a frame, into rec[0..max). The
- * watchdog turns them into frames with py_read_names.
+ * watchdog turns them into frames with py_read_names, which on 3.11+ also
+ * reads the code objects the handler did not (they live as long as the
+ * names it reads from them).
  */
 int py_walk_records(uintptr_t tstate, struct py_record *rec, int max,
 		    struct py_walk_info *info);
@@ -109,10 +116,11 @@ int py_walk_records(uintptr_t tstate, struct py_record *rec, int max,
 void py_walk_known(uintptr_t stack_addr, const void *stack, size_t len,
 		   uintptr_t tstate);
 
-/* Watchdog, after py_walk_records: out[0..info->n) from rec, with file and
- * func read with fault-tolerant reads; a code object gone meanwhile marks
- * the walk damaged. */
-void py_read_names(const struct py_record *rec, struct py_frame *out,
+/* Watchdog, after py_walk_records: out[0..info->n) from rec (which it
+ * may compact first: frames the code objects show were not complete), with
+ * file and func read with fault-tolerant reads; a code object gone
+ * meanwhile marks the walk damaged. */
+void py_read_names(struct py_record *rec, struct py_frame *out,
 		   struct py_walk_info *info);
 
 /* Watchdog: fills f[i].line from each code object's line table. */
