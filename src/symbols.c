@@ -105,6 +105,8 @@ static void *big_realloc(void *q, size_t n)
 /* ---------------------------------------------------------------------- */
 /* One ELF file (or image in memory) open through libelf.                  */
 
+#define OWNED_MAX 16
+
 struct elf_file {
 	int fd; /* -1 for an image in memory */
 	Elf *elf;
@@ -117,10 +119,16 @@ struct elf_file {
 	char debuglink[256]; /* empty: none */
 	uint32_t debuglink_crc;
 	bool has_symtab;
+	/* Sections read from the file (section_bytes), freed at close. */
+	void *owned[OWNED_MAX];
+	int owned_n;
 };
 
 static void elf_file_close(struct elf_file *f)
 {
+	for (int i = 0; i < f->owned_n; i++)
+		big_free(f->owned[i]);
+	f->owned_n = 0;
 	if (f->elf)
 		elf_end(f->elf);
 	if (f->fd >= 0)
@@ -240,10 +248,14 @@ static bool section_readable(const struct elf_file *f, const Elf64_Shdr *sh)
 	       sh->sh_size <= f->size - sh->sh_offset;
 }
 
-/* The bytes of a section, checked to be exactly what its header says and
- * at most max bytes (libelf copies the section into memory). */
-static const void *section_bytes(const struct elf_file *f, size_t idx,
-				 size_t max, Elf64_Shdr *sh, size_t *len)
+/*
+ * The bytes of a section, checked to be exactly what its header says and
+ * at most max bytes. From a file they are read into pages of their own
+ * (see big_alloc; libelf would copy them into malloc'd memory), kept until
+ * the file is closed; from an image in memory, libelf points into it.
+ */
+static const void *section_bytes(struct elf_file *f, size_t idx, size_t max,
+				 Elf64_Shdr *sh, size_t *len)
 {
 	Elf_Scn *scn;
 	Elf_Data *d;
@@ -252,11 +264,32 @@ static const void *section_bytes(const struct elf_file *f, size_t idx,
 	if (!scn || !section_readable(f, sh) || sh->sh_size == 0 ||
 	    sh->sh_size > max)
 		return NULL;
-	d = elf_getdata(scn, NULL);
-	if (!d || !d->d_buf || d->d_size != sh->sh_size)
+	if (f->fd < 0) {
+		d = elf_getdata(scn, NULL);
+		if (!d || !d->d_buf || d->d_size != sh->sh_size)
+			return NULL;
+		*len = d->d_size;
+		return d->d_buf;
+	}
+	if (sh->sh_type == SHT_NOBITS || f->owned_n == OWNED_MAX)
 		return NULL;
-	*len = d->d_size;
-	return d->d_buf;
+	unsigned char *p = big_alloc(sh->sh_size);
+	if (!p)
+		return NULL;
+	for (size_t got = 0; got < sh->sh_size;) {
+		ssize_t r = pread(f->fd, p + got, sh->sh_size - got,
+				  (off_t)(sh->sh_offset + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) { /* truncated under us, or unreadable */
+			big_free(p);
+			return NULL;
+		}
+		got += (size_t)r;
+	}
+	f->owned[f->owned_n++] = p;
+	*len = sh->sh_size;
+	return p;
 }
 
 /* The NUL-terminated string at off in a string table, or NULL. */
@@ -502,7 +535,7 @@ static bool section_is_code(const struct elf_file *f, size_t idx)
 
 /* Adds the code symbols of every section of the given type (SHT_SYMTAB or
  * SHT_DYNSYM). Stops quietly at the symbol cap. */
-static int builder_collect(struct builder *b, const struct elf_file *f,
+static int builder_collect(struct builder *b, struct elf_file *f,
 			   Elf64_Word type)
 {
 	size_t i;
