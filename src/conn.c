@@ -390,6 +390,17 @@ static void write_bytes(struct conn *c, const char *buf, size_t n)
 			c->state = CONN_RESP;
 			return;
 		}
+		/* Where a response ends matters only when another request,
+		 * read with this one, waits its turn behind it. Otherwise the
+		 * request ends at the server's next step, as one whose
+		 * response has no framing does: no parsing on the way. */
+		if (c->state == CONN_REQ && !c->next_ready && c->fill == c->cur &&
+		    http_resp_final_start(&c->resp, buf, n)) {
+			c->resp_unframed = true;
+			c->state = CONN_RESP;
+			c->pipelined = false;
+			return;
+		}
 		size_t used = n;
 		int ev = http_resp_feed(&c->resp, buf, n, &used);
 		if (used > n)

@@ -890,6 +890,20 @@ void http_resp_init(struct http_resp *r, bool head_request)
 	r->no_body = head_request;
 }
 
+bool http_resp_final_start(struct http_resp *r, const char *buf, size_t n)
+{
+	/* as the fast path of RS_VERSION then RS_STATUS reads it */
+	if (r->state != RS_VERSION || r->len != 0 || n < 12 ||
+	    memcmp(buf, "HTTP/1.", 7) != 0 || buf[7] < '0' || buf[7] > '9' ||
+	    buf[8] != ' ' || buf[9] < '2' || buf[9] > '9' || buf[10] < '0' ||
+	    buf[10] > '9' || buf[11] < '0' || buf[11] > '9')
+		return false;
+	r->final = true;
+	r->status = (uint16_t)((buf[9] - '0') * 100 + (buf[10] - '0') * 10 +
+			       (buf[11] - '0'));
+	return true;
+}
+
 /* Ready for the next head after a 1xx. */
 static void resp_head_reset(struct http_resp *r)
 {

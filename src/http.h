@@ -91,6 +91,13 @@ void http_resp_init(struct http_resp *r, bool head_request);
 int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 		   size_t *used);
 
+/*
+ * Whether buf starts a final response and r has read nothing of it yet:
+ * "HTTP/1.x " and a status of 200 to 999, all in buf. Sets r->final and
+ * r->status then. For a caller that needs to know no more of the response.
+ */
+bool http_resp_final_start(struct http_resp *r, const char *buf, size_t n);
+
 /* Accounts n body bytes sent without being seen (sendfile). Returns
  * HTTP_RESP_DONE if that completes a Content-Length body, else HTTP_RESP_MORE
  * (or HTTP_RESP_ERROR if the parser was in error). */

@@ -300,6 +300,25 @@ def take_signal():
     return "taken %d" % sig
 
 
+def afterward_close(s):
+    time.sleep(s)
+
+
+class Afterward:
+    """A response whose bytes are all sent before its close() (which the
+    server calls after the last byte) takes s seconds: work the worker
+    does after the response, as a Django request_finished handler."""
+
+    def __init__(self, data, s):
+        self.data, self.s = data, s
+
+    def __iter__(self):
+        yield self.data
+
+    def close(self):
+        afterward_close(self.s)
+
+
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     q = parse_qs(environ.get("QUERY_STRING", ""))
@@ -332,6 +351,8 @@ def app(environ, start_response):
         body = child_fds()
     elif path == "/csleep":
         body = c_nanosleep_for(secs)
+    elif path == "/afterward":
+        pass  # the time goes in close(), after the response
     elif path.startswith("/loop/"):
         kind, _, how = path[len("/loop/"):].partition("/")
         body = wait_loop(which["/" + how], kind, secs or 1.5)
@@ -351,4 +372,6 @@ def app(environ, start_response):
     data = (body + "\n").encode()
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(data)))])
+    if path == "/afterward":
+        return Afterward(data, secs)
     return [data]

@@ -526,6 +526,43 @@ def test_dup_fd():
         check("dup: nothing on stderr", not slowdog_lines(err), err[:300])
 
 
+def test_work_after_response():
+    # gunicorn's sync worker calls the response's close() after its last
+    # byte, then closes the socket. Time spent there is the worker's, on
+    # this request: reported, with close() on the stack; the finished line
+    # still counts to the last byte.
+    if not os.path.exists("/usr/bin/gunicorn"):
+        check("after the response: gunicorn installed", False, "no /usr/bin/gunicorn")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Server({"SLOWDOG_THRESHOLD": "200ms"}, tmp,
+                   gunicorn_cmd("-w", "1", "-k", "sync"), signal.SIGTERM)
+        try:
+            body = s.get("/afterward?s=0.8")
+            quick = s.get("/sleep?s=0")
+            s.wait_log(r"finished after .*afterward", 5)
+        finally:
+            err = s.stop()
+        reports, finished, errors = s.parsed()
+        reps = by_request(reports).get("GET /afterward?s=0.8", [])
+        fins = [f for f in finished if f.request == "GET /afterward?s=0.8"]
+        check("after the response: answers intact", [body, quick] == ["ok", "ok"],
+              repr([body, quick]))
+        check("after the response: log well formed", not errors, repr(errors[:3]))
+        check("after the response: one report, close() on its stack",
+              len(reps) == 1 and any(f.func == "afterward_close"
+                                     for f in reps[0].py_frames),
+              repr([[f.func for f in r.py_frames] for r in reps]))
+        check("after the response: its finished line counts to the last byte",
+              len(reps) == 1 and len(fins) == 1 and reps[0].running is not None
+              and fins[0].seconds < reps[0].running,
+              repr([[r.running for r in reps], fins]))
+        check("after the response: nothing else reported",
+              sorted(by_request(reports)) == ["GET /afterward?s=0.8"],
+              repr(sorted(by_request(reports))))
+        check("after the response: nothing on stderr", not slowdog_lines(err), err[:300])
+
+
 def test_1000_threads():
     script = os.path.join(HERE, "threads.py")
     with tempfile.TemporaryDirectory() as tmp:
@@ -767,7 +804,7 @@ TESTS = (test_bad_settings, test_signal_owned, test_signal_taken_later,
          test_no_eintr, test_unwritable_log, test_disabled, test_log_full,
          test_log_rotated, test_thread_exit, test_finished_lines,
          test_sigmask_all, test_fork_exec,
-         test_dup_fd, test_1000_threads, test_deep_native, test_gunicorn_timeout,
+         test_dup_fd, test_work_after_response, test_1000_threads, test_deep_native, test_gunicorn_timeout,
          test_uwsgi_harakiri, test_sigstop, test_wait_loops)
 
 filters = [a for a in sys.argv[2:] if a != "-k"]

@@ -889,6 +889,53 @@ Test(http_resp, final_as_soon_as_the_status_digit)
 	}
 }
 
+/* http_resp_final_start: a final status line at the start of a response
+ * the parser has not begun, whole in the buffer, as the parser reads it. */
+Test(http_resp, final_start)
+{
+	static const struct {
+		const char *m;
+		int status; /* 0: not a final start */
+	} cases[] = {
+		{"HTTP/1.1 200 OK\r\n", 200},
+		{"HTTP/1.0 404 Not Found\r\n", 404},
+		{"HTTP/1.1 599\r\n", 599},
+		{"HTTP/1.1 204", 204},
+		{"HTTP/1.1 100 Continue\r\n\r\n", 0},
+		{"HTTP/1.1 103 Early Hints\r\n", 0},
+		{"HTTP/1.1 20", 0},      /* not all here */
+		{"HTTP/1.1  200 OK\r\n", 0}, /* the parser's slow path */
+		{"HTTP/2.0 200 OK\r\n", 0},
+		{"http/1.1 200 OK\r\n", 0},
+		{"HTTP/1.x 200 OK\r\n", 0},
+		{"HTTP/1.1 2x0 OK\r\n", 0},
+		{"", 0},
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct http_resp r;
+		http_resp_init(&r, false);
+		bool got = http_resp_final_start(&r, cases[k].m, strlen(cases[k].m));
+		cr_assert_eq(got, cases[k].status != 0, "%s", cases[k].m);
+		cr_assert_eq(r.final, got);
+		cr_assert_eq(r.status, cases[k].status, "%s", cases[k].m);
+		/* whatever the parser then makes of the same bytes agrees */
+		if (got) {
+			struct http_resp p;
+			size_t used;
+			http_resp_init(&p, false);
+			http_resp_feed(&p, cases[k].m, strlen(cases[k].m), &used);
+			cr_assert(p.final);
+			cr_assert_eq(p.status, cases[k].status);
+		}
+	}
+	/* not once the parser has begun the response */
+	struct http_resp r;
+	size_t used;
+	http_resp_init(&r, false);
+	http_resp_feed(&r, "HTTP", 4, &used);
+	cr_assert_not(http_resp_final_start(&r, "HTTP/1.1 200 OK\r\n", 17));
+}
+
 Test(http_resp, gunicorn_chunked_stream_separate_terminator)
 {
 	static const char *const sends[] = {
