@@ -169,6 +169,7 @@ static void req_start(struct conn *c, int64_t now)
 		info_clear(&c->info[c->cur]);
 		c->info[c->cur].proto = proto;
 	}
+	c->lazy_len = 0;
 	info_end(c);
 	req_publish(c, t, now);
 }
@@ -221,6 +222,21 @@ static void parse_http(struct conn *c, const char *buf, size_t n)
 	}
 }
 
+/*
+ * Whether buf, read on c, can be kept unparsed: it began the request being
+ * served (nothing parsed for it yet, no other request in flight) and is
+ * one whole head. Parsing it would cost the server more than everything
+ * else slowdog does for the request, and the head is read only if the
+ * request is reported, or when more bytes come before the response.
+ */
+static bool lazy_ok(const struct conn *c, const struct reqraw *in,
+		    const char *buf, size_t n)
+{
+	return n <= CONN_LAZY_MAX && c->state == CONN_REQ && c->fill == c->cur &&
+	       !c->next_ready && in->method_len == 0 && !in->head_complete &&
+	       http_req_at_start(&c->rp.http) && http_req_one_head(buf, n);
+}
+
 static void parse_request(struct conn *c, const char *buf, size_t n)
 {
 	if (c->parse_off || n == 0)
@@ -246,6 +262,19 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 		if (ev == UWSGI_DONE && c->state == CONN_REQ)
 			c->resp.no_body = in->is_head;
 	} else if (in->proto == PROTO_HTTP) {
+		if (c->lazy_len) {
+			/* More bytes before the response: the kept head first. */
+			size_t k = c->lazy_len;
+			c->lazy_len = 0;
+			parse_http(c, c->lazy_head, k);
+		} else if (lazy_ok(c, in, buf, n)) {
+			memcpy(c->lazy_head, buf, n);
+			c->lazy_len = (uint16_t)n;
+			in->is_head = n > 5 && memcmp(buf, "HEAD ", 5) == 0;
+			c->resp.no_body = in->is_head;
+			info_end(c);
+			return;
+		}
 		parse_http(c, buf, n);
 	}
 	info_end(c);
@@ -523,6 +552,7 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 	if (!c)
 		return false;
 	struct reqraw raw;
+	static char head[CONN_LAZY_MAX]; /* the watchdog's alone */
 	for (int tries = 0; tries < 100; tries++) {
 		uint32_t s1 = atomic_load_explicit(&c->info_seq, memory_order_acquire);
 		if (s1 & 1)
@@ -531,6 +561,10 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 			return false;
 		uint8_t cur = c->cur & 1;
 		memcpy(&raw, &c->info[cur], sizeof(raw));
+		size_t lazy = c->lazy_len;
+		if (lazy > CONN_LAZY_MAX)
+			lazy = CONN_LAZY_MAX;
+		memcpy(head, c->lazy_head, lazy);
 		uint64_t id = c->req_id;
 		atomic_thread_fence(memory_order_acquire);
 		uint32_t s2 = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
@@ -538,6 +572,14 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 			continue;
 		if (id != req_id)
 			return false;
+		if (lazy) {
+			/* The head as the serving thread would have parsed it. */
+			struct http_req p;
+			size_t used;
+			http_req_init(&p);
+			reqraw_clear(&raw);
+			http_req_feed(&p, &raw, head, lazy, &used);
+		}
 		reqraw_render(&raw, out);
 		return true;
 	}

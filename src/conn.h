@@ -29,6 +29,8 @@
 
 struct sd_thread;
 
+#define CONN_LAZY_MAX 1024
+
 enum conn_state {
 	CONN_IDLE = 0, /* between requests */
 	CONN_REQ,      /* request started, no response yet */
@@ -47,6 +49,8 @@ struct conn {
 	bool resp_unframed;   /* response framing unknown: ends by other signs */
 	bool pipelined;       /* the current request was started from bytes
 	                         read with the previous one, not by a read */
+	uint16_t lazy_len;    /* >0: info[cur] is lazy_head[0..lazy_len), not
+	                         parsed yet */
 	struct sd_thread *owner;
 	uint64_t req_id;
 	int64_t start_ns;
@@ -58,6 +62,11 @@ struct conn {
 	struct http_resp resp;
 	_Atomic uint32_t info_seq; /* odd while info[] is being written */
 	struct reqraw info[2];
+	/* A request head that came whole in the read that began its request
+	 * is kept as read and parsed only if it must be: by the watchdog when
+	 * it describes the request, or here when more bytes come before the
+	 * response (a body, a pipelined request). */
+	char lazy_head[CONN_LAZY_MAX];
 };
 
 #define CONN_CHUNK_BITS 8

@@ -399,6 +399,34 @@ void http_req_init(struct http_req *p)
 	memset(p, 0, sizeof(*p));
 }
 
+bool http_req_at_start(const struct http_req *p)
+{
+	return p->state == RQ_IDLE;
+}
+
+bool http_req_one_head(const char *buf, size_t n)
+{
+	if (n < 2 || buf[n - 1] != '\n')
+		return false;
+	size_t e; /* the LF that ends the last line before the empty one */
+	if (buf[n - 2] == '\n')
+		e = n - 2;
+	else if (n >= 3 && buf[n - 2] == '\r' && buf[n - 3] == '\n')
+		e = n - 3;
+	else
+		return false;
+	/* No empty line before: each LF up to e is followed by more. */
+	const char *p = buf, *end = buf + e;
+	for (;;) {
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		if (!lf)
+			return true;
+		if (lf[1] == '\n' || (lf[1] == '\r' && lf[2] == '\n'))
+			return false;
+		p = lf + 1;
+	}
+}
+
 bool http_looks_like_request(const char *buf, size_t n)
 {
 	if (n == 0)
@@ -894,9 +922,11 @@ bool http_resp_final_start(struct http_resp *r, const char *buf, size_t n)
 {
 	/* as the fast path of RS_VERSION then RS_STATUS reads it */
 	if (r->state != RS_VERSION || r->len != 0 || n < 12 ||
-	    memcmp(buf, "HTTP/1.", 7) != 0 || buf[7] < '0' || buf[7] > '9' ||
-	    buf[8] != ' ' || buf[9] < '2' || buf[9] > '9' || buf[10] < '0' ||
-	    buf[10] > '9' || buf[11] < '0' || buf[11] > '9')
+	    memcmp(buf, "HTTP/1.", 7) != 0 ||
+	    (unsigned char)(buf[7] - '0') > 9 || buf[8] != ' ' ||
+	    (unsigned char)(buf[9] - '2') > 7 ||
+	    (unsigned char)(buf[10] - '0') > 9 ||
+	    (unsigned char)(buf[11] - '0') > 9)
 		return false;
 	r->final = true;
 	r->status = (uint16_t)((buf[9] - '0') * 100 + (buf[10] - '0') * 10 +

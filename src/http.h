@@ -39,6 +39,18 @@ struct http_req {
 /* Resets to "expecting the first byte of a request". */
 void http_req_init(struct http_req *p);
 
+/* Whether p expects the first byte of a request (none begun, no body
+ * left to skip). */
+bool http_req_at_start(const struct http_req *p);
+
+/*
+ * Whether buf[0..n) is one whole request head and nothing else, as far as
+ * its lines tell: it ends with an empty line (CRLF or LF) and has none
+ * before (idle empty lines at its very start aside). Nothing more is
+ * checked: the parser decides what the bytes are.
+ */
+bool http_req_one_head(const char *buf, size_t n);
+
 /*
  * Feeds n bytes read from the client. On HTTP_REQ_HEAD and HTTP_REQ_NEXT,
  * *used is how many bytes were consumed; call again with the rest. On

@@ -1291,6 +1291,82 @@ Test(conn, pipelined_second_request_in_a_later_read)
 	cr_assert_eq(expect_answered(P1, c), id2);
 }
 
+/* A head read alone is kept unparsed (lazy_len); the body and a pipelined
+ * request in the next read make it parsed then, in order. */
+Test(conn, kept_head_then_body_and_pipelined_request)
+{
+	int c = 1000;
+
+	do_accept(M, c);
+	do_read(P1, c, "POST /p1 HTTP/1.1\r\nHost: app.test\r\n"
+		       "Content-Length: 4\r\n\r\n");
+	cr_assert_gt(conn_get(c)->lazy_len, 0, "a whole head alone is kept");
+	uint64_t id1 = expect_req(P1, c, "POST", "/p1", "app.test");
+	do_read(P1, c, "abcd" REQ_GET("/p2"));
+	cr_assert_eq(conn_get(c)->lazy_len, 0);
+	cr_assert_eq(expect_req(P1, c, "POST", "/p1", "app.test"), id1);
+	do_write(P1, c, RESP_5);
+	uint64_t id2 = expect_req(P1, c, "GET", "/p2", "app.test");
+	cr_assert_neq(id1, id2);
+	do_write(P1, c, RESP_5);
+	cr_assert_eq(expect_answered(P1, c), id2);
+
+	/* a body in a later read is the body, not a request */
+	do_read(P1, c, "PUT /p3 HTTP/1.1\r\nHost: app.test\r\n"
+		       "Content-Length: 29\r\n\r\n");
+	uint64_t id3 = expect_req(P1, c, "PUT", "/p3", "app.test");
+	do_read(P1, c, "GET /not-a-request ");
+	do_read(P1, c, "HTTP/1.1\r\n"); /* 29 bytes of body */
+	cr_assert_eq(expect_req(P1, c, "PUT", "/p3", "app.test"), id3);
+	cr_assert_not(conn_get(c)->next_ready);
+	do_write(P1, c, RESP_5);
+	cr_assert_eq(expect_answered(P1, c), id3);
+	do_read_eagain(P1, c);
+	expect_idle(P1);
+}
+
+/* What is kept: one whole head, and no more than CONN_LAZY_MAX bytes. */
+Test(conn, kept_head_only_when_whole_and_alone)
+{
+	int c = 1000;
+	static char big[CONN_LAZY_MAX + 200];
+
+	do_accept(M, c);
+	/* not ending with the empty line */
+	do_read(M, c, "GET /half HTTP/1.1\r\nHost: a");
+	cr_assert_eq(conn_get(c)->lazy_len, 0);
+	do_read(M, c, "pp.test\r\n\r\n");
+	cr_assert_eq(conn_get(c)->lazy_len, 0, "not the read that began it");
+	expect_req(M, c, "GET", "/half", "app.test");
+	do_write(M, c, RESP_5);
+
+	/* bare LF line ends */
+	do_read(M, c, "GET /lf HTTP/1.1\nHost: app.test\n\n");
+	cr_assert_gt(conn_get(c)->lazy_len, 0);
+	expect_req(M, c, "GET", "/lf", "app.test");
+	do_write(M, c, RESP_5);
+
+	/* too big to keep: parsed as read */
+	int n = snprintf(big, sizeof(big), "GET /big HTTP/1.1\r\nHost: app.test\r\nX-Pad: ");
+	memset(big + n, 'p', sizeof(big) - (size_t)n - 5);
+	memcpy(big + sizeof(big) - 5, "\r\n\r\n", 5);
+	do_read(M, c, big);
+	cr_assert_eq(conn_get(c)->lazy_len, 0);
+	expect_req(M, c, "GET", "/big", "app.test");
+	do_write(M, c, RESP_5);
+
+	/* a HEAD kept: a 1xx makes the response followed, and it ends with
+	 * its head */
+	do_read(M, c, "HEAD /h HTTP/1.1\r\nHost: app.test\r\n\r\n");
+	cr_assert_gt(conn_get(c)->lazy_len, 0);
+	expect_req(M, c, "HEAD", "/h", "app.test");
+	do_write(M, c, "HTTP/1.1 103 Early Hints\r\n\r\n"
+		       "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n");
+	expect_idle(M);
+	expect_conn_idle(c);
+	do_close(M, c);
+}
+
 /* A third request in one read is more than conn.c follows: no crash, the
  * first two are still right. */
 Test(conn, pipelined_three_requests)

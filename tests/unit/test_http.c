@@ -889,6 +889,32 @@ Test(http_resp, final_as_soon_as_the_status_digit)
 	}
 }
 
+Test(http_req, one_head)
+{
+	static const struct {
+		const char *m;
+		bool one;
+	} cases[] = {
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"GET / HTTP/1.1\r\n\r\n", true},
+		{"GET / HTTP/1.0\n\n", true},
+		{"GET / HTTP/1.1\nHost: a\r\n\r\n", true},
+		{"\r\nGET / HTTP/1.1\r\n\r\n", true}, /* idle CRLF first */
+		{"GET /a\nX: y HTTP/1.1\r\n\r\n", true}, /* LF in a line */
+		{"GET / HTTP/1.1\r\nHost: a\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nx", false},
+		{"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", false},
+		{"GET / HTTP/1.1\n\nGET / HTTP/1.1\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\n\nGET / HTTP/1.1\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r\n\r\n", false},
+		{"\n", false},
+		{"", false},
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++)
+		cr_assert_eq(http_req_one_head(cases[k].m, strlen(cases[k].m)),
+			     cases[k].one, "case %zu", k);
+}
+
 /* http_resp_final_start: a final status line at the start of a response
  * the parser has not begun, whole in the buffer, as the parser reads it. */
 Test(http_resp, final_start)
