@@ -263,12 +263,15 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 			c->resp.no_body = in->is_head;
 	} else if (in->proto == PROTO_HTTP) {
 		if (c->lazy_len) {
-			/* More bytes before the response: the kept head first. */
-			size_t k = c->lazy_len;
+			/* More bytes before the response: the kept head first,
+			 * out of the slot the parser may fill next. */
+			char head[CONN_LAZY_MAX];
+			size_t k = c->lazy_len < sizeof(head) ? c->lazy_len : sizeof(head);
+			memcpy(head, conn_lazy(c), k);
 			c->lazy_len = 0;
-			parse_http(c, c->lazy_head, k);
+			parse_http(c, head, k);
 		} else if (lazy_ok(c, in, buf, n)) {
-			memcpy(c->lazy_head, buf, n);
+			memcpy(conn_lazy(c), buf, n);
 			c->lazy_len = (uint16_t)n;
 			in->is_head = n > 5 && memcmp(buf, "HEAD ", 5) == 0;
 			c->resp.no_body = in->is_head;
@@ -564,7 +567,7 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 		size_t lazy = c->lazy_len;
 		if (lazy > CONN_LAZY_MAX)
 			lazy = CONN_LAZY_MAX;
-		memcpy(head, c->lazy_head, lazy);
+		memcpy(head, &c->info[cur ^ 1], lazy);
 		uint64_t id = c->req_id;
 		atomic_thread_fence(memory_order_acquire);
 		uint32_t s2 = atomic_load_explicit(&c->info_seq, memory_order_relaxed);

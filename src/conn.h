@@ -29,8 +29,6 @@
 
 struct sd_thread;
 
-#define CONN_LAZY_MAX 1024
-
 enum conn_state {
 	CONN_IDLE = 0, /* between requests */
 	CONN_REQ,      /* request started, no response yet */
@@ -49,8 +47,8 @@ struct conn {
 	bool resp_unframed;   /* response framing unknown: ends by other signs */
 	bool pipelined;       /* the current request was started from bytes
 	                         read with the previous one, not by a read */
-	uint16_t lazy_len;    /* >0: info[cur] is lazy_head[0..lazy_len), not
-	                         parsed yet */
+	uint16_t lazy_len;    /* >0: info[cur] is the head kept in
+	                         info[cur ^ 1], not parsed yet (conn_lazy) */
 	struct sd_thread *owner;
 	uint64_t req_id;
 	int64_t start_ns;
@@ -61,13 +59,20 @@ struct conn {
 	} rp;
 	struct http_resp resp;
 	_Atomic uint32_t info_seq; /* odd while info[] is being written */
+	/* info[cur ^ 1] holds the next (pipelined) request, or, while
+	 * lazy_len > 0, the current request's head as it was read: a head that
+	 * came whole in the read that began its request, parsed only if it
+	 * must be (by the watchdog when it describes the request, or here when
+	 * more bytes come before the response). */
 	struct reqraw info[2];
-	/* A request head that came whole in the read that began its request
-	 * is kept as read and parsed only if it must be: by the watchdog when
-	 * it describes the request, or here when more bytes come before the
-	 * response (a body, a pipelined request). */
-	char lazy_head[CONN_LAZY_MAX];
 };
+
+/* Where a kept head is, and how long it can be. */
+#define CONN_LAZY_MAX sizeof(struct reqraw)
+static inline char *conn_lazy(struct conn *c)
+{
+	return (char *)&c->info[(c->cur & 1) ^ 1];
+}
 
 #define CONN_CHUNK_BITS 8
 #define CONN_CHUNK (1 << CONN_CHUNK_BITS)
