@@ -171,7 +171,7 @@ static void handler(int sig, siginfo_t *si, void *ucv)
 
 	slot.py_walked = false;
 	slot.pyinfo.n = 0;
-	uintptr_t self = py_tstate_self();
+	uintptr_t self = py_tstate_self_fast();
 	uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
 	if (!ts)
 		ts = self;

@@ -364,11 +364,62 @@ static bool ready(void)
 }
 
 /* async-signal-safe */
+/*
+ * The pthread key of CPython's own thread-state slot (its gilstate TSS
+ * key): PyGILState_GetThisThreadState is pthread_getspecific on it. Found
+ * by looking at every key for the one, and only one, that holds the thread
+ * state just returned; every later thread's first call checks it again,
+ * and a key that ever disagrees is never used. -1: not looked for yet,
+ * -2: not found or not trusted.
+ */
+#define TSS_KEYS_MAX 1024 /* glibc's PTHREAD_KEYS_MAX */
+static _Atomic int tss_key = -1;
+
+static void tss_key_check(uintptr_t ts)
+{
+	int k = atomic_load_explicit(&tss_key, memory_order_acquire);
+	if (k == -2)
+		return;
+	if (k >= 0) {
+		if ((uintptr_t)pthread_getspecific((pthread_key_t)k) != ts)
+			atomic_store_explicit(&tss_key, -2, memory_order_release);
+		return;
+	}
+	int found = -2;
+	for (int i = 0; i < TSS_KEYS_MAX; i++) {
+		if ((uintptr_t)pthread_getspecific((pthread_key_t)i) != ts)
+			continue;
+		if (found != -2) {
+			found = -2; /* two: neither is trusted */
+			break;
+		}
+		found = i;
+	}
+	int expect = -1;
+	atomic_compare_exchange_strong(&tss_key, &expect, found);
+}
+
 uintptr_t py_tstate_self(void)
 {
 	if (!ready())
 		return 0;
-	return (uintptr_t)gilstate_get();
+	uintptr_t ts = (uintptr_t)gilstate_get();
+	if (ts)
+		tss_key_check(ts);
+	return ts;
+}
+
+int py_tstate_key(void)
+{
+	return atomic_load_explicit(&tss_key, memory_order_acquire);
+}
+
+uintptr_t py_tstate_self_fast(void)
+{
+	int k = atomic_load_explicit(&tss_key, memory_order_acquire);
+	if (k < 0 || !ready())
+		return py_tstate_self();
+	return (uintptr_t)pthread_getspecific((pthread_key_t)k);
 }
 
 /* ---- reading ------------------------------------------------------------- */

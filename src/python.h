@@ -75,6 +75,14 @@ const char *py_version_string(void);
  * 0 if there is none or py_init has not run. */
 uintptr_t py_tstate_self(void);
 
+/* async-signal-safe: the same, read straight from the pthread key CPython
+ * keeps it under once py_tstate_self has found that key (in a signal
+ * handler, libpython's code is far from the caches of a running thread). */
+uintptr_t py_tstate_self_fast(void);
+
+/* The key py_tstate_self_fast reads, or < 0 (for tests). */
+int py_tstate_key(void);
+
 /* Watchdog: the thread state of the thread with this kernel tid and
  * pthread_self() value, found in the interpreters' thread lists; 0 if none. */
 uintptr_t py_tstate_find(mem_reader rd, pid_t tid, unsigned long pthread_id);

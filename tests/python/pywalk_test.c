@@ -111,6 +111,19 @@ EXPORT int sd_test_lines(uintptr_t code, const int *addr, int *line, int n)
 	return 0;
 }
 
+/* The calling thread's own thread state as the handler reads it
+ * (py_tstate_self_fast) and as CPython gives it (py_tstate_self): 1 if
+ * they agree and the fast one read CPython's key, 0 if it fell back, -1
+ * if they differ. */
+EXPORT int sd_test_tstate_fast(void)
+{
+	uintptr_t slow = py_tstate_self();
+	uintptr_t fast = py_tstate_self_fast();
+	if (!slow || fast != slow)
+		return -1;
+	return py_tstate_key() >= 0 ? 1 : 0;
+}
+
 EXPORT int sd_test_is_eval(const char *name)
 {
 	return py_is_eval_symbol(name);

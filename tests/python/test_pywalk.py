@@ -44,6 +44,7 @@ for _l in (lib, clib):
                                          ctypes.POINTER(ctypes.c_long),
                                          ctypes.c_char_p, ctypes.c_int]
     _l.sd_test_is_eval.argtypes = [ctypes.c_char_p]
+    _l.sd_test_tstate_fast.argtypes = []
     _l.sd_test_stress.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_int,
                                   ctypes.c_char_p,
                                   ctypes.POINTER(ctypes.c_long),
@@ -159,6 +160,17 @@ class TestInit(unittest.TestCase):
                          [str(x) for x in sys.version_info[:3]])
         self.assertEqual(unavailable, "")
         self.assertEqual(present, "1")
+
+    def test_tstate_fast(self):
+        # The handler reads the thread's own state from CPython's key,
+        # found at the first call: the same as CPython's answer, on the
+        # main thread and on a new one.
+        self.assertEqual(lib.sd_test_tstate_fast(), 1)
+        got = []
+        t = threading.Thread(target=lambda: got.append(lib.sd_test_tstate_fast()))
+        t.start()
+        t.join()
+        self.assertEqual(got, [1])
 
     def test_eval_symbols(self):
         self.assertTrue(lib.sd_test_is_eval(b"_PyEval_EvalFrameDefault"))
