@@ -222,6 +222,12 @@ static void parse_http(struct conn *c, const char *buf, size_t n)
 	}
 }
 
+/* No other request was read with the current one (none pipelined). */
+static bool conn_alone(const struct conn *c)
+{
+	return c->fill == c->cur && !c->next_ready;
+}
+
 /*
  * Whether buf, read on c, can be kept unparsed: it began the request being
  * served (nothing parsed for it yet, no other request in flight) and is
@@ -232,8 +238,8 @@ static void parse_http(struct conn *c, const char *buf, size_t n)
 static bool lazy_ok(const struct conn *c, const struct reqraw *in,
 		    const char *buf, size_t n)
 {
-	return n <= CONN_LAZY_MAX && c->state == CONN_REQ && c->fill == c->cur &&
-	       !c->next_ready && in->method_len == 0 && !in->head_complete &&
+	return n <= CONN_LAZY_MAX && c->state == CONN_REQ && conn_alone(c) &&
+	       in->method_len == 0 && !in->head_complete &&
 	       http_req_at_start(&c->rp.http) && http_req_one_head(buf, n);
 }
 
@@ -426,7 +432,7 @@ static void write_bytes(struct conn *c, const char *buf, size_t n)
 		 * read with this one, waits its turn behind it. Otherwise the
 		 * request ends at the server's next step, as one whose
 		 * response has no framing does: no parsing on the way. */
-		if (c->state == CONN_REQ && !c->next_ready && c->fill == c->cur &&
+		if (c->state == CONN_REQ && conn_alone(c) &&
 		    http_resp_final_start(&c->resp, buf, n)) {
 			c->resp_unframed = true;
 			c->state = CONN_RESP;

@@ -363,7 +363,6 @@ static bool ready(void)
 	return atomic_load_explicit(&state, memory_order_acquire) == PY_READY;
 }
 
-/* async-signal-safe */
 /*
  * The pthread key of CPython's own thread-state slot (its gilstate TSS
  * key): PyGILState_GetThisThreadState is pthread_getspecific on it. Found
@@ -399,6 +398,7 @@ static void tss_key_check(uintptr_t ts)
 	atomic_compare_exchange_strong(&tss_key, &expect, found);
 }
 
+/* async-signal-safe */
 uintptr_t py_tstate_self(void)
 {
 	if (!ready())
@@ -414,6 +414,7 @@ int py_tstate_key(void)
 	return atomic_load_explicit(&tss_key, memory_order_acquire);
 }
 
+/* async-signal-safe */
 uintptr_t py_tstate_self_fast(void)
 {
 	int k = atomic_load_explicit(&tss_key, memory_order_acquire);

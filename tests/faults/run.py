@@ -497,9 +497,16 @@ def gunicorn_cmd(*args):
             "--log-level", "warning"] + list(args) + ["faultapp:app"]
 
 
+def have_gunicorn(what):
+    """Whether gunicorn is installed; a failed check named after what if not."""
+    if os.path.exists("/usr/bin/gunicorn"):
+        return True
+    check("%s: gunicorn installed" % what, False, "no /usr/bin/gunicorn")
+    return False
+
+
 def test_dup_fd():
-    if not os.path.exists("/usr/bin/gunicorn"):
-        check("dup: gunicorn installed", False, "no /usr/bin/gunicorn")
+    if not have_gunicorn("dup"):
         return
     with tempfile.TemporaryDirectory() as tmp:
         s = Server({}, tmp, gunicorn_cmd("-w", "1", "-k", "gthread", "--threads", "2"),
@@ -531,8 +538,7 @@ def test_work_after_response():
     # byte, then closes the socket. Time spent there is the worker's, on
     # this request: reported, with close() on the stack; the finished line
     # still counts to the last byte.
-    if not os.path.exists("/usr/bin/gunicorn"):
-        check("after the response: gunicorn installed", False, "no /usr/bin/gunicorn")
+    if not have_gunicorn("after the response"):
         return
     with tempfile.TemporaryDirectory() as tmp:
         s = Server({"SLOWDOG_THRESHOLD": "200ms"}, tmp,
@@ -639,8 +645,7 @@ def test_deep_native():
 
 
 def test_gunicorn_timeout():
-    if not os.path.exists("/usr/bin/gunicorn"):
-        check("gunicorn timeout: gunicorn installed", False, "no /usr/bin/gunicorn")
+    if not have_gunicorn("gunicorn timeout"):
         return
     with tempfile.TemporaryDirectory() as tmp:
         s = Server({}, tmp, gunicorn_cmd("-w", "1", "-k", "sync", "--timeout", "2"),
