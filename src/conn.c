@@ -54,7 +54,7 @@ static void info_clear(struct reqraw *in)
 
 static void req_publish(struct conn *c, struct sd_thread *t, int64_t now)
 {
-	uint64_t id = conn_next_id();
+	uint64_t id = t ? thread_next_id(t) : conn_next_id();
 	c->owner = t;
 	c->req_id = id;
 	c->state = CONN_REQ;
@@ -356,7 +356,7 @@ static void slot_reset(int fd, bool accepted)
 	atomic_store_explicit(&c->gen, g, memory_order_release);
 }
 
-void conn_read_enter(struct conn *c)
+void conn_read_enter_slow(struct conn *c)
 {
 	req_cancel_unserved(c);
 	if (c->state == CONN_RESP)
@@ -622,7 +622,7 @@ uint64_t conn_begin_label(struct sd_thread *t, const char *label)
 		}
 	}
 	watchdog_ensure();
-	uint64_t id = conn_next_id();
+	uint64_t id = thread_next_id(t);
 	t->fd = -1;
 	t->conn_gen = 0;
 	t->req_start_ns = now;

@@ -95,7 +95,14 @@ static inline struct conn *conn_get(int fd)
 
 /* Hooks, each called on the thread making the call. */
 void conn_accepted(int fd);                /* accept/accept4 returned fd */
-void conn_read_enter(struct conn *c);      /* a read-family call enters */
+void conn_read_enter_slow(struct conn *c);
+/* A read-family call enters: ends an answered request, forgets an unserved
+ * pipelined one. */
+static inline void conn_read_enter(struct conn *c)
+{
+	if (c->state == CONN_RESP || (c->state == CONN_REQ && c->pipelined))
+		conn_read_enter_slow(c);
+}
 void conn_read_done(struct conn *c, int fd, const void *buf, size_t n);
 void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
 		   size_t n);
@@ -127,5 +134,6 @@ void conn_atfork_child(void);
  * Python, watchdog. Set by preload.c / watchdog.c. */
 void conn_first_connection(void);
 
-/* Internal (exposed for unit tests): request id counter. */
+/* Request ids of threads without a record (see thread_next_id); exposed
+ * for unit tests. */
 uint64_t conn_next_id(void);

@@ -99,6 +99,8 @@ struct sd_thread *thread_register(void)
 		c->pthread = (unsigned long)pthread_self();
 		stack_bounds(c);
 		c->call_depth = 0;
+		if (!c->req_next)
+			c->req_next = (uint64_t)(i + 1) << THREAD_ID_BITS;
 		c->mux = false;
 		c->fd = -1;
 		atomic_store(&c->req_id, 0);

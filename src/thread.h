@@ -47,6 +47,7 @@ struct sd_thread {
 	 * again.
 	 */
 	_Atomic uint64_t req_id; /* 0: no request */
+	uint64_t req_next;       /* the last id this record gave out */
 	int fd;
 	uint32_t conn_gen;
 	int64_t req_start_ns;    /* CLOCK_MONOTONIC */
@@ -103,6 +104,19 @@ static inline struct sd_thread *thread_get(void)
 {
 	struct sd_thread *t = sd_tls_self;
 	return t ? t : thread_register();
+}
+
+/*
+ * A new request id for a request t serves: unique in the process, with no
+ * locked instruction. Each record counts in its own range (its index + 1,
+ * shifted by THREAD_ID_BITS) and keeps counting when a later thread takes
+ * the record over; ids below 1 << THREAD_ID_BITS are for requests of
+ * threads without a record (conn_next_id).
+ */
+#define THREAD_ID_BITS 40
+static inline uint64_t thread_next_id(struct sd_thread *t)
+{
+	return ++t->req_next;
 }
 
 /* Marks the calling thread as slowdog's own: never tracked. */

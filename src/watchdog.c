@@ -31,7 +31,7 @@ struct config watchdog_cfg;
 bool slowdog_off;
 
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
-static _Atomic int running;     /* 0: no thread in this process */
+_Atomic int watchdog_running;
 static _Atomic uint32_t kick_word;
 
 static void warn_line(const char *line)
@@ -374,12 +374,10 @@ static void *watchdog_main(void *arg)
 	return NULL;
 }
 
-void watchdog_ensure(void)
+void watchdog_start(void)
 {
-	if (likely(atomic_load_explicit(&running, memory_order_acquire)))
-		return;
 	int expect = 0;
-	if (!atomic_compare_exchange_strong(&running, &expect, 1))
+	if (!atomic_compare_exchange_strong(&watchdog_running, &expect, 1))
 		return;
 	if (slowdog_off)
 		return;
@@ -410,7 +408,7 @@ void watchdog_ensure(void)
  */
 __attribute__((destructor)) static void watchdog_exit(void)
 {
-	if (!atomic_load(&running))
+	if (!atomic_load(&watchdog_running))
 		return;
 	for (int tries = 0; tries < 200; tries++) {
 		bool pending = false;
@@ -427,7 +425,7 @@ __attribute__((destructor)) static void watchdog_exit(void)
 
 void watchdog_atfork_child(void)
 {
-	atomic_store(&running, 0);
+	atomic_store(&watchdog_running, 0);
 	atomic_store(&kick_word, 0);
 	capture_atfork_child();
 	/* Clear only what was used: touching the whole tables would cost

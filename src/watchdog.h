@@ -5,6 +5,7 @@
  */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -17,7 +18,14 @@ extern bool slowdog_off;           /* SLOWDOG_DISABLE or setup failed */
 void watchdog_setup(void);
 
 /* Starts the thread if it is not running in this process. */
-void watchdog_ensure(void);
+extern _Atomic int watchdog_running; /* 0: no thread in this process */
+void watchdog_start(void);
+static inline void watchdog_ensure(void)
+{
+	if (__builtin_expect(!atomic_load_explicit(&watchdog_running,
+						   memory_order_acquire), 0))
+		watchdog_start();
+}
 
 /* Wakes the watchdog (a reported request ended). One futex wake. */
 void watchdog_kick(void);

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "http.h"
 
@@ -913,6 +915,64 @@ Test(http_req, one_head)
 	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++)
 		cr_assert_eq(http_req_one_head(cases[k].m, strlen(cases[k].m)),
 			     cases[k].one, "case %zu", k);
+}
+
+/* The same as http_req_one_head, a byte at a time. */
+static bool one_head_slow(const char *b, size_t n)
+{
+	size_t e;
+	if (n >= 2 && b[n - 1] == '\n' && b[n - 2] == '\n')
+		e = n - 2;
+	else if (n >= 3 && b[n - 1] == '\n' && b[n - 2] == '\r' && b[n - 3] == '\n')
+		e = n - 3;
+	else
+		return false;
+	for (size_t p = 0; p < e; p++)
+		if (b[p] == '\n' && (b[p + 1] == '\n' || (b[p + 1] == '\r' && b[p + 2] == '\n')))
+			return false;
+	return true;
+}
+
+/*
+ * Every head length up to 200 bytes, with an empty line (LF LF, LF CR LF)
+ * or a near miss (LF CR x) at every place, the buffer ending where a page
+ * ends (reading a byte past it would crash): the same answer as a byte at
+ * a time.
+ */
+Test(http_req, one_head_every_place)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	char *m = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(m, MAP_FAILED);
+	cr_assert_eq(mprotect(m + pg, (size_t)pg, PROT_NONE), 0);
+	static const char *marks[] = {"\n\n", "\n\r\n", "\n\rx", "\nx\n"};
+	static const char *ends[] = {"\r\n\r\n", "\n\n", "\r\n", "\r\n\r\nx"};
+	long agree = 0;
+	for (size_t n = 2; n <= 200; n++) {
+		char *b = m + pg - n;
+		for (size_t k = 0; k < sizeof(ends) / sizeof(ends[0]); k++) {
+			size_t el = strlen(ends[k]);
+			if (el > n)
+				continue;
+			for (size_t at = 0; at <= n - el; at++) {
+				for (size_t j = 0; j < sizeof(marks) / sizeof(marks[0]); j++) {
+					memset(b, 'a', n);
+					memcpy(b + n - el, ends[k], el);
+					size_t ml = strlen(marks[j]);
+					if (at + ml <= n - el)
+						memcpy(b + at, marks[j], ml);
+					bool want = one_head_slow(b, n);
+					cr_assert_eq(http_req_one_head(b, n), want,
+						     "length %zu, end %zu, mark %zu at %zu",
+						     n, k, j, at);
+					agree++;
+				}
+			}
+		}
+	}
+	cr_assert_gt(agree, 100000);
+	munmap(m, (size_t)pg * 2);
 }
 
 /* http_resp_final_start: a final status line at the start of a response
