@@ -52,7 +52,7 @@ static void info_clear(struct reqraw *in)
 	reqraw_clear(in);
 }
 
-static void req_publish(struct conn *c, struct sd_thread *t, int64_t now)
+static inline __attribute__((always_inline)) void req_publish(struct conn *c, struct sd_thread *t, int64_t now)
 {
 	uint64_t id = t ? thread_next_id(t) : conn_next_id();
 	c->owner = t;
@@ -152,7 +152,7 @@ static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
 	}
 }
 
-static void req_start(struct conn *c, int64_t now)
+static inline __attribute__((always_inline)) void req_start(struct conn *c, int64_t now)
 {
 	struct sd_thread *t = thread_get();
 	if (t)
@@ -461,7 +461,7 @@ static void write_bytes(struct conn *c, const char *buf, size_t n)
 	}
 }
 
-static bool write_begin(struct conn *c)
+static inline __attribute__((always_inline)) bool write_begin(struct conn *c)
 {
 	if (c->state == CONN_IDLE) {
 		if (!c->next_ready)
