@@ -53,7 +53,6 @@ struct sd_thread {
 	int64_t req_start_ns;    /* CLOCK_MONOTONIC */
 	bool mux;                /* serves many connections at once (an event
 	                            loop): never reported */
-	char label[256];         /* fd == -1: explicit work (slowdog_begin), escaped */
 
 	/* Written by the watchdog: the id of the request it has reported. */
 	_Atomic uint64_t reported_id;
@@ -69,6 +68,9 @@ struct sd_thread {
 	/* Bumped by the signal handler each time it runs on this thread, so an
 	 * interposed call can tell an EINTR that slowdog caused. */
 	_Atomic uint32_t intr;
+
+	/* Last, away from the fields every request touches. */
+	char label[256];         /* fd == -1: explicit work (slowdog_begin), escaped */
 };
 
 enum {
