@@ -14,7 +14,6 @@
 
 _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
 
-static _Atomic uint32_t conn_gen_counter;
 static _Atomic uint64_t req_counter;
 
 uint64_t conn_next_id(void)
@@ -296,6 +295,10 @@ void conn_accepted(int fd)
 	slot_reset(fd, true);
 }
 
+/* What slot_reset keeps: gen (cleared on its own) and gen_last. */
+_Static_assert(offsetof(struct conn, state) == 2 * sizeof(uint32_t),
+	       "gen and gen_last come first in struct conn");
+
 static void slot_reset(int fd, bool accepted)
 {
 	if (fd < 0 || (unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
@@ -339,8 +342,8 @@ static void slot_reset(int fd, bool accepted)
 	/* The parsers' state is set up by its own init when used: the
 	 * request parser's here (uwsgi's when a packet shows), the response
 	 * parser's at each request. */
-	memset((char *)c + sizeof(c->gen), 0,
-	       offsetof(struct conn, rp) - sizeof(c->gen));
+	memset((char *)c + offsetof(struct conn, state), 0,
+	       offsetof(struct conn, rp) - offsetof(struct conn, state));
 	c->fd = fd;
 	c->epfd = -1;
 	http_req_init(&c->rp.http);
@@ -348,11 +351,10 @@ static void slot_reset(int fd, bool accepted)
 	info_clear(&c->info[0]);
 	info_clear(&c->info[1]);
 	info_end(c);
-	uint32_t g = atomic_fetch_add_explicit(&conn_gen_counter, 1,
-					       memory_order_relaxed) + 1;
+	uint32_t g = c->gen_last + 1;
 	if (g == 0)
-		g = atomic_fetch_add_explicit(&conn_gen_counter, 1,
-					      memory_order_relaxed) + 1;
+		g = 1;
+	c->gen_last = g;
 	atomic_store_explicit(&c->gen, g, memory_order_release);
 }
 

@@ -37,6 +37,8 @@ enum conn_state {
 
 struct conn {
 	_Atomic uint32_t gen; /* 0: not a tracked connection */
+	uint32_t gen_last;    /* the last gen this slot gave: gens are told
+	                         apart per slot, with the fd */
 	uint8_t state;        /* enum conn_state */
 	uint8_t cur;          /* info[cur] describes the current request */
 	bool next_ready;      /* info[cur ^ 1] holds a pipelined request */
