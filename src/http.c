@@ -406,29 +406,26 @@ bool http_req_at_start(const struct http_req *p)
 	return p->state == RQ_IDLE;
 }
 
-/* Whether an empty line starts right after some LF in buf[0..e): buf has
- * at least e + 2 bytes. Sixteen positions at a time (SSE2, in every x86-64),
- * the last block overlapping the one before. */
+/* Whether a line that starts with LF or CR follows some LF in buf[0..e):
+ * an empty line, or taken for one (a line does not start with CR). buf has
+ * at least e + 1 bytes. Sixteen positions at a time (SSE2, in every
+ * x86-64), the last block overlapping the one before. */
 static bool blank_line_before(const char *buf, size_t e)
 {
 	if (e < 16) {
 		for (size_t p = 0; p < e; p++)
-			if (buf[p] == '\n' && (buf[p + 1] == '\n' ||
-					       (buf[p + 1] == '\r' && buf[p + 2] == '\n')))
+			if (buf[p] == '\n' && (buf[p + 1] == '\n' || buf[p + 1] == '\r'))
 				return true;
 		return false;
 	}
 	const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
 	for (size_t i = 0;;) {
-		/* positions i..i+15 < e; their next two bytes, up to e + 1 */
+		/* positions i..i+15 < e, and the bytes after them, up to e */
 		__m128i a = _mm_loadu_si128((const __m128i *)(const void *)(buf + i));
 		__m128i b = _mm_loadu_si128((const __m128i *)(const void *)(buf + i + 1));
-		__m128i c = _mm_loadu_si128((const __m128i *)(const void *)(buf + i + 2));
 		__m128i blank = _mm_and_si128(
 			_mm_cmpeq_epi8(a, lf),
-			_mm_or_si128(_mm_cmpeq_epi8(b, lf),
-				     _mm_and_si128(_mm_cmpeq_epi8(b, cr),
-						   _mm_cmpeq_epi8(c, lf))));
+			_mm_or_si128(_mm_cmpeq_epi8(b, lf), _mm_cmpeq_epi8(b, cr)));
 		if (_mm_movemask_epi8(blank))
 			return true;
 		if (i + 16 >= e)
@@ -448,7 +445,7 @@ bool http_req_one_head(const char *buf, size_t n)
 		e = n - 3;
 	else
 		return false;
-	/* No empty line before: each LF before e is followed by more. */
+	/* No empty line before: each LF before e is followed by a line. */
 	return !blank_line_before(buf, e);
 }
 

@@ -46,8 +46,9 @@ bool http_req_at_start(const struct http_req *p);
 /*
  * Whether buf[0..n) is one whole request head and nothing else, as far as
  * its lines tell: it ends with an empty line (CRLF or LF) and has none
- * before (idle empty lines at its very start aside). Nothing more is
- * checked: the parser decides what the bytes are.
+ * before (one idle empty line at its very start aside; a line that starts
+ * with CR counts as empty: no head line does). Nothing more is checked:
+ * the parser decides what the bytes are.
  */
 bool http_req_one_head(const char *buf, size_t n);
 
