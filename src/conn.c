@@ -278,7 +278,10 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 		} else if (lazy_ok(c, in, buf, n)) {
 			memcpy(conn_lazy(c), buf, n);
 			c->lazy_len = (uint16_t)n;
-			in->is_head = n > 5 && memcmp(buf, "HEAD ", 5) == 0;
+			size_t k = 0; /* idle empty lines before it */
+			while (k < n && (buf[k] == '\r' || buf[k] == '\n'))
+				k++;
+			in->is_head = n - k > 5 && memcmp(buf + k, "HEAD ", 5) == 0;
 			c->resp.no_body = in->is_head;
 			info_end(c);
 			return;

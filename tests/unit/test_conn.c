@@ -1364,6 +1364,15 @@ Test(conn, kept_head_only_when_whole_and_alone)
 		       "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n");
 	expect_idle(M);
 	expect_conn_idle(c);
+
+	/* the same after an idle empty line */
+	do_read(M, c, "\r\nHEAD /h2 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+	cr_assert_gt(conn_get(c)->lazy_len, 0);
+	expect_req(M, c, "HEAD", "/h2", "app.test");
+	do_write(M, c, "HTTP/1.1 103 Early Hints\r\n\r\n"
+		       "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n");
+	expect_idle(M);
+	expect_conn_idle(c);
 	do_close(M, c);
 }
 
