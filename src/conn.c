@@ -242,6 +242,21 @@ static bool lazy_ok(const struct conn *c, const struct reqraw *in,
 	       http_req_at_start(&c->rp.http) && http_req_one_head(buf, n);
 }
 
+/* Whether a kept head (one whole head, so it ends with a line feed) is a
+ * HEAD request, as the parser would tell: idle empty lines skipped. */
+static bool kept_head_is_head(const char *buf, size_t n)
+{
+	size_t k = 0;
+	while (buf[k] == '\r' || buf[k] == '\n')
+		if (++k == n)
+			return false;
+	uint32_t w;
+	if (n - k < 6)
+		return false;
+	memcpy(&w, buf + k, sizeof(w));
+	return w == 0x44414548 /* "HEAD", little-endian */ && buf[k + 4] == ' ';
+}
+
 static void parse_request(struct conn *c, const char *buf, size_t n)
 {
 	if (c->parse_off || n == 0)
@@ -278,10 +293,7 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 		} else if (lazy_ok(c, in, buf, n)) {
 			memcpy(conn_lazy(c), buf, n);
 			c->lazy_len = (uint16_t)n;
-			size_t k = 0; /* idle empty lines before it */
-			while (k < n && (buf[k] == '\r' || buf[k] == '\n'))
-				k++;
-			in->is_head = n - k > 5 && memcmp(buf + k, "HEAD ", 5) == 0;
+			in->is_head = kept_head_is_head(buf, n);
 			c->resp.no_body = in->is_head;
 			info_end(c);
 			return;

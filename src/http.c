@@ -453,6 +453,12 @@ bool http_looks_like_request(const char *buf, size_t n)
 {
 	if (n == 0)
 		return false;
+	if (n >= 4) { /* most requests: one compare */
+		uint32_t w;
+		memcpy(&w, buf, sizeof(w));
+		if (w == 0x20544547) /* "GET ", little-endian */
+			return true;
+	}
 	for (size_t i = 0; i < n && i <= HTTP_METHOD_TOKEN_MAX; i++) {
 		unsigned char c = (unsigned char)buf[i];
 		if (c == ' ')

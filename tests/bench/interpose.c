@@ -2,7 +2,7 @@
  * Interposition cost: how many nanoseconds slowdog adds to one interposed
  * call. Run by scripts/bench with and without LD_PRELOAD=libslowdog.so.
  *
- *   interpose http|bytes|pipe ITERATIONS ROUNDS
+ *   interpose http|browser|bytes|pipe ITERATIONS ROUNDS
  *
  * http: a connection accepted in this process (so slowdog tracks it, and
  *   the first accept has made it read its settings) serves one
@@ -11,6 +11,9 @@
  *   Content-Length, so slowdog sees the request start and end), the client
  *   reads it. Two interposed calls per iteration: recv and send on the
  *   accepted socket, each parsing an HTTP head.
+ * browser: the same with the head a browser sends to a site it has
+ *   cookies for (830 bytes: user agent, accept lists, cookies), too
+ *   long to be kept unparsed: slowdog parses it as it is read.
  * bytes: the same on an accepted socket carrying 64 bytes each way that
  *   are not HTTP: slowdog tracks the connection (a request starts at each
  *   read after a write) but parses nothing. The cost of tracking alone.
@@ -50,6 +53,26 @@ static const char REQUEST[] =
 	"Host: 127.0.0.1:8000\r\n"
 	"User-Agent: bench/1.0\r\n"
 	"Accept: */*\r\n"
+	"\r\n";
+static const char BROWSER_REQUEST[] =
+	"GET /shop/items?category=garden&page=2&sort=price HTTP/1.1\r\n"
+	"Host: www.example.com\r\n"
+	"Connection: keep-alive\r\n"
+	"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
+	"(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36\r\n"
+	"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,"
+	"image/avif,image/webp,*/*;q=0.8\r\n"
+	"Accept-Language: en-US,en;q=0.9,de;q=0.8\r\n"
+	"Accept-Encoding: gzip, deflate, br\r\n"
+	"Referer: https://www.example.com/shop/items?category=garden&page=1\r\n"
+	"Cookie: sessionid=8f14e45fceea167a5a36dedd4bea2543; "
+	"csrftoken=Zx9Qe1KbT3vYw7LmN2pR5sU8aC4dF6gH0jK3lM9nP1qS4tV7wX2yZ5bE8; "
+	"_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; "
+	"theme=dark; lang=en; cart=eyJpdGVtcyI6W3siaWQiOjQyLCJxdHkiOjF9XX0\r\n"
+	"Sec-Fetch-Dest: document\r\n"
+	"Sec-Fetch-Mode: navigate\r\n"
+	"Sec-Fetch-Site: same-origin\r\n"
+	"Upgrade-Insecure-Requests: 1\r\n"
 	"\r\n";
 static const char RESPONSE[] =
 	"HTTP/1.1 200 OK\r\n"
@@ -168,9 +191,9 @@ static void pipe_libc(int r, int w, long n)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4 || (strcmp(argv[1], "http") && strcmp(argv[1], "bytes") &&
-			  strcmp(argv[1], "pipe"))) {
-		fprintf(stderr, "usage: interpose http|bytes|pipe ITERATIONS ROUNDS\n");
+	if (argc != 4 || (strcmp(argv[1], "http") && strcmp(argv[1], "browser") &&
+			  strcmp(argv[1], "bytes") && strcmp(argv[1], "pipe"))) {
+		fprintf(stderr, "usage: interpose http|browser|bytes|pipe ITERATIONS ROUNDS\n");
 		return 2;
 	}
 	long iters = atol(argv[2]);
@@ -181,6 +204,10 @@ int main(int argc, char **argv)
 	}
 	libc_lookup();
 	bool tracked = strcmp(argv[1], "pipe") != 0;
+	if (strcmp(argv[1], "browser") == 0) {
+		req_msg = BROWSER_REQUEST;
+		req_len = sizeof(BROWSER_REQUEST) - 1;
+	}
 	if (strcmp(argv[1], "bytes") == 0) {
 		req_msg = resp_msg = BYTES;
 		req_len = resp_len = sizeof(BYTES) - 1;
