@@ -51,6 +51,14 @@
  * the return address into the record's regs (the blocked-call record, made
  * valid by call_enter), then jumps to the C body. It touches only r10 and
  * r11, which the ABI leaves to the callee.
+ *
+ * call_depth above 0 means a signal handler calls in while the thread is
+ * inside an interposed call, or that the call it counts is gone: a signal
+ * handler longjmp'ed out of it, and it will never return. The stub tells
+ * the two apart on the thread's own stack (where the recorded call's
+ * frame was): a call made at or above that frame, or with that frame's
+ * return address overwritten, is a new call on a stack the old one left,
+ * and starts the count afresh. A nested call sits below the intact frame.
  */
 #define STUB_STR_(x) #x
 #define STUB_STR(x) STUB_STR_(x)
@@ -66,8 +74,8 @@
 		"testq %r11, %r11\n"                                      \
 		"jz 1f\n"                                                 \
 		"cmpl $0, " STUB_STR(SD_THREAD_DEPTH_OFF) "(%r11)\n"      \
-		"jne 1f\n"                                                \
-		"movq %rbx, " STUB_REG(0) "(%r11)\n"                      \
+		"jne 2f\n"                                                \
+		"0: movq %rbx, " STUB_REG(0) "(%r11)\n"                   \
 		"movq %rbp, " STUB_REG(8) "(%r11)\n"                      \
 		"movq %r12, " STUB_REG(16) "(%r11)\n"                     \
 		"movq %r13, " STUB_REG(24) "(%r11)\n"                     \
@@ -78,6 +86,22 @@
 		"movq (%rsp), %r10\n"                                     \
 		"movq %r10, " STUB_REG(56) "(%r11)\n"                     \
 		"1: jmp sd_body_" #name "\n"                              \
+		/* r10: the recorded call's return address slot */        \
+		"2: movq " STUB_REG(SD_REGS_CFA_OFF) "(%r11), %r10\n"     \
+		"subq $8, %r10\n"                                         \
+		"cmpq " STUB_STR(SD_THREAD_STACK_LO_OFF) "(%r11), %r10\n" \
+		"jb 1b\n"              /* not on the thread's stack */     \
+		"cmpq " STUB_STR(SD_THREAD_STACK_HI_OFF) "(%r11), %r10\n" \
+		"jae 1b\n"                                                \
+		"cmpq %r10, %rsp\n"                                       \
+		"jae 3f\n"             /* at or above that frame: gone */  \
+		"movq (%r10), %r10\n"                                     \
+		"cmpq " STUB_REG(SD_REGS_RET_OFF) "(%r11), %r10\n"        \
+		"je 1b\n"              /* intact: a nested call */         \
+		/* the record changes: a copy being taken is dropped */   \
+		"3: addl $2, " STUB_STR(SD_THREAD_SEQ_OFF) "(%r11)\n"     \
+		"movl $0, " STUB_STR(SD_THREAD_DEPTH_OFF) "(%r11)\n"      \
+		"jmp 0b\n"                                                \
 		".cfi_endproc\n"                                          \
 		".size " #name ", .-" #name "\n")
 
@@ -320,17 +344,19 @@ static inline struct sd_thread *call_enter(int fn)
 {
 	struct sd_thread *t = thread_self();
 	if (t && t->call_depth++ == 0) {
-		/* regs: written by the entry stub */
+		/* regs: written by the entry stub. Odd already when the stub
+		 * found the call before gone: odd again, and changed. */
 		t->call_fn = (uint16_t)fn;
 		uint32_t s = atomic_load_explicit(&t->call_seq, memory_order_relaxed);
-		atomic_store_explicit(&t->call_seq, s + 1, memory_order_release);
+		atomic_store_explicit(&t->call_seq, (s + 1) | 1, memory_order_release);
 	}
 	return t;
 }
 
 static inline void call_leave(struct sd_thread *t)
 {
-	if (t && --t->call_depth == 0) {
+	/* 0: a call the stub counted afresh under this one has left. */
+	if (t && t->call_depth && --t->call_depth == 0) {
 		uint32_t s = atomic_load_explicit(&t->call_seq, memory_order_relaxed);
 		atomic_store_explicit(&t->call_seq, s + 1, memory_order_release);
 		atomic_signal_fence(memory_order_seq_cst);

@@ -18,10 +18,18 @@ int thread_keep_signal;
 /* Initial-exec TLS: safe to read in a signal handler, no lazy allocation. */
 __thread struct sd_thread *sd_tls_self;
 
+_Static_assert(offsetof(struct sd_thread, call_seq) == SD_THREAD_SEQ_OFF,
+	       "the entry stubs' offset of call_seq");
 _Static_assert(offsetof(struct sd_thread, call_depth) == SD_THREAD_DEPTH_OFF,
 	       "the entry stubs' offset of call_depth");
 _Static_assert(offsetof(struct sd_thread, regs) == SD_THREAD_REGS_OFF,
 	       "the entry stubs' offset of regs");
+_Static_assert(offsetof(struct sd_thread, stack_lo) == SD_THREAD_STACK_LO_OFF &&
+	       offsetof(struct sd_thread, stack_hi) == SD_THREAD_STACK_HI_OFF,
+	       "the entry stubs' offsets of the stack bounds");
+_Static_assert(offsetof(struct call_regs, cfa) == SD_REGS_CFA_OFF &&
+	       offsetof(struct call_regs, ret) == SD_REGS_RET_OFF,
+	       "the entry stubs' offsets of cfa and ret");
 static __thread bool tls_internal __attribute__((tls_model("initial-exec")));
 static __thread bool tls_full __attribute__((tls_model("initial-exec")));
 

@@ -84,12 +84,18 @@ extern struct sd_thread thread_table[THREADS_MAX];
 extern _Atomic int thread_high; /* records [0, thread_high) may be in use */
 
 /* The calling thread's record, NULL if it has none. The interposer's entry
- * stubs read it too, and write regs when call_depth is 0, at these
- * offsets (checked in thread.c). */
+ * stubs read it too, and write regs when call_depth is 0 (or when the call
+ * it counts is gone, left by a longjmp), at these offsets (checked in
+ * thread.c). */
 extern __thread struct sd_thread *sd_tls_self
 	__attribute__((tls_model("initial-exec"), visibility("hidden")));
+#define SD_THREAD_STACK_LO_OFF 16 /* offsetof(struct sd_thread, stack_lo) */
+#define SD_THREAD_STACK_HI_OFF 24 /* offsetof(struct sd_thread, stack_hi) */
+#define SD_THREAD_SEQ_OFF 32   /* offsetof(struct sd_thread, call_seq) */
 #define SD_THREAD_DEPTH_OFF 36 /* offsetof(struct sd_thread, call_depth) */
 #define SD_THREAD_REGS_OFF 48  /* offsetof(struct sd_thread, regs) */
+#define SD_REGS_CFA_OFF 48     /* offsetof(struct call_regs, cfa) */
+#define SD_REGS_RET_OFF 56     /* offsetof(struct call_regs, ret) */
 
 /* async-signal-safe */
 static inline struct sd_thread *thread_self(void)

@@ -274,6 +274,16 @@ def deep_native(mode):
     return "deep=%d" % lib.deep(10000, 1 if mode == "spin" else 0)
 
 
+def jumped_then_sleep(secs):
+    """C code left a read(2) by a longjmp from a signal handler; then the
+    request sleeps: its report must show the sleep, not the read."""
+    lib = ctypes.CDLL(os.environ["FAULT_DEEP_SO"])
+    lib.jump_out_of_read.restype = ctypes.c_int
+    jumped = lib.jump_out_of_read()
+    time.sleep(secs)
+    return "jumped=%d" % jumped
+
+
 def c_nanosleep_for(secs):
     ts = timespec(int(secs), int((secs - int(secs)) * 1e9))
     t = time.monotonic()
@@ -347,6 +357,8 @@ def app(environ, start_response):
         body = dup2_dance(environ)
     elif path == "/deepnative":
         body = deep_native(q.get("mode", ["sleep"])[0])
+    elif path == "/longjmp":
+        body = jumped_then_sleep(secs)
     elif path == "/childfds":
         body = child_fds()
     elif path == "/csleep":

@@ -644,6 +644,45 @@ def test_deep_native():
             check("deep native (%s): 256 frames shown, the cut said" % mode, ok, why)
 
 
+def test_longjmp_out_of_call():
+    """A signal handler longjmps out of an interposed read(2) (C code with
+    timeouts by signal): the read never returns. The thread's later calls
+    must still be recorded: the report of its next slow request shows
+    where it waits now, not the read it left."""
+    with tempfile.TemporaryDirectory() as tmp:
+        so = build_deep(tmp)
+        if not so:
+            check("longjmp: deep.c builds", False, "cc failed")
+            return
+        s = Server({"FAULT_DEEP_SO": so}, tmp)
+        try:
+            # one at a time: the C side has one signal handler and one
+            # jump buffer for the process
+            bodies = {p: s.get(p) for p in ("/longjmp?s=1.5", "/longjmp?s=1.6")}
+            s.wait_log(r"finished after .*/longjmp\?s=1.6", 3)
+            alive = s.p.poll() is None
+        finally:
+            err = s.stop()
+        reports, _, errors = s.parsed()
+        check("longjmp: no crash, right answers", alive and sorted(bodies.values())
+              == ["jumped=1", "jumped=1"], repr(bodies))
+        check("longjmp: log well formed", not errors, repr(errors[:3]))
+        check("longjmp: nothing on stderr", not slowdog_lines(err), err[-300:])
+        reps = by_request(reports)
+        for p in ("/longjmp?s=1.5", "/longjmp?s=1.6"):
+            rs = reps.get("GET " + p, [])
+            ok = len(rs) == 1
+            why = "%d reports" % len(rs)
+            if ok:
+                r = rs[0]
+                names = [f.name for f in r.native]
+                ok = (r.capture.startswith("blocked") and
+                      r.blocked_in in ("clock_nanosleep", "nanosleep", "select") and
+                      "left_by_longjmp" not in names)
+                why = "capture %r, native %r" % (r.capture, names[:8])
+            check("longjmp %s: reported where it waits now" % p, ok, why)
+
+
 def test_gunicorn_timeout():
     if not have_gunicorn("gunicorn timeout"):
         return
@@ -809,7 +848,8 @@ TESTS = (test_bad_settings, test_signal_owned, test_signal_taken_later,
          test_no_eintr, test_unwritable_log, test_disabled, test_log_full,
          test_log_rotated, test_thread_exit, test_finished_lines,
          test_sigmask_all, test_fork_exec,
-         test_dup_fd, test_work_after_response, test_1000_threads, test_deep_native, test_gunicorn_timeout,
+         test_dup_fd, test_work_after_response, test_1000_threads, test_deep_native, test_longjmp_out_of_call,
+         test_gunicorn_timeout,
          test_uwsgi_harakiri, test_sigstop, test_wait_loops)
 
 filters = [a for a in sys.argv[2:] if a != "-k"]
