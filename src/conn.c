@@ -14,11 +14,9 @@
 
 _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
 
-static _Atomic uint64_t req_counter;
-
 uint64_t conn_next_id(void)
 {
-	return atomic_fetch_add_explicit(&req_counter, 1, memory_order_relaxed) + 1;
+	return thread_take_ids(1);
 }
 
 static struct conn *slot_of(int fd)

@@ -136,6 +136,6 @@ void conn_atfork_child(void);
  * Python, watchdog. Set by preload.c / watchdog.c. */
 void conn_first_connection(void);
 
-/* Request ids of threads without a record (see thread_next_id); exposed
- * for unit tests. */
+/* A request id for a thread without a record (see thread_next_id);
+ * exposed for unit tests. */
 uint64_t conn_next_id(void);

@@ -36,6 +36,13 @@ static __thread bool tls_full __attribute__((tls_model("initial-exec")));
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
+static _Atomic uint64_t id_count;
+
+uint64_t thread_take_ids(uint64_t n)
+{
+	return atomic_fetch_add_explicit(&id_count, n, memory_order_relaxed) + 1;
+}
+
 void thread_mark_internal(void)
 {
 	tls_internal = true;
@@ -107,8 +114,7 @@ struct sd_thread *thread_register(void)
 		c->pthread = (unsigned long)pthread_self();
 		stack_bounds(c);
 		c->call_depth = 0;
-		if (!c->req_next)
-			c->req_next = (uint64_t)(i + 1) << THREAD_ID_BITS;
+		c->req_next = c->req_end = 0;
 		c->mux = false;
 		c->fd = -1;
 		atomic_store(&c->req_id, 0);

@@ -47,7 +47,8 @@ struct sd_thread {
 	 * again.
 	 */
 	_Atomic uint64_t req_id; /* 0: no request */
-	uint64_t req_next;       /* the last id this record gave out */
+	uint64_t req_next, req_end; /* owner only: ids [req_next, req_end)
+	                               are this thread's to give out */
 	int fd;
 	uint32_t conn_gen;
 	int64_t req_start_ns;    /* CLOCK_MONOTONIC */
@@ -114,17 +115,24 @@ static inline struct sd_thread *thread_get(void)
 	return t ? t : thread_register();
 }
 
+/* Takes n request ids in a row from the process's count (from 1): the
+ * first. One locked instruction. */
+uint64_t thread_take_ids(uint64_t n);
+
 /*
- * A new request id for a request t serves: unique in the process, with no
- * locked instruction. Each record counts in its own range (its index + 1,
- * shifted by THREAD_ID_BITS) and keeps counting when a later thread takes
- * the record over; ids below 1 << THREAD_ID_BITS are for requests of
- * threads without a record (conn_next_id).
+ * A new request id for a request t serves: unique in the process. A thread
+ * takes ids THREAD_ID_BLOCK at a time, so the locked instruction comes once
+ * in that many requests; a worker that serves one request at a time
+ * numbers its requests 1, 2, 3...
  */
-#define THREAD_ID_BITS 40
+#define THREAD_ID_BLOCK 64
 static inline uint64_t thread_next_id(struct sd_thread *t)
 {
-	return ++t->req_next;
+	if (__builtin_expect(t->req_next == t->req_end, 0)) {
+		t->req_next = thread_take_ids(THREAD_ID_BLOCK);
+		t->req_end = t->req_next + THREAD_ID_BLOCK;
+	}
+	return t->req_next++;
 }
 
 /* Marks the calling thread as slowdog's own: never tracked. */

@@ -2060,6 +2060,35 @@ Test(conn, ids_increase)
 	cr_assert_gt(b, a);
 }
 
+/* A worker that serves one request at a time numbers them one after the
+ * other, across its blocks of ids; another thread takes ids of its own. */
+Test(conn, ids_count_up_per_thread)
+{
+	int c = 1000, d = 1001;
+	uint64_t prev = 0;
+
+	do_accept(M, c);
+	for (int i = 0; i < 3 * THREAD_ID_BLOCK - 10; i++) {
+		do_read(M, c, REQ_GET("/n"));
+		uint64_t id = expect_req(M, c, "GET", "/n", "app.test");
+		if (prev)
+			cr_assert_eq(id, prev + 1, "request %d", i);
+		else
+			cr_assert_leq(id, THREAD_ID_BLOCK, "the process counts from 1");
+		prev = id;
+		do_write(M, c, RESP_5);
+	}
+	do_accept(P1, d);
+	do_read(P1, d, REQ_GET("/o"));
+	uint64_t o = expect_req(P1, d, "GET", "/o", "app.test");
+	cr_assert_gt(o, prev, "P1 takes a block of its own");
+	do_write(P1, d, RESP_5);
+	do_read(M, c, REQ_GET("/n"));
+	cr_assert_eq(expect_req(M, c, "GET", "/n", "app.test"), prev + 1,
+		     "M goes on with its block");
+	do_write(M, c, RESP_5);
+}
+
 Test(conn, atfork_child_forgets_connections)
 {
 	do_accept(M, 1000);
