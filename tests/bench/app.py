@@ -3,11 +3,15 @@
   /            hello world: the request whose cost is measured
   /sleep?ms=N  a request that waits N ms (a blocked thread: no signal)
   /cpu?ms=N    a request that computes for N ms (a running thread: signal)
+  /mark        hello world that also calls getsid(), which nothing else in
+               the servers calls: scripts/bench has callgrind dump its
+               counters there (tests/bench/lockstep.py)
 
 Any other query parameter (id=...) is ignored; the benchmark uses it to
 find its own request in the log.
 """
 
+import os
 import time
 
 HELLO = b"Hello, World!\n"
@@ -39,6 +43,8 @@ def app(environ, start_response):
         time.sleep(_ms(environ) / 1000.0)
     elif path == "/cpu":
         _spin(_ms(environ))
+    elif path == "/mark":
+        os.getsid(0)
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(HELLO)))])
     return [HELLO]
