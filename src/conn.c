@@ -95,7 +95,8 @@ static bool req_cancel_unserved(struct conn *c)
 	return true;
 }
 
-/* The request on c is over at end_ns. */
+/* The request on c is over at end_ns (0: now). Only a reported request's
+ * end time is used (its finished line): the clock is read for no other. */
 static void req_end(struct conn *c, int64_t end_ns)
 {
 	struct sd_thread *t = c->owner;
@@ -104,6 +105,8 @@ static void req_end(struct conn *c, int64_t end_ns)
 		atomic_store_explicit(&t->req_id, 0, memory_order_release);
 		if (unlikely(atomic_load_explicit(&t->reported_id,
 						  memory_order_acquire) == id)) {
+			if (!end_ns)
+				end_ns = clock_coarse_ns();
 			t->done_ns = end_ns - c->start_ns;
 			atomic_store_explicit(&t->done_id, id, memory_order_release);
 			watchdog_kick();
@@ -129,7 +132,7 @@ static void req_start_next(struct conn *c, int64_t now)
 }
 
 /* The thread t starts serving a request: it can't still own another. */
-static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
+static void thread_takes(struct sd_thread *t, struct conn *c)
 {
 	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
 	if (!id)
@@ -143,7 +146,7 @@ static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
 			 * no answer: this thread juggles connections. */
 			t->mux = true;
 		}
-		req_end(o, o->last_write_ns ? o->last_write_ns : now);
+		req_end(o, o->last_write_ns);
 	} else if (!o || o != c) {
 		atomic_store_explicit(&t->req_id, 0, memory_order_release);
 	}
@@ -153,7 +156,7 @@ static inline __attribute__((always_inline)) void req_start(struct conn *c, int6
 {
 	struct sd_thread *t = thread_get();
 	if (t)
-		thread_takes(t, c, now);
+		thread_takes(t, c);
 	watchdog_ensure();
 	info_begin(c);
 	c->fill = c->cur;
@@ -260,6 +263,11 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 	if (c->parse_off || n == 0)
 		return;
 	struct reqraw *in = &c->info[c->fill & 1];
+	/* Body bytes short of the body's end (an upload read in pieces):
+	 * only counted, nothing to describe. */
+	if (in->proto == PROTO_HTTP && !c->lazy_len &&
+	    http_req_body_within(&c->rp.http, n))
+		return;
 	info_begin(c);
 	if (in->proto == PROTO_UNKNOWN) {
 		if ((unsigned char)buf[0] == 0) {
@@ -343,7 +351,7 @@ static void slot_reset(int fd, bool accepted)
 		if (o && o != c && o->req_id == id && !req_cancel_unserved(o)) {
 			if (o->state == CONN_REQ)
 				t->mux = true;
-			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
+			req_end(o, o->last_write_ns);
 		}
 	}
 
@@ -375,7 +383,7 @@ void conn_read_enter_slow(struct conn *c)
 {
 	req_cancel_unserved(c);
 	if (c->state == CONN_RESP)
-		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
+		req_end(c, c->last_write_ns);
 }
 
 void conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
@@ -431,7 +439,7 @@ void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
 	req_cancel_unserved(c);
 	/* gthread parks a keep-alive connection this way after its response. */
 	if (c->state == CONN_RESP && (events & EPOLLIN))
-		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
+		req_end(c, c->last_write_ns);
 }
 
 static void write_bytes(struct conn *c, const char *buf, size_t n)
@@ -525,7 +533,7 @@ void conn_write_failed(struct conn *c, int err)
 {
 	if ((err == EPIPE || err == ECONNRESET) && c->state != CONN_IDLE) {
 		c->next_ready = false;
-		req_end(c, clock_coarse_ns());
+		req_end(c, 0);
 	}
 }
 
@@ -533,7 +541,7 @@ void conn_shutdown(struct conn *c)
 {
 	if (c->state != CONN_IDLE) {
 		c->next_ready = false;
-		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
+		req_end(c, c->last_write_ns);
 	}
 }
 
@@ -624,7 +632,7 @@ void conn_atfork_child(void)
 uint64_t conn_begin_label(struct sd_thread *t, const char *label)
 {
 	int64_t now = clock_coarse_ns();
-	thread_takes(t, NULL, now);
+	thread_takes(t, NULL);
 	/* Spaces read well in a label; everything else as in requests. */
 	size_t pos = 0;
 	t->label[0] = '\0';

@@ -388,6 +388,7 @@ enum req_state {
 	RQ_SINK,        /* body we cannot frame: swallow everything */
 	RQ_ERROR,
 };
+_Static_assert(RQ_BODY == HTTP_REQ_IN_BODY, "http.h tells the body state");
 
 enum req_flag {
 	RQF_DONE = 1 << 0,     /* a head was reported: next request is NEXT */

@@ -62,6 +62,18 @@ bool http_req_one_head(const char *buf, size_t n);
 int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 		  size_t n, size_t *used);
 
+/* Whether n bytes read next are all body that p skips, short of its end:
+ * then they are counted off and nothing else changes (what http_req_feed
+ * would do with them, in a few instructions). Else false, nothing done. */
+#define HTTP_REQ_IN_BODY 13 /* p->state while a body is skipped */
+static inline bool http_req_body_within(struct http_req *p, size_t n)
+{
+	if (p->state != HTTP_REQ_IN_BODY || n >= p->body_left)
+		return false;
+	p->body_left -= n;
+	return true;
+}
+
 /* True if buf starts like an HTTP/1.x request line (a method token and a space,
  * as far as n allows). */
 bool http_looks_like_request(const char *buf, size_t n);

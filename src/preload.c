@@ -323,6 +323,14 @@ static inline bool vfork_child(void)
 	return sd_tls_vfork;
 }
 
+/* The coarse clock's tick (see wait_deadline). */
+static int64_t coarse_tick_ns = 10 * NS_PER_MS;
+
+static inline int64_t timespec_ns(const struct timespec *ts)
+{
+	return ts->tv_sec * NS_PER_SEC + ts->tv_nsec;
+}
+
 static void atfork_child(void)
 {
 	our_pid = getpid();
@@ -335,6 +343,9 @@ __attribute__((constructor)) static void preload_init(void)
 {
 	preload_resolve();
 	our_pid = getpid();
+	struct timespec res;
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && timespec_ns(&res) > 0)
+		coarse_tick_ns = timespec_ns(&res);
 	pthread_atfork(NULL, NULL, atfork_child);
 }
 
@@ -665,10 +676,31 @@ STUB(accept4);
 
 /* ---- waiting ---- */
 
-static int64_t remaining_ms(int64_t deadline)
+/*
+ * A wait that a signal of slowdog's cut short is made again for what is
+ * left of its time. The waits of event loops (poll, pselect, epoll) take
+ * their deadlines on the coarse clock: a few nanoseconds to read where the
+ * precise one costs tens, and these calls are every event loop's. The
+ * coarse clock is behind by less than a tick, so what is left is rounded
+ * up by one: a wait made again never ends before its time, at most a tick
+ * or two after it (coarse_tick_ns: clock_getres at start). The sleeps
+ * keep the precise clock.
+ */
+static inline int64_t wait_deadline(int64_t ns)
 {
-	int64_t left = deadline - clock_mono_ns();
-	return left <= 0 ? 0 : (left + NS_PER_MS - 1) / NS_PER_MS;
+	return clock_coarse_ns() + ns;
+}
+
+static int64_t wait_left_ns(int64_t deadline, int64_t total)
+{
+	int64_t left = deadline - clock_coarse_ns() + coarse_tick_ns;
+	return left <= 0 ? 0 : left > total ? total : left;
+}
+
+static int remaining_ms(int64_t deadline, int total_ms)
+{
+	int64_t left = wait_left_ns(deadline, (int64_t)total_ms * NS_PER_MS);
+	return (int)((left + NS_PER_MS - 1) / NS_PER_MS);
 }
 
 static void poll_inputs(const struct pollfd *p, nfds_t n)
@@ -687,15 +719,15 @@ __attribute__((used, visibility("hidden"))) int sd_body_poll(struct pollfd *p, n
 	RESOLVE(poll);
 	poll_inputs(p, n);
 	struct sd_thread *t = call_enter(CALL_POLL);
-	int64_t deadline = ms > 0 && t ? clock_mono_ns() + ms * NS_PER_MS : 0;
-	int r;
+	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
+	int ms0 = ms, r;
 	for (;;) {
 		uint32_t mark = intr_mark(t);
 		r = real_poll(p, n, ms);
 		if (!our_eintr(t, mark, r, errno))
 			break;
 		if (ms > 0)
-			ms = (int)remaining_ms(deadline);
+			ms = remaining_ms(deadline, ms0);
 	}
 	int e = errno;
 	call_leave(t);
@@ -710,7 +742,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_ppoll(struct pollfd *p, 
 	RESOLVE(ppoll);
 	poll_inputs(p, n);
 	struct sd_thread *t = call_enter(CALL_PPOLL);
-	int64_t deadline = ts && t ? clock_mono_ns() + ts->tv_sec * NS_PER_SEC + ts->tv_nsec : 0;
+	int64_t total = ts && t ? timespec_ns(ts) : 0;
+	int64_t deadline = ts && t ? wait_deadline(total) : 0;
 	struct timespec left;
 	int r;
 	for (;;) {
@@ -719,9 +752,7 @@ __attribute__((used, visibility("hidden"))) int sd_body_ppoll(struct pollfd *p, 
 		if (!our_eintr(t, mark, r, errno))
 			break;
 		if (ts) {
-			int64_t l = deadline - clock_mono_ns();
-			if (l < 0)
-				l = 0;
+			int64_t l = wait_left_ns(deadline, total);
 			left.tv_sec = l / NS_PER_SEC;
 			left.tv_nsec = l % NS_PER_SEC;
 			ts = &left;
@@ -757,6 +788,27 @@ static void select_inputs(int nfds, const fd_set *rd)
 	}
 }
 
+/* The words of a set that hold its first nfds bits: all that select reads
+ * and writes of it. */
+static inline size_t set_bytes(int nfds)
+{
+	int bits = 8 * (int)sizeof(unsigned long);
+	if (nfds <= 0)
+		return 0;
+	if (nfds > FD_SETSIZE)
+		nfds = FD_SETSIZE;
+	return (size_t)((nfds + bits - 1) / bits) * sizeof(unsigned long);
+}
+
+/* One word (the usual: descriptors below 64) without a call. */
+static inline void set_copy(fd_set *dst, const fd_set *src, size_t bytes)
+{
+	if (bytes == sizeof(unsigned long))
+		memcpy(dst, src, sizeof(unsigned long));
+	else
+		memcpy(dst, src, bytes);
+}
+
 __attribute__((used, visibility("hidden"))) int sd_body_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 			  struct timeval *tv)
 {
@@ -765,14 +817,14 @@ __attribute__((used, visibility("hidden"))) int sd_body_select(int nfds, fd_set 
 	struct sd_thread *t = call_enter(CALL_SELECT);
 	/* An interrupted select leaves the sets undefined: keep copies. */
 	fd_set crd, cwr, cex;
-	bool copy = t != NULL;
-	if (copy) {
+	size_t sb = set_bytes(nfds);
+	if (t) {
 		if (rd)
-			crd = *rd;
+			set_copy(&crd, rd, sb);
 		if (wr)
-			cwr = *wr;
+			set_copy(&cwr, wr, sb);
 		if (ex)
-			cex = *ex;
+			set_copy(&cex, ex, sb);
 	}
 	int r;
 	for (;;) {
@@ -781,11 +833,11 @@ __attribute__((used, visibility("hidden"))) int sd_body_select(int nfds, fd_set 
 		if (!our_eintr(t, mark, r, errno))
 			break;
 		if (rd)
-			*rd = crd;
+			set_copy(rd, &crd, sb);
 		if (wr)
-			*wr = cwr;
+			set_copy(wr, &cwr, sb);
 		if (ex)
-			*ex = cex;
+			set_copy(ex, &cex, sb);
 	}
 	int e = errno;
 	call_leave(t);
@@ -801,15 +853,17 @@ __attribute__((used, visibility("hidden"))) int sd_body_pselect(int nfds, fd_set
 	select_inputs(nfds, rd);
 	struct sd_thread *t = call_enter(CALL_PSELECT);
 	fd_set crd, cwr, cex;
+	size_t sb = set_bytes(nfds);
 	if (t) {
 		if (rd)
-			crd = *rd;
+			set_copy(&crd, rd, sb);
 		if (wr)
-			cwr = *wr;
+			set_copy(&cwr, wr, sb);
 		if (ex)
-			cex = *ex;
+			set_copy(&cex, ex, sb);
 	}
-	int64_t deadline = ts && t ? clock_mono_ns() + ts->tv_sec * NS_PER_SEC + ts->tv_nsec : 0;
+	int64_t total = ts && t ? timespec_ns(ts) : 0;
+	int64_t deadline = ts && t ? wait_deadline(total) : 0;
 	struct timespec left;
 	int r;
 	for (;;) {
@@ -818,15 +872,13 @@ __attribute__((used, visibility("hidden"))) int sd_body_pselect(int nfds, fd_set
 		if (!our_eintr(t, mark, r, errno))
 			break;
 		if (rd)
-			*rd = crd;
+			set_copy(rd, &crd, sb);
 		if (wr)
-			*wr = cwr;
+			set_copy(wr, &cwr, sb);
 		if (ex)
-			*ex = cex;
+			set_copy(ex, &cex, sb);
 		if (ts) {
-			int64_t l = deadline - clock_mono_ns();
-			if (l < 0)
-				l = 0;
+			int64_t l = wait_left_ns(deadline, total);
 			left.tv_sec = l / NS_PER_SEC;
 			left.tv_nsec = l % NS_PER_SEC;
 			ts = &left;
@@ -844,15 +896,15 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_wait(int epfd, str
 	RESOLVE(epoll_wait);
 	conn_epoll_wait(epfd);
 	struct sd_thread *t = call_enter(CALL_EPOLL_WAIT);
-	int64_t deadline = ms > 0 && t ? clock_mono_ns() + ms * NS_PER_MS : 0;
-	int r;
+	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
+	int ms0 = ms, r;
 	for (;;) {
 		uint32_t mark = intr_mark(t);
 		r = real_epoll_wait(epfd, ev, max, ms);
 		if (!our_eintr(t, mark, r, errno))
 			break;
 		if (ms > 0)
-			ms = (int)remaining_ms(deadline);
+			ms = remaining_ms(deadline, ms0);
 	}
 	int e = errno;
 	call_leave(t);
@@ -867,15 +919,15 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_pwait(int epfd, st
 	RESOLVE(epoll_pwait);
 	conn_epoll_wait(epfd);
 	struct sd_thread *t = call_enter(CALL_EPOLL_PWAIT);
-	int64_t deadline = ms > 0 && t ? clock_mono_ns() + ms * NS_PER_MS : 0;
-	int r;
+	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
+	int ms0 = ms, r;
 	for (;;) {
 		uint32_t mark = intr_mark(t);
 		r = real_epoll_pwait(epfd, ev, max, ms, mask);
 		if (!our_eintr(t, mark, r, errno))
 			break;
 		if (ms > 0)
-			ms = (int)remaining_ms(deadline);
+			ms = remaining_ms(deadline, ms0);
 	}
 	int e = errno;
 	call_leave(t);

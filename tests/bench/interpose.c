@@ -2,7 +2,7 @@
  * Interposition cost: how many nanoseconds slowdog adds to one interposed
  * call. Run by scripts/bench with and without LD_PRELOAD=libslowdog.so.
  *
- *   interpose http|browser|bytes|pipe ITERATIONS ROUNDS
+ *   interpose http|browser|bytes|upload|download|pipe ITERATIONS ROUNDS
  *
  * http: a connection accepted in this process (so slowdog tracks it, and
  *   the first accept has made it read its settings) serves one
@@ -17,6 +17,15 @@
  * bytes: the same on an accepted socket carrying 64 bytes each way that
  *   are not HTTP: slowdog tracks the connection (a request starts at each
  *   read after a write) but parses nothing. The cost of tracking alone.
+ * upload: one request with a body of a terabyte (Content-Length) on an
+ *   accepted socket, its head read first; then per iteration the client
+ *   writes 64 bytes of the body and the server side recv()s them: one
+ *   interposed call per iteration, on a tracked connection, within a
+ *   request (no request starts or ends, the bytes are body).
+ * download: one request answered with a terabyte body (Content-Length),
+ *   head sent first; then per iteration the server side send()s 64 bytes
+ *   of it and the client reads them: one interposed call per iteration,
+ *   within a response.
  * pipe: write() one byte into a pipe and read() it back: two interposed
  *   calls per iteration on an fd slowdog does not track (after one request
  *   on the accepted socket, so that slowdog is fully started).
@@ -85,6 +94,17 @@ static const char RESPONSE[] =
 /* Lowercase first byte: not an HTTP method, not uwsgi (0): "other". */
 static const char BYTES[65] =
 	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+static const char UPLOAD_HEAD[] =
+	"POST /upload HTTP/1.1\r\n"
+	"Host: 127.0.0.1:8000\r\n"
+	"Content-Length: 1000000000000\r\n"
+	"\r\n";
+static const char DOWNLOAD_HEAD[] =
+	"HTTP/1.1 200 OK\r\n"
+	"Content-Type: application/octet-stream\r\n"
+	"Content-Length: 1000000000000\r\n"
+	"\r\n";
 
 static const char *req_msg = REQUEST, *resp_msg = RESPONSE;
 static size_t req_len = sizeof(REQUEST) - 1, resp_len = sizeof(RESPONSE) - 1;
@@ -173,6 +193,39 @@ static void tracked_libc(int cli, int srv, long n)
 	}
 }
 
+/* 64 body bytes a call, server side reading (up) or writing (down). */
+static void up_sym(int cli, int srv, long n)
+{
+	for (long i = 0; i < n; i++) {
+		must(libc_send(cli, BYTES, 64, 0), 64, "send");
+		must(recv(srv, buf, 64, 0), 64, "recv");
+	}
+}
+
+static void up_libc(int cli, int srv, long n)
+{
+	for (long i = 0; i < n; i++) {
+		must(libc_send(cli, BYTES, 64, 0), 64, "send");
+		must(libc_recv(srv, buf, 64, 0), 64, "recv");
+	}
+}
+
+static void down_sym(int cli, int srv, long n)
+{
+	for (long i = 0; i < n; i++) {
+		must(send(srv, BYTES, 64, 0), 64, "send");
+		must(libc_recv(cli, buf, 64, 0), 64, "recv");
+	}
+}
+
+static void down_libc(int cli, int srv, long n)
+{
+	for (long i = 0; i < n; i++) {
+		must(libc_send(srv, BYTES, 64, 0), 64, "send");
+		must(libc_recv(cli, buf, 64, 0), 64, "recv");
+	}
+}
+
 static void pipe_sym(int r, int w, long n)
 {
 	for (long i = 0; i < n; i++) {
@@ -191,9 +244,12 @@ static void pipe_libc(int r, int w, long n)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4 || (strcmp(argv[1], "http") && strcmp(argv[1], "browser") &&
-			  strcmp(argv[1], "bytes") && strcmp(argv[1], "pipe"))) {
-		fprintf(stderr, "usage: interpose http|browser|bytes|pipe ITERATIONS ROUNDS\n");
+	const char *mode = argc == 4 ? argv[1] : "";
+	bool up = strcmp(mode, "upload") == 0, down = strcmp(mode, "download") == 0;
+	if (argc != 4 || (strcmp(mode, "http") && strcmp(mode, "browser") &&
+			  strcmp(mode, "bytes") && strcmp(mode, "pipe") && !up && !down)) {
+		fprintf(stderr, "usage: interpose http|browser|bytes|upload|download|pipe "
+				"ITERATIONS ROUNDS\n");
 		return 2;
 	}
 	long iters = atol(argv[2]);
@@ -203,12 +259,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	libc_lookup();
-	bool tracked = strcmp(argv[1], "pipe") != 0;
-	if (strcmp(argv[1], "browser") == 0) {
+	bool tracked = strcmp(mode, "pipe") != 0;
+	if (strcmp(mode, "browser") == 0) {
 		req_msg = BROWSER_REQUEST;
 		req_len = sizeof(BROWSER_REQUEST) - 1;
 	}
-	if (strcmp(argv[1], "bytes") == 0) {
+	if (strcmp(mode, "bytes") == 0) {
 		req_msg = resp_msg = BYTES;
 		req_len = resp_len = sizeof(BYTES) - 1;
 	}
@@ -228,6 +284,25 @@ int main(int argc, char **argv)
 	}
 	void (*sym)(int, int, long) = tracked ? tracked_sym : pipe_sym;
 	void (*lib)(int, int, long) = tracked ? tracked_libc : pipe_libc;
+	int calls = 2; /* measured calls per iteration */
+	if (up || down) {
+		/* The request (and for down its response) begins, through the
+		 * ordinary symbols: slowdog sees it start. */
+		must(libc_send(a, up ? UPLOAD_HEAD : REQUEST,
+			       up ? sizeof(UPLOAD_HEAD) - 1 : sizeof(REQUEST) - 1, 0),
+		     up ? sizeof(UPLOAD_HEAD) - 1 : sizeof(REQUEST) - 1, "send");
+		must(recv(b, buf, sizeof(buf), 0),
+		     up ? sizeof(UPLOAD_HEAD) - 1 : sizeof(REQUEST) - 1, "recv");
+		if (down) {
+			must(send(b, DOWNLOAD_HEAD, sizeof(DOWNLOAD_HEAD) - 1, 0),
+			     sizeof(DOWNLOAD_HEAD) - 1, "send");
+			must(libc_recv(a, buf, sizeof(buf), 0), sizeof(DOWNLOAD_HEAD) - 1,
+			     "recv");
+		}
+		sym = up ? up_sym : down_sym;
+		lib = up ? up_libc : down_libc;
+		calls = 1;
+	}
 	/* Warm up both paths (caches, the watchdog's start, page faults). */
 	sym(a, b, iters / 10 + 1);
 	lib(a, b, iters / 10 + 1);
@@ -237,10 +312,9 @@ int main(int argc, char **argv)
 		int64_t t1 = now_ns();
 		lib(a, b, iters);
 		int64_t t2 = now_ns();
-		/* two measured calls per iteration */
 		printf("round %d sym %.2f libc %.2f\n", r,
-		       (double)(t1 - t0) / (double)iters / 2.0,
-		       (double)(t2 - t1) / (double)iters / 2.0);
+		       (double)(t1 - t0) / (double)iters / calls,
+		       (double)(t2 - t1) / (double)iters / calls);
 		fflush(stdout);
 	}
 	return 0;

@@ -1325,6 +1325,47 @@ Test(conn, kept_head_then_body_and_pipelined_request)
 	expect_idle(P1);
 }
 
+/* A body read in pieces is counted off piece by piece (a piece short of
+ * the body's end changes nothing else): a request read with its last
+ * piece, or after it, is the next request, and no byte of the body is. */
+Test(conn, body_in_pieces_then_next_request)
+{
+	int c = 1000;
+
+	do_accept(M, c);
+	do_read(P1, c, "POST /p1 HTTP/1.1\r\nHost: app.test\r\n"
+		       "Content-Length: 40\r\n\r\n");
+	uint64_t id1 = expect_req(P1, c, "POST", "/p1", "app.test");
+	do_read(P1, c, "GET /a HTTP/1.1\r\n"); /* 17 of 40: the kept head first */
+	do_read(P1, c, "\r\n");                /* 19 */
+	do_read(P1, c, "GET /b HTTP/1.1\r\n"); /* 36 */
+	cr_assert_eq(expect_req(P1, c, "POST", "/p1", "app.test"), id1);
+	cr_assert_not(conn_get(c)->next_ready, "body bytes are not a request");
+	do_read(P1, c, "\r\n\r\n" REQ_GET("/p2")); /* 40, and the next one */
+	cr_assert(conn_get(c)->next_ready);
+	do_write(P1, c, RESP_5);
+	uint64_t id2 = expect_req(P1, c, "GET", "/p2", "app.test");
+	cr_assert_neq(id1, id2);
+	do_write(P1, c, RESP_5);
+	cr_assert_eq(expect_answered(P1, c), id2);
+
+	/* the last piece ends the body exactly; the next request comes
+	 * after the response */
+	do_read(P1, c, "PUT /p3 HTTP/1.1\r\nHost: app.test\r\n"
+		       "Content-Length: 12\r\n\r\n");
+	uint64_t id3 = expect_req(P1, c, "PUT", "/p3", "app.test");
+	do_read(P1, c, "GET /c "); /* 7 of 12 */
+	do_read(P1, c, "HTTP");    /* 11 */
+	do_read(P1, c, "/");       /* 12 */
+	cr_assert_eq(expect_req(P1, c, "PUT", "/p3", "app.test"), id3);
+	cr_assert_not(conn_get(c)->next_ready);
+	do_write(P1, c, RESP_5);
+	cr_assert_eq(expect_answered(P1, c), id3);
+	do_read(P1, c, REQ_GET("/p4"));
+	uint64_t id4 = expect_req(P1, c, "GET", "/p4", "app.test");
+	cr_assert_neq(id3, id4);
+}
+
 /* What is kept: one whole head, and no more than CONN_LAZY_MAX bytes. */
 Test(conn, kept_head_only_when_whole_and_alone)
 {
