@@ -95,8 +95,7 @@ static bool req_cancel_unserved(struct conn *c)
 	return true;
 }
 
-/* The request on c is over at end_ns (0: now). Only a reported request's
- * end time is used (its finished line): the clock is read for no other. */
+/* The request on c is over at end_ns. */
 static void req_end(struct conn *c, int64_t end_ns)
 {
 	struct sd_thread *t = c->owner;
@@ -105,8 +104,6 @@ static void req_end(struct conn *c, int64_t end_ns)
 		atomic_store_explicit(&t->req_id, 0, memory_order_release);
 		if (unlikely(atomic_load_explicit(&t->reported_id,
 						  memory_order_acquire) == id)) {
-			if (!end_ns)
-				end_ns = clock_coarse_ns();
 			t->done_ns = end_ns - c->start_ns;
 			atomic_store_explicit(&t->done_id, id, memory_order_release);
 			watchdog_kick();
@@ -132,7 +129,7 @@ static void req_start_next(struct conn *c, int64_t now)
 }
 
 /* The thread t starts serving a request: it can't still own another. */
-static void thread_takes(struct sd_thread *t, struct conn *c)
+static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
 {
 	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
 	if (!id)
@@ -146,7 +143,7 @@ static void thread_takes(struct sd_thread *t, struct conn *c)
 			 * no answer: this thread juggles connections. */
 			t->mux = true;
 		}
-		req_end(o, o->last_write_ns);
+		req_end(o, o->last_write_ns ? o->last_write_ns : now);
 	} else if (!o || o != c) {
 		atomic_store_explicit(&t->req_id, 0, memory_order_release);
 	}
@@ -156,7 +153,7 @@ static inline __attribute__((always_inline)) void req_start(struct conn *c, int6
 {
 	struct sd_thread *t = thread_get();
 	if (t)
-		thread_takes(t, c);
+		thread_takes(t, c, now);
 	watchdog_ensure();
 	info_begin(c);
 	c->fill = c->cur;
@@ -351,7 +348,7 @@ static void slot_reset(int fd, bool accepted)
 		if (o && o != c && o->req_id == id && !req_cancel_unserved(o)) {
 			if (o->state == CONN_REQ)
 				t->mux = true;
-			req_end(o, o->last_write_ns);
+			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
 		}
 	}
 
@@ -383,7 +380,7 @@ void conn_read_enter_slow(struct conn *c)
 {
 	req_cancel_unserved(c);
 	if (c->state == CONN_RESP)
-		req_end(c, c->last_write_ns);
+		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
 void conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
@@ -439,7 +436,7 @@ void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
 	req_cancel_unserved(c);
 	/* gthread parks a keep-alive connection this way after its response. */
 	if (c->state == CONN_RESP && (events & EPOLLIN))
-		req_end(c, c->last_write_ns);
+		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
 static void write_bytes(struct conn *c, const char *buf, size_t n)
@@ -533,7 +530,7 @@ void conn_write_failed(struct conn *c, int err)
 {
 	if ((err == EPIPE || err == ECONNRESET) && c->state != CONN_IDLE) {
 		c->next_ready = false;
-		req_end(c, 0);
+		req_end(c, clock_coarse_ns());
 	}
 }
 
@@ -541,7 +538,7 @@ void conn_shutdown(struct conn *c)
 {
 	if (c->state != CONN_IDLE) {
 		c->next_ready = false;
-		req_end(c, c->last_write_ns);
+		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 	}
 }
 
@@ -632,7 +629,7 @@ void conn_atfork_child(void)
 uint64_t conn_begin_label(struct sd_thread *t, const char *label)
 {
 	int64_t now = clock_coarse_ns();
-	thread_takes(t, NULL);
+	thread_takes(t, NULL, now);
 	/* Spaces read well in a label; everything else as in requests. */
 	size_t pos = 0;
 	t->label[0] = '\0';
