@@ -606,5 +606,59 @@ Test(uwsgi, fuzz)
 		info_safe(&d.info);
 		if (d.ev == UWSGI_DONE)
 			cr_assert_leq(d.done_at, n);
+		/* a whole packet in one read (walked in place) and the same
+		 * byte by byte: one outcome */
+		struct udrv whole, bytes;
+		udrv_run(&whole, m, n);
+		udrv_init(&bytes);
+		for (size_t i = 0; i < n; i++)
+			udrv_feed(&bytes, m + i, 1);
+		udrv_same(&whole, &bytes);
+	}
+}
+
+/* The packets nginx sends, mutated at random: read whole (walked in
+ * place), byte by byte and in two parts, the same outcome every time. */
+Test(uwsgi, whole_packet_same_as_byte_path)
+{
+	static struct pkt p;
+	unsigned char m[1200];
+	const char *methods[] = {"GET", "HEAD", "POST"};
+
+	srand(7);
+	for (int iter = 0; iter < 20000; iter++) {
+		pkt_begin(&p);
+		/* the variables in a random order, some twice, some left out */
+		for (int v = 0; v < 12; v++) {
+			switch (rand() % 9) {
+			case 0: pkt_var(&p, "REQUEST_METHOD", methods[rand() % 3]); break;
+			case 1: pkt_var(&p, "REQUEST_URI", "/a/b?x=1"); break;
+			case 2: pkt_var(&p, "PATH_INFO", "/a/b"); break;
+			case 3: pkt_var(&p, "QUERY_STRING", "x=1&y=2"); break;
+			case 4: pkt_var(&p, "HTTP_HOST", "h.example"); break;
+			case 5: pkt_var(&p, "HTTP_HOSX", "no"); break;
+			case 6: pkt_var(&p, "", "empty key"); break;
+			case 7: pkt_var(&p, "REQUEST_METHOD_AND_MORE_THAN_24", "x"); break;
+			default: pkt_var(&p, "SERVER_NAME", ""); break;
+			}
+		}
+		size_t n = pkt_end(&p);
+		if (n > sizeof(m))
+			n = sizeof(m);
+		memcpy(m, p.b, n);
+		if (iter % 2)
+			for (int k = rand() % 3; k >= 0; k--)
+				m[rand() % (int)n] = (unsigned char)(rand() % 256);
+		struct udrv whole, d;
+		udrv_run(&whole, m, n);
+		udrv_init(&d);
+		for (size_t i = 0; i < n; i++)
+			udrv_feed(&d, m + i, 1);
+		udrv_same(&whole, &d);
+		size_t cut = (size_t)rand() % (n + 1);
+		udrv_init(&d);
+		udrv_feed(&d, m, cut);
+		udrv_feed(&d, m + cut, n - cut);
+		udrv_same(&whole, &d);
 	}
 }
