@@ -681,11 +681,14 @@ STUB(accept4);
  * left of its time. The waits of event loops (poll, pselect, epoll) take
  * their deadlines on the coarse clock: a few nanoseconds to read where the
  * precise one costs tens, and these calls are every event loop's. The
- * coarse clock is behind by less than a tick, so what is left is rounded
- * up by one: a wait made again never ends before its time, at most a tick
- * or two after it (coarse_tick_ns: clock_getres at start). The sleeps
- * keep the precise clock.
+ * coarse clock is behind by a tick at most (coarse_tick_ns: clock_getres
+ * at start), so what is left is rounded up by a tick and a millisecond
+ * more, for a tick that comes late: a wait made again never ends before
+ * its time, at most two ticks and two milliseconds after it. A timeout
+ * beyond WAIT_SEC_MAX is waited again whole: it means "forever". The
+ * sleeps keep the precise clock.
  */
+#define WAIT_SEC_MAX ((int64_t)1 << 32)
 static inline int64_t wait_deadline(int64_t ns)
 {
 	return clock_coarse_ns() + ns;
@@ -693,8 +696,15 @@ static inline int64_t wait_deadline(int64_t ns)
 
 static int64_t wait_left_ns(int64_t deadline, int64_t total)
 {
-	int64_t left = deadline - clock_coarse_ns() + coarse_tick_ns;
+	int64_t left = deadline - clock_coarse_ns() + coarse_tick_ns + NS_PER_MS;
 	return left <= 0 ? 0 : left > total ? total : left;
+}
+
+/* A timespec timeout that gets a deadline: a valid one, not "forever". */
+static inline bool wait_timed(const struct timespec *ts)
+{
+	return ts && ts->tv_sec >= 0 && ts->tv_sec <= WAIT_SEC_MAX &&
+	       ts->tv_nsec >= 0 && ts->tv_nsec < NS_PER_SEC;
 }
 
 static int remaining_ms(int64_t deadline, int total_ms)
@@ -742,8 +752,9 @@ __attribute__((used, visibility("hidden"))) int sd_body_ppoll(struct pollfd *p, 
 	RESOLVE(ppoll);
 	poll_inputs(p, n);
 	struct sd_thread *t = call_enter(CALL_PPOLL);
-	int64_t total = ts && t ? timespec_ns(ts) : 0;
-	int64_t deadline = ts && t ? wait_deadline(total) : 0;
+	bool timed = t && wait_timed(ts);
+	int64_t total = timed ? timespec_ns(ts) : 0;
+	int64_t deadline = timed ? wait_deadline(total) : 0;
 	struct timespec left;
 	int r;
 	for (;;) {
@@ -751,7 +762,7 @@ __attribute__((used, visibility("hidden"))) int sd_body_ppoll(struct pollfd *p, 
 		r = real_ppoll(p, n, ts, mask);
 		if (!our_eintr(t, mark, r, errno))
 			break;
-		if (ts) {
+		if (timed) {
 			int64_t l = wait_left_ns(deadline, total);
 			left.tv_sec = l / NS_PER_SEC;
 			left.tv_nsec = l % NS_PER_SEC;
@@ -862,8 +873,9 @@ __attribute__((used, visibility("hidden"))) int sd_body_pselect(int nfds, fd_set
 		if (ex)
 			set_copy(&cex, ex, sb);
 	}
-	int64_t total = ts && t ? timespec_ns(ts) : 0;
-	int64_t deadline = ts && t ? wait_deadline(total) : 0;
+	bool timed = t && wait_timed(ts);
+	int64_t total = timed ? timespec_ns(ts) : 0;
+	int64_t deadline = timed ? wait_deadline(total) : 0;
 	struct timespec left;
 	int r;
 	for (;;) {
@@ -877,7 +889,7 @@ __attribute__((used, visibility("hidden"))) int sd_body_pselect(int nfds, fd_set
 			set_copy(wr, &cwr, sb);
 		if (ex)
 			set_copy(ex, &cex, sb);
-		if (ts) {
+		if (timed) {
 			int64_t l = wait_left_ns(deadline, total);
 			left.tv_sec = l / NS_PER_SEC;
 			left.tv_nsec = l % NS_PER_SEC;

@@ -1355,8 +1355,11 @@ Test(conn, body_in_pieces_then_next_request)
 		       "Content-Length: 12\r\n\r\n");
 	uint64_t id3 = expect_req(P1, c, "PUT", "/p3", "app.test");
 	do_read(P1, c, "GET /c "); /* 7 of 12 */
+	cr_assert_not(http_req_at_start(&conn_get(c)->rp.http));
 	do_read(P1, c, "HTTP");    /* 11 */
+	cr_assert_not(http_req_at_start(&conn_get(c)->rp.http));
 	do_read(P1, c, "/");       /* 12 */
+	cr_assert(http_req_at_start(&conn_get(c)->rp.http), "the body ends here");
 	cr_assert_eq(expect_req(P1, c, "PUT", "/p3", "app.test"), id3);
 	cr_assert_not(conn_get(c)->next_ready);
 	do_write(P1, c, RESP_5);
