@@ -388,7 +388,8 @@ enum req_state {
 	RQ_SINK,        /* body we cannot frame: swallow everything */
 	RQ_ERROR,
 };
-_Static_assert(RQ_BODY == HTTP_REQ_IN_BODY, "http.h tells the body state");
+_Static_assert(RQ_BODY == HTTP_REQ_IN_BODY && RQ_SINK == HTTP_REQ_IN_SINK,
+	       "http.h tells the body states");
 
 enum req_flag {
 	RQF_DONE = 1 << 0,     /* a head was reported: next request is NEXT */

@@ -62,12 +62,16 @@ bool http_req_one_head(const char *buf, size_t n);
 int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 		  size_t n, size_t *used);
 
-/* Whether n bytes read next are all body that p skips, short of its end:
- * then they are counted off and nothing else changes (what http_req_feed
- * would do with them, in a few instructions). Else false, nothing done. */
+/* Whether n bytes read next are all body that p skips, short of its end
+ * (or a body it cannot frame, chunked: all the rest is that): then they
+ * are counted off and nothing else changes (what http_req_feed would do
+ * with them, in a few instructions). Else false, nothing done. */
 #define HTTP_REQ_IN_BODY 13 /* p->state while a body is skipped */
+#define HTTP_REQ_IN_SINK 14 /* ... while all the rest is taken for body */
 static inline bool http_req_body_within(struct http_req *p, size_t n)
 {
+	if (p->state == HTTP_REQ_IN_SINK)
+		return true;
 	if (p->state != HTTP_REQ_IN_BODY || n >= p->body_left)
 		return false;
 	p->body_left -= n;

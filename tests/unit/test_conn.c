@@ -1369,6 +1369,28 @@ Test(conn, body_in_pieces_then_next_request)
 	cr_assert_neq(id3, id4);
 }
 
+/* A chunked request body is not followed: whatever comes after its head
+ * is taken for body (a request in it is not one), read in any pieces,
+ * until the response ends the request. */
+Test(conn, chunked_body_in_pieces)
+{
+	int c = 1000;
+
+	do_accept(M, c);
+	do_read(P1, c, "POST /up HTTP/1.1\r\nHost: app.test\r\n"
+		       "Transfer-Encoding: chunked\r\n\r\n");
+	uint64_t id = expect_req(P1, c, "POST", "/up", "app.test");
+	do_read(P1, c, "5\r\nhello\r\n");
+	do_read(P1, c, "0\r\n\r\n" REQ_GET("/in-the-body"));
+	do_read(P1, c, REQ_GET("/in-the-body-too"));
+	cr_assert_eq(expect_req(P1, c, "POST", "/up", "app.test"), id);
+	cr_assert_not(conn_get(c)->next_ready);
+	do_write(P1, c, RESP_5);
+	cr_assert_eq(expect_answered(P1, c), id);
+	do_close(P1, c);
+	expect_idle(P1);
+}
+
 /* What is kept: one whole head, and no more than CONN_LAZY_MAX bytes. */
 Test(conn, kept_head_only_when_whole_and_alone)
 {
