@@ -622,14 +622,16 @@ Test(uwsgi, fuzz)
 Test(uwsgi, whole_packet_same_as_byte_path)
 {
 	static struct pkt p;
-	unsigned char m[1200];
+	unsigned char m[2000];
 	const char *methods[] = {"GET", "HEAD", "POST"};
 
 	srand(7);
 	for (int iter = 0; iter < 20000; iter++) {
 		pkt_begin(&p);
-		/* the variables in a random order, some twice, some left out */
-		for (int v = 0; v < 12; v++) {
+		/* the variables in a random order, some many times (more than
+		 * the walk in place notes: the byte path then), some left out */
+		int vars = 4 + rand() % 25;
+		for (int v = 0; v < vars; v++) {
 			switch (rand() % 9) {
 			case 0: pkt_var(&p, "REQUEST_METHOD", methods[rand() % 3]); break;
 			case 1: pkt_var(&p, "REQUEST_URI", "/a/b?x=1"); break;
