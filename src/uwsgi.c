@@ -47,8 +47,9 @@ bool uwsgi_looks_like_packet(const char *buf, size_t n)
 	return n >= 1 && buf[0] == 0 && (n < 4 || buf[3] == 0);
 }
 
-/* Which of the variables we read key[0..len) is (enum uwsgi_key): by length first, then the bytes
- * (compares of a known size: a few instructions each). */
+/* Which of the variables we read key[0..len) is (enum uwsgi_key): by
+ * length first, then the bytes (compares of a known size: a few
+ * instructions each). */
 static inline uint8_t uwsgi_key_of(const char *key, size_t len)
 {
 	switch (len) {
