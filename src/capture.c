@@ -594,10 +594,10 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 			again.py = slot.py;
 			mem_maps_refresh();
 			bool ignored;
-			if (capture_signal(t, &again, &ignored) &&
-			    !again.pyinfo.damaged)
+			bool ran = capture_signal(t, &again, &ignored);
+			if (ran && !again.pyinfo.damaged)
 				*out = again;
-			else if (out->py_walked) {
+			else if (ran || atomic_load(&slot.state) == SLOT_BUSY) {
 				/* the first walk's frames were overwritten */
 				out->py_walked = again.py_walked;
 				out->pyinfo = again.pyinfo;
@@ -606,6 +606,10 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 				out->native_truncated = again.native_truncated;
 				out->pause_ns = again.pause_ns;
 			}
+			/* Else the second look did not happen (the thread had
+			 * entered a system call, or did not answer the signal):
+			 * the buffers hold the first, which stands, damaged as it
+			 * says. */
 		}
 		return true;
 	}
