@@ -47,6 +47,9 @@ bool uwsgi_looks_like_packet(const char *buf, size_t n)
 	return n >= 1 && buf[0] == 0 && (n < 4 || buf[3] == 0);
 }
 
+_Static_assert(sizeof(((struct uwsgi_req *)0)->key) >= sizeof("REQUEST_METHOD") - 1,
+	       "u->key holds every name uwsgi_key_of knows");
+
 /* Which of the variables we read key[0..len) is (enum uwsgi_key): by
  * length first, then the bytes (compares of a known size: a few
  * instructions each). */
@@ -66,13 +69,6 @@ static inline uint8_t uwsgi_key_of(const char *key, size_t len)
 	default:
 		return UK_OTHER;
 	}
-}
-
-static uint8_t uwsgi_classify(const struct uwsgi_req *u, uint16_t keylen)
-{
-	if (keylen > sizeof(u->key))
-		return UK_OTHER;
-	return uwsgi_key_of(u->key, keylen);
 }
 
 /* A value starts: a repeated variable replaces the earlier one. */
@@ -204,8 +200,6 @@ static bool uwsgi_whole(struct uwsgi_req *u, struct reqraw *info,
 			uwsgi_value_bytes(u, info, (const char *)v + hit[h].at + 2, vl);
 		uwsgi_value_end(u, info);
 	}
-	u->datasize = (uint16_t)size;
-	u->consumed = (uint32_t)size;
 	uwsgi_finish(u, info);
 	return true;
 }
@@ -293,7 +287,8 @@ int uwsgi_req_feed(struct uwsgi_req *u, struct reqraw *info, const char *buf,
 			i += k;
 			if (u->need > 0)
 				break;
-			u->key_id = uwsgi_classify(u, u->got);
+			/* u->key holds the first bytes, all of any we read */
+			u->key_id = uwsgi_key_of(u->key, u->got);
 			u->got = 0;
 			u->state = US_VLEN;
 			break;

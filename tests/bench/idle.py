@@ -30,6 +30,21 @@ def raise_nofile(want):
             pass
 
 
+def response_length(got):
+    """The length of the response whose head got starts with, head
+    included (Content-Length framed), or None while the head is not all
+    in got."""
+    head, sep, _ = got.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return len(head) + len(sep) + length
+
+
 def open_all(count, port, batch=200):
     """count connections to port, each having had one request answered."""
     held = []
@@ -52,18 +67,12 @@ def open_all(count, port, batch=200):
                 if not data:
                     raise SystemExit("idle.py: port %d closed a connection" % port)
                 got = pending[s] + data
-                head, sep, body = got.partition(b"\r\n\r\n")
-                if sep:
-                    length = 0
-                    for line in head.split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value)
-                    if len(body) >= length:
-                        sel.unregister(s)
-                        del pending[s]
-                        held.append(s)
-                        continue
+                whole = response_length(got)
+                if whole is not None and len(got) >= whole:
+                    sel.unregister(s)
+                    del pending[s]
+                    held.append(s)
+                    continue
                 pending[s] = got
     sel.close()
     return held

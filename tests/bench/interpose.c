@@ -193,37 +193,38 @@ static void tracked_libc(int cli, int srv, long n)
 	}
 }
 
-/* 64 body bytes a call, server side reading (up) or writing (down). */
-static void up_sym(int cli, int srv, long n)
+/* 64 body bytes a call from fd w to fd r; the server side's call (the
+ * recv of up, the send of down) through snd or rcv as given. */
+typedef ssize_t (*send_fn)(int, const void *, size_t, int);
+typedef ssize_t (*recv_fn)(int, void *, size_t, int);
+
+static void stream(int w, send_fn snd, int r, recv_fn rcv, long n)
 {
 	for (long i = 0; i < n; i++) {
-		must(libc_send(cli, BYTES, 64, 0), 64, "send");
-		must(recv(srv, buf, 64, 0), 64, "recv");
+		must(snd(w, BYTES, 64, 0), 64, "send");
+		must(rcv(r, buf, 64, 0), 64, "recv");
 	}
+}
+
+/* upload: the server side reads; download: it writes */
+static void up_sym(int cli, int srv, long n)
+{
+	stream(cli, libc_send, srv, recv, n);
 }
 
 static void up_libc(int cli, int srv, long n)
 {
-	for (long i = 0; i < n; i++) {
-		must(libc_send(cli, BYTES, 64, 0), 64, "send");
-		must(libc_recv(srv, buf, 64, 0), 64, "recv");
-	}
+	stream(cli, libc_send, srv, libc_recv, n);
 }
 
 static void down_sym(int cli, int srv, long n)
 {
-	for (long i = 0; i < n; i++) {
-		must(send(srv, BYTES, 64, 0), 64, "send");
-		must(libc_recv(cli, buf, 64, 0), 64, "recv");
-	}
+	stream(srv, send, cli, libc_recv, n);
 }
 
 static void down_libc(int cli, int srv, long n)
 {
-	for (long i = 0; i < n; i++) {
-		must(libc_send(srv, BYTES, 64, 0), 64, "send");
-		must(libc_recv(cli, buf, 64, 0), 64, "recv");
-	}
+	stream(srv, libc_send, cli, libc_recv, n);
 }
 
 static void pipe_sym(int r, int w, long n)
@@ -288,11 +289,10 @@ int main(int argc, char **argv)
 	if (up || down) {
 		/* The request (and for down its response) begins, through the
 		 * ordinary symbols: slowdog sees it start. */
-		must(libc_send(a, up ? UPLOAD_HEAD : REQUEST,
-			       up ? sizeof(UPLOAD_HEAD) - 1 : sizeof(REQUEST) - 1, 0),
-		     up ? sizeof(UPLOAD_HEAD) - 1 : sizeof(REQUEST) - 1, "send");
-		must(recv(b, buf, sizeof(buf), 0),
-		     up ? sizeof(UPLOAD_HEAD) - 1 : sizeof(REQUEST) - 1, "recv");
+		const char *head = up ? UPLOAD_HEAD : REQUEST;
+		size_t hn = strlen(head);
+		must(libc_send(a, head, hn, 0), hn, "send");
+		must(recv(b, buf, sizeof(buf), 0), hn, "recv");
 		if (down) {
 			must(send(b, DOWNLOAD_HEAD, sizeof(DOWNLOAD_HEAD) - 1, 0),
 			     sizeof(DOWNLOAD_HEAD) - 1, "send");

@@ -16,7 +16,7 @@ import selectors
 import socket
 import sys
 
-from idle import raise_nofile
+from idle import raise_nofile, response_length
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: keep-alive\r\n\r\n"
 MARK = b"GET /mark HTTP/1.1\r\nHost: bench\r\nConnection: keep-alive\r\n\r\n"
@@ -24,17 +24,10 @@ MARK = b"GET /mark HTTP/1.1\r\nHost: bench\r\nConnection: keep-alive\r\n\r\n"
 
 def whole(got):
     """Whether got holds one whole response (Content-Length framed)."""
-    head, sep, body = got.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if len(body) > length:
+    n = response_length(got)
+    if n is not None and len(got) > n:
         raise SystemExit("lockstep.py: more bytes than one response")
-    return len(body) == length
+    return len(got) == n
 
 
 def exchange(socks, request, sel):

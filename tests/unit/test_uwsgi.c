@@ -150,9 +150,9 @@ static void udrv_run(struct udrv *d, const void *buf, size_t n)
 	udrv_feed(d, buf, n);
 }
 
-/* Byte by byte and cut at every pair of points: same outcome. */
-static void all_splits(const unsigned char *buf, size_t n,
-		       const struct udrv *want)
+/* Byte by byte: the outcome want. */
+static void same_byte_by_byte(const unsigned char *buf, size_t n,
+			      const struct udrv *want)
 {
 	struct udrv d;
 
@@ -160,6 +160,15 @@ static void all_splits(const unsigned char *buf, size_t n,
 	for (size_t i = 0; i < n; i++)
 		udrv_feed(&d, buf + i, 1);
 	udrv_same(want, &d);
+}
+
+/* Byte by byte and cut at every pair of points: same outcome. */
+static void all_splits(const unsigned char *buf, size_t n,
+		       const struct udrv *want)
+{
+	struct udrv d;
+
+	same_byte_by_byte(buf, n, want);
 	size_t step = n > 400 ? 5 : 1;
 	for (size_t a = 0; a <= n; a++) {
 		for (size_t b = a; b <= n; b += step) {
@@ -608,12 +617,9 @@ Test(uwsgi, fuzz)
 			cr_assert_leq(d.done_at, n);
 		/* a whole packet in one read (walked in place) and the same
 		 * byte by byte: one outcome */
-		struct udrv whole, bytes;
+		struct udrv whole;
 		udrv_run(&whole, m, n);
-		udrv_init(&bytes);
-		for (size_t i = 0; i < n; i++)
-			udrv_feed(&bytes, m + i, 1);
-		udrv_same(&whole, &bytes);
+		same_byte_by_byte(m, n, &whole);
 	}
 }
 
@@ -653,10 +659,7 @@ Test(uwsgi, whole_packet_same_as_byte_path)
 				m[rand() % (int)n] = (unsigned char)(rand() % 256);
 		struct udrv whole, d;
 		udrv_run(&whole, m, n);
-		udrv_init(&d);
-		for (size_t i = 0; i < n; i++)
-			udrv_feed(&d, m + i, 1);
-		udrv_same(&whole, &d);
+		same_byte_by_byte(m, n, &whole);
 		size_t cut = (size_t)rand() % (n + 1);
 		udrv_init(&d);
 		udrv_feed(&d, m, cut);
