@@ -19,6 +19,7 @@ SD_EXPORT int slowdog_begin(const char *label)
 	struct sd_thread *t = thread_get();
 	if (!t)
 		return -1;
+	watchdog_began(t);
 	conn_begin_label(t, label);
 	return 0;
 }

@@ -51,28 +51,15 @@ struct capture {
 	int64_t pause_ns;    /* signal path: how long the handler ran */
 };
 
-/* At the first connection of the process (any thread): picks and installs
- * the signal. Messages go through warn. */
-void capture_setup(const struct config *cfg, void (*warn)(const char *line));
-
 /* Watchdog thread, once: buffers, unwinder. */
 bool capture_thread_init(const struct config *cfg);
 
 /* Watchdog thread: captures t. Returns false with out->why set on failure. */
 bool capture_thread(struct sd_thread *t, struct capture *out);
 
-/* The signal in use, 0 if none. async-signal-safe. */
-int capture_signal_number(void);
-
-/* The process that installed the signal handler. */
-pid_t capture_signal_owner(void);
-
 /* Watchdog, idle: gives the pages of the capture buffers back to the
  * system (they are zero when next touched). */
 void capture_release(void);
 
-/* Child after fork: the handler is inherited; the slot starts afresh. */
+/* Child after fork: the slot starts afresh (capture_sig.c). */
 void capture_atfork_child(void);
-
-/* The application installs its own handler on our signal: stop using it. */
-void capture_signal_taken(void);

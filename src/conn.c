@@ -8,9 +8,7 @@
 
 #include "common.h"
 #include "escape.h"
-#include "python.h"
 #include "thread.h"
-#include "watchdog.h"
 
 _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
 
@@ -66,9 +64,6 @@ static inline __attribute__((always_inline)) void req_publish(struct conn *c, st
 	t->fd = c->fd;
 	t->conn_gen = atomic_load_explicit(&c->gen, memory_order_relaxed);
 	t->req_start_ns = now;
-	if (!atomic_load_explicit(&t->tstate, memory_order_relaxed))
-		atomic_store_explicit(&t->tstate, py_tstate_self(),
-				      memory_order_relaxed);
 	atomic_store_explicit(&t->req_id, id, memory_order_release);
 }
 
@@ -106,7 +101,7 @@ static void req_end(struct conn *c, int64_t end_ns)
 						  memory_order_acquire) == id)) {
 			t->done_ns = end_ns - c->start_ns;
 			atomic_store_explicit(&t->done_id, id, memory_order_release);
-			watchdog_kick();
+			thread_ring();
 		}
 	}
 	c->owner = NULL;
@@ -154,7 +149,6 @@ static inline __attribute__((always_inline)) void req_start(struct conn *c, int6
 	struct sd_thread *t = thread_get();
 	if (t)
 		thread_takes(t, c, now);
-	watchdog_ensure();
 	info_begin(c);
 	c->fill = c->cur;
 	if (c->info[c->cur].proto != PROTO_UNKNOWN &&
@@ -383,29 +377,33 @@ void conn_read_enter_slow(struct conn *c)
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
-void conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
+bool conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
 {
 	(void)fd;
 	if (n == 0)
-		return;
-	if (c->state == CONN_IDLE)
+		return false;
+	bool began = c->state == CONN_IDLE;
+	if (began)
 		req_start(c, clock_coarse_ns());
 	parse_request(c, buf, n);
+	return began;
 }
 
-void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
+bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
 		   size_t n)
 {
 	(void)fd;
 	if (n == 0)
-		return;
-	if (c->state == CONN_IDLE)
+		return false;
+	bool began = c->state == CONN_IDLE;
+	if (began)
 		req_start(c, clock_coarse_ns());
 	for (int i = 0; i < cnt && n > 0; i++) {
 		size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
 		parse_request(c, iov[i].iov_base, k);
 		n -= k;
 	}
+	return began;
 }
 
 void conn_wait_input(struct conn *c)
@@ -570,9 +568,13 @@ void conn_close_range(unsigned lo, unsigned hi)
 	}
 }
 
-void conn_dup(int newfd)
+void conn_duped(int oldfd, int newfd)
 {
-	slot_reset(newfd, false);
+	if (oldfd == newfd || (!conn_get(newfd) && !conn_get(oldfd)))
+		return;
+	conn_closed(newfd);
+	if (conn_get(oldfd))
+		slot_reset(newfd, false);
 }
 
 bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
@@ -641,14 +643,10 @@ uint64_t conn_begin_label(struct sd_thread *t, const char *label)
 			escape_append(t->label, sizeof(t->label), &pos, p, 1);
 		}
 	}
-	watchdog_ensure();
 	uint64_t id = thread_next_id(t);
 	t->fd = -1;
 	t->conn_gen = 0;
 	t->req_start_ns = now;
-	if (!atomic_load_explicit(&t->tstate, memory_order_relaxed))
-		atomic_store_explicit(&t->tstate, py_tstate_self(),
-				      memory_order_relaxed);
 	atomic_store_explicit(&t->req_id, id, memory_order_release);
 	return id;
 }
@@ -662,6 +660,6 @@ void conn_end_label(struct sd_thread *t)
 	if (atomic_load_explicit(&t->reported_id, memory_order_acquire) == id) {
 		t->done_ns = clock_coarse_ns() - t->req_start_ns;
 		atomic_store_explicit(&t->done_id, id, memory_order_release);
-		watchdog_kick();
+		thread_ring();
 	}
 }

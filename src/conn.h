@@ -105,8 +105,10 @@ static inline void conn_read_enter(struct conn *c)
 	if (c->state == CONN_RESP || (c->state == CONN_REQ && c->pipelined))
 		conn_read_enter_slow(c);
 }
-void conn_read_done(struct conn *c, int fd, const void *buf, size_t n);
-void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
+/* true: the read began a request (the entry points then see that the
+ * watchdog runs and that the thread's Python state is known) */
+bool conn_read_done(struct conn *c, int fd, const void *buf, size_t n);
+bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
 		   size_t n);
 void conn_wait_input(struct conn *c);      /* poll/select for input on fd */
 void conn_epoll_wait(int epfd);            /* the thread waits on epfd */
@@ -119,7 +121,10 @@ void conn_write_failed(struct conn *c, int err); /* EPIPE, ECONNRESET */
 void conn_shutdown(struct conn *c);
 void conn_closed(int fd);                  /* close, dup2 over, ... */
 void conn_close_range(unsigned lo, unsigned hi);
-void conn_dup(int newfd);                  /* a dup of a connection */
+/* newfd now refers to what oldfd refers to (dup, dup2, dup3,
+ * fcntl F_DUPFD): whatever newfd was is closed, and it is a connection if
+ * oldfd is one. */
+void conn_duped(int oldfd, int newfd);
 
 /* The thread starts explicit work (slowdog_begin) / ends it. */
 uint64_t conn_begin_label(struct sd_thread *t, const char *label);
@@ -131,10 +136,6 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out);
 
 /* Child after fork: forget every connection. */
 void conn_atfork_child(void);
-
-/* Called once per process at the first accepted connection: config,
- * Python, watchdog. Set by preload.c / watchdog.c. */
-void conn_first_connection(void);
 
 /* A request id for a thread without a record (see thread_next_id);
  * exposed for unit tests. */

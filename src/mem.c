@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "real.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define MEM_ASAN 1
@@ -202,7 +203,7 @@ int mem_maps_refresh(void)
 	bool eof = false;
 	while (!eof || have > 0) {
 		if (!eof && have < sizeof(buf)) {
-			ssize_t r = read(fd, buf + have, sizeof(buf) - have);
+			ssize_t r = real_read(fd, buf + have, sizeof(buf) - have);
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r <= 0)
@@ -240,7 +241,7 @@ int mem_maps_refresh(void)
 		memmove(buf, nl + 1, have - used);
 		have -= used;
 	}
-	close(fd);
+	real_close(fd);
 	if (++maps_gen == 0)
 		maps_gen++; /* 0 is "no hit" */
 	m->gen = maps_gen;

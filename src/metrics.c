@@ -2,7 +2,6 @@
 #include "metrics.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +9,8 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "real.h"
+#include "sys.h"
 
 static int sock = -1;
 static const struct config *conf;
@@ -20,31 +21,10 @@ void metrics_open(const struct config *cfg, void (*warn)(const char *line))
 	conf = cfg;
 	if (!cfg->statsd[0])
 		return;
-	char host[256], *port, line[400];
-	snprintf(host, sizeof(host), "%s", cfg->statsd);
-	port = strrchr(host, ':');
-	const char *why = "needs HOST:PORT";
-	if (port && port != host && port[1]) {
-		*port++ = '\0';
-		char *h = host;
-		if (h[0] == '[' && port[-2] == ']') {
-			h++;
-			port[-2] = '\0';
-		}
-		struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *ai;
-		why = "cannot resolve it";
-		if (getaddrinfo(h, port, &hints, &ai) == 0) {
-			sock = socket(ai->ai_family,
-				      SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-			if (sock >= 0 && connect(sock, ai->ai_addr, ai->ai_addrlen) != 0) {
-				close(sock);
-				sock = -1;
-			}
-			why = strerror(errno);
-			freeaddrinfo(ai);
-		}
-	}
+	const char *why = "";
+	sock = sys_udp_open(cfg->statsd, &why);
 	if (sock < 0) {
+		char line[400];
 		snprintf(line, sizeof(line),
 			 "slowdog: SLOWDOG_STATSD=\"%s\": %s; no metrics", cfg->statsd,
 			 why);
@@ -135,7 +115,7 @@ static void send_metric(const char *name, const char *value,
 		return;
 	if ((size_t)n >= sizeof(msg))
 		n = sizeof(msg) - 1;
-	if (send(sock, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+	if (real_send(sock, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 		dropped++;
 }
 

@@ -37,10 +37,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "capture.h"
+#include "capture_sig.h"
 #include "common.h"
 #include "conn.h"
-#include "preload.h"
+#include "python.h"
+#include "real.h"
 #include "thread.h"
 #include "watchdog.h"
 
@@ -105,171 +106,15 @@
 		".cfi_endproc\n"                                          \
 		".size " #name ", .-" #name "\n")
 
-/* ---- real functions ---- */
-
-#define REAL(ret, name, ...) static ret (*real_##name)(__VA_ARGS__)
-REAL(ssize_t, read, int, void *, size_t);
-REAL(ssize_t, readv, int, const struct iovec *, int);
-REAL(ssize_t, recv, int, void *, size_t, int);
-REAL(ssize_t, recvfrom, int, void *, size_t, int, struct sockaddr *, socklen_t *);
-REAL(ssize_t, recvmsg, int, struct msghdr *, int);
-REAL(ssize_t, write, int, const void *, size_t);
-REAL(ssize_t, writev, int, const struct iovec *, int);
-REAL(ssize_t, send, int, const void *, size_t, int);
-REAL(ssize_t, sendto, int, const void *, size_t, int, const struct sockaddr *, socklen_t);
-REAL(ssize_t, sendmsg, int, const struct msghdr *, int);
-REAL(ssize_t, sendfile, int, int, off_t *, size_t);
-REAL(ssize_t, sendfile64, int, int, off_t *, size_t);
-REAL(int, accept, int, struct sockaddr *, socklen_t *);
-REAL(int, accept4, int, struct sockaddr *, socklen_t *, int);
-REAL(int, poll, struct pollfd *, nfds_t, int);
-REAL(int, ppoll, struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
-REAL(int, select, int, fd_set *, fd_set *, fd_set *, struct timeval *);
-REAL(int, pselect, int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
-REAL(int, epoll_wait, int, struct epoll_event *, int, int);
-REAL(int, epoll_pwait, int, struct epoll_event *, int, int, const sigset_t *);
-REAL(int, nanosleep, const struct timespec *, struct timespec *);
-REAL(int, clock_nanosleep, clockid_t, int, const struct timespec *, struct timespec *);
-REAL(int, connect, int, const struct sockaddr *, socklen_t);
-REAL(pid_t, waitpid, pid_t, int *, int);
-REAL(pid_t, wait4, pid_t, int *, int, struct rusage *);
-REAL(int, sem_timedwait, sem_t *, const struct timespec *);
-REAL(int, sem_clockwait, sem_t *, clockid_t, const struct timespec *);
-REAL(int, usleep, useconds_t);
-REAL(unsigned, sleep, unsigned);
-REAL(int, close, int);
-REAL(int, shutdown, int, int);
-REAL(int, close_range, unsigned, unsigned, int);
-REAL(int, dup, int);
-REAL(int, dup2, int, int);
-REAL(int, dup3, int, int, int);
-REAL(int, fcntl, int, int, ...);
-REAL(int, fcntl64, int, int, ...);
-REAL(int, epoll_ctl, int, int, int, struct epoll_event *);
-REAL(int, sigaction, int, const struct sigaction *, struct sigaction *);
-REAL(sighandler_t, signal, int, sighandler_t);
-REAL(int, pthread_sigmask, int, const sigset_t *, sigset_t *);
-REAL(int, sigprocmask, int, const sigset_t *, sigset_t *);
-
-struct call_info {
-	const char *name;
-	void **real;
-	uintptr_t stub;
+/* The entry stubs, by call number (for the blocked captures' frames). */
+#define STUB_DECL_B(id, name, ret, params) extern char stub_##name __asm__(#name);
+#define STUB_DECL_P(name, ret, params)
+CALLS(STUB_DECL_B, STUB_DECL_P)
+static const uintptr_t stubs[CALL_COUNT] = {
+#define STUB_ADDR_B(id, name, ret, params) [CALL_##id] = (uintptr_t)&stub_##name,
+#define STUB_ADDR_P(name, ret, params)
+	CALLS(STUB_ADDR_B, STUB_ADDR_P)
 };
-
-/* Stubs, declared so their addresses can be taken. */
-#define STUB_DECL(name) extern char name##_stub_sym __asm__(#name)
-STUB_DECL(read); STUB_DECL(readv); STUB_DECL(recv); STUB_DECL(recvfrom);
-STUB_DECL(recvmsg); STUB_DECL(write); STUB_DECL(writev); STUB_DECL(send);
-STUB_DECL(sendto); STUB_DECL(sendmsg); STUB_DECL(sendfile);
-STUB_DECL(sendfile64); STUB_DECL(accept); STUB_DECL(accept4); STUB_DECL(poll);
-STUB_DECL(ppoll); STUB_DECL(select); STUB_DECL(pselect);
-STUB_DECL(epoll_wait); STUB_DECL(epoll_pwait); STUB_DECL(nanosleep);
-STUB_DECL(clock_nanosleep); STUB_DECL(connect); STUB_DECL(waitpid);
-STUB_DECL(wait4); STUB_DECL(sem_timedwait); STUB_DECL(sem_clockwait);
-STUB_DECL(usleep); STUB_DECL(sleep);
-
-#define CI(id, name) [id] = {#name, (void **)&real_##name, 0}
-static struct call_info calls[CALL_COUNT] = {
-	CI(CALL_READ, read), CI(CALL_READV, readv), CI(CALL_RECV, recv),
-	CI(CALL_RECVFROM, recvfrom), CI(CALL_RECVMSG, recvmsg),
-	CI(CALL_WRITE, write), CI(CALL_WRITEV, writev), CI(CALL_SEND, send),
-	CI(CALL_SENDTO, sendto), CI(CALL_SENDMSG, sendmsg),
-	CI(CALL_SENDFILE, sendfile), CI(CALL_SENDFILE64, sendfile64),
-	CI(CALL_ACCEPT, accept), CI(CALL_ACCEPT4, accept4),
-	CI(CALL_POLL, poll), CI(CALL_PPOLL, ppoll), CI(CALL_SELECT, select),
-	CI(CALL_PSELECT, pselect), CI(CALL_EPOLL_WAIT, epoll_wait),
-	CI(CALL_EPOLL_PWAIT, epoll_pwait), CI(CALL_NANOSLEEP, nanosleep),
-	CI(CALL_CLOCK_NANOSLEEP, clock_nanosleep), CI(CALL_CONNECT, connect),
-	CI(CALL_WAITPID, waitpid), CI(CALL_WAIT4, wait4),
-	CI(CALL_SEM_TIMEDWAIT, sem_timedwait), CI(CALL_SEM_CLOCKWAIT, sem_clockwait),
-	CI(CALL_USLEEP, usleep), CI(CALL_SLEEP, sleep),
-};
-
-static void **other_reals[] = {
-	(void **)&real_close, (void **)&real_shutdown, (void **)&real_close_range,
-	(void **)&real_dup, (void **)&real_dup2, (void **)&real_dup3,
-	(void **)&real_fcntl, (void **)&real_fcntl64, (void **)&real_epoll_ctl,
-	(void **)&real_sigaction, (void **)&real_pthread_sigmask,
-	(void **)&real_sigprocmask, (void **)&real_signal,
-};
-static const char *other_names[] = {
-	"close", "shutdown", "close_range", "dup", "dup2", "dup3", "fcntl",
-	"fcntl64", "epoll_ctl", "sigaction", "pthread_sigmask", "sigprocmask",
-	"signal",
-};
-
-static void preload_resolve(void)
-{
-	for (int i = 1; i < CALL_COUNT; i++)
-		if (!*calls[i].real)
-			*calls[i].real = dlsym(RTLD_NEXT, calls[i].name);
-	for (size_t i = 0; i < ARRAY_LEN(other_reals); i++)
-		if (!*other_reals[i])
-			*other_reals[i] = dlsym(RTLD_NEXT, other_names[i]);
-	uintptr_t stubs[CALL_COUNT] = {
-		[CALL_READ] = (uintptr_t)&read_stub_sym,
-		[CALL_READV] = (uintptr_t)&readv_stub_sym,
-		[CALL_RECV] = (uintptr_t)&recv_stub_sym,
-		[CALL_RECVFROM] = (uintptr_t)&recvfrom_stub_sym,
-		[CALL_RECVMSG] = (uintptr_t)&recvmsg_stub_sym,
-		[CALL_WRITE] = (uintptr_t)&write_stub_sym,
-		[CALL_WRITEV] = (uintptr_t)&writev_stub_sym,
-		[CALL_SEND] = (uintptr_t)&send_stub_sym,
-		[CALL_SENDTO] = (uintptr_t)&sendto_stub_sym,
-		[CALL_SENDMSG] = (uintptr_t)&sendmsg_stub_sym,
-		[CALL_SENDFILE] = (uintptr_t)&sendfile_stub_sym,
-		[CALL_SENDFILE64] = (uintptr_t)&sendfile64_stub_sym,
-		[CALL_ACCEPT] = (uintptr_t)&accept_stub_sym,
-		[CALL_ACCEPT4] = (uintptr_t)&accept4_stub_sym,
-		[CALL_POLL] = (uintptr_t)&poll_stub_sym,
-		[CALL_PPOLL] = (uintptr_t)&ppoll_stub_sym,
-		[CALL_SELECT] = (uintptr_t)&select_stub_sym,
-		[CALL_PSELECT] = (uintptr_t)&pselect_stub_sym,
-		[CALL_EPOLL_WAIT] = (uintptr_t)&epoll_wait_stub_sym,
-		[CALL_EPOLL_PWAIT] = (uintptr_t)&epoll_pwait_stub_sym,
-		[CALL_NANOSLEEP] = (uintptr_t)&nanosleep_stub_sym,
-		[CALL_CLOCK_NANOSLEEP] = (uintptr_t)&clock_nanosleep_stub_sym,
-		[CALL_CONNECT] = (uintptr_t)&connect_stub_sym,
-		[CALL_WAITPID] = (uintptr_t)&waitpid_stub_sym,
-		[CALL_WAIT4] = (uintptr_t)&wait4_stub_sym,
-		[CALL_SEM_TIMEDWAIT] = (uintptr_t)&sem_timedwait_stub_sym,
-		[CALL_SEM_CLOCKWAIT] = (uintptr_t)&sem_clockwait_stub_sym,
-		[CALL_USLEEP] = (uintptr_t)&usleep_stub_sym,
-		[CALL_SLEEP] = (uintptr_t)&sleep_stub_sym,
-	};
-	for (int i = 1; i < CALL_COUNT; i++)
-		calls[i].stub = stubs[i];
-}
-
-const char *preload_call_name(int fn)
-{
-	return fn > 0 && fn < CALL_COUNT ? calls[fn].name : "?";
-}
-
-uintptr_t preload_call_addr(int fn)
-{
-	return fn > 0 && fn < CALL_COUNT ? (uintptr_t)*calls[fn].real : 0;
-}
-
-uintptr_t preload_stub_addr(int fn)
-{
-	return fn > 0 && fn < CALL_COUNT ? calls[fn].stub : 0;
-}
-
-int preload_real_sigaction(int sig, const void *act, void *old)
-{
-	if (!real_sigaction)
-		preload_resolve();
-	return real_sigaction(sig, act, old);
-}
-
-int preload_real_sigmask(int how, const void *set, void *old)
-{
-	if (!real_pthread_sigmask)
-		preload_resolve();
-	return real_pthread_sigmask(how, set, old);
-}
 
 /*
  * A vfork child runs in our memory until it execs or exits, and Python's
@@ -341,7 +186,8 @@ static void atfork_child(void)
 
 __attribute__((constructor)) static void preload_init(void)
 {
-	preload_resolve();
+	real_resolve();
+	real_set_stubs(stubs);
 	our_pid = getpid();
 	struct timespec res;
 	if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && timespec_ns(&res) > 0)
@@ -379,17 +225,34 @@ static inline uint32_t intr_mark(struct sd_thread *t)
 	return t ? atomic_load_explicit(&t->intr, memory_order_relaxed) : 0;
 }
 
-/* An EINTR that slowdog's own signal caused, to be hidden by retrying. */
-static inline bool our_eintr(struct sd_thread *t, uint32_t mark, ssize_t r, int e)
+/* Whether slowdog's signal ran on t since intr_mark gave mark. */
+static inline bool intr_since(struct sd_thread *t, uint32_t mark)
 {
-	return r < 0 && e == EINTR && t &&
-	       atomic_load_explicit(&t->intr, memory_order_relaxed) != mark;
+	return t && atomic_load_explicit(&t->intr, memory_order_relaxed) != mark;
 }
 
-#define RESOLVE(name)                     \
-	do {                              \
+/*
+ * The one retry of the waits: r = call, made again while it was cut short
+ * (interrupted, an expression of r and errno) by slowdog's own signal;
+ * before each new try, `again` sets up what is left of the wait (it may
+ * break out). An interruption of anyone else's is returned as it came.
+ */
+#define WAIT_AGAIN(t, r, call, interrupted, again)         \
+	for (;;) {                                         \
+		uint32_t mark_ = intr_mark(t);             \
+		r = (call);                                \
+		if (!((interrupted) && intr_since(t, mark_))) \
+			break;                             \
+		again;                                     \
+	}
+#define EINTR_RESULT(r) ((r) < 0 && errno == EINTR)
+
+/* An interposed call can come before the constructor ran (from another
+ * library's constructor). */
+#define RESOLVE(name)                       \
+	do {                                \
 		if (unlikely(!real_##name)) \
-			preload_resolve(); \
+			real_resolve();     \
 	} while (0)
 
 /* A tracked connection, remembered with its generation across the call. */
@@ -431,6 +294,13 @@ static inline bool still(struct tracked k)
 	}                                                               \
 	return tracked_call;
 
+/* A read that began a request. */
+static inline void read_seen(bool began)
+{
+	if (began)
+		watchdog_began(thread_self());
+}
+
 #define READ_TRACKED(fn, call)                                          \
 	conn_read_enter(k.c);                                           \
 	struct sd_thread *t = call_enter(fn);                           \
@@ -442,7 +312,7 @@ static __attribute__((noinline)) ssize_t tracked_read(struct tracked k, int fd, 
 {
 	READ_TRACKED(CALL_READ, real_read(fd, buf, n));
 	if (r > 0 && still(k))
-		conn_read_done(k.c, fd, buf, (size_t)r);
+		read_seen(conn_read_done(k.c, fd, buf, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -458,7 +328,7 @@ static __attribute__((noinline)) ssize_t tracked_recv(struct tracked k, int fd, 
 {
 	READ_TRACKED(CALL_RECV, real_recv(fd, buf, n, fl));
 	if (r > 0 && still(k) && !(fl & MSG_PEEK))
-		conn_read_done(k.c, fd, buf, (size_t)r);
+		read_seen(conn_read_done(k.c, fd, buf, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -475,7 +345,7 @@ static __attribute__((noinline)) ssize_t tracked_recvfrom(struct tracked k, int 
 {
 	READ_TRACKED(CALL_RECVFROM, real_recvfrom(fd, buf, n, fl, a, al));
 	if (r > 0 && still(k) && !(fl & MSG_PEEK))
-		conn_read_done(k.c, fd, buf, (size_t)r);
+		read_seen(conn_read_done(k.c, fd, buf, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -492,7 +362,7 @@ static __attribute__((noinline)) ssize_t tracked_readv(struct tracked k, int fd,
 {
 	READ_TRACKED(CALL_READV, real_readv(fd, iov, cnt));
 	if (r > 0 && still(k))
-		conn_read_iov(k.c, fd, iov, cnt, (size_t)r);
+		read_seen(conn_read_iov(k.c, fd, iov, cnt, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -508,7 +378,7 @@ static __attribute__((noinline)) ssize_t tracked_recvmsg(struct tracked k, int f
 {
 	READ_TRACKED(CALL_RECVMSG, real_recvmsg(fd, m, fl));
 	if (r > 0 && still(k) && !(fl & MSG_PEEK) && m)
-		conn_read_iov(k.c, fd, m->msg_iov, (int)m->msg_iovlen, (size_t)r);
+		read_seen(conn_read_iov(k.c, fd, m->msg_iov, (int)m->msg_iovlen, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -713,6 +583,16 @@ static int remaining_ms(int64_t deadline, int total_ms)
 	return (int)((left + NS_PER_MS - 1) / NS_PER_MS);
 }
 
+/* The time left of a timespec wait, in *left. */
+static const struct timespec *wait_left_ts(int64_t deadline, int64_t total,
+					   struct timespec *left)
+{
+	int64_t l = wait_left_ns(deadline, total);
+	left->tv_sec = l / NS_PER_SEC;
+	left->tv_nsec = l % NS_PER_SEC;
+	return left;
+}
+
 static void poll_inputs(const struct pollfd *p, nfds_t n)
 {
 	for (nfds_t i = 0; i < n; i++) {
@@ -731,14 +611,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_poll(struct pollfd *p, n
 	struct sd_thread *t = call_enter(CALL_POLL);
 	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
 	int ms0 = ms, r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_poll(p, n, ms);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-		if (ms > 0)
-			ms = remaining_ms(deadline, ms0);
-	}
+	WAIT_AGAIN(t, r, real_poll(p, n, ms), EINTR_RESULT(r),
+		   if (ms > 0) ms = remaining_ms(deadline, ms0));
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -757,18 +631,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_ppoll(struct pollfd *p, 
 	int64_t deadline = timed ? wait_deadline(total) : 0;
 	struct timespec left;
 	int r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_ppoll(p, n, ts, mask);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-		if (timed) {
-			int64_t l = wait_left_ns(deadline, total);
-			left.tv_sec = l / NS_PER_SEC;
-			left.tv_nsec = l % NS_PER_SEC;
-			ts = &left;
-		}
-	}
+	WAIT_AGAIN(t, r, real_ppoll(p, n, ts, mask), EINTR_RESULT(r),
+		   if (timed) ts = wait_left_ts(deadline, total, &left));
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -820,6 +684,20 @@ static inline void set_copy(fd_set *dst, const fd_set *src, size_t bytes)
 		memcpy(dst, src, bytes);
 }
 
+/* Copies the sets in use (each may be NULL) from s* to d*: an interrupted
+ * select leaves its sets undefined. */
+static inline void sets_restore(fd_set *drd, fd_set *dwr, fd_set *dex,
+				const fd_set *srd, const fd_set *swr,
+				const fd_set *sex, size_t bytes)
+{
+	if (srd && drd)
+		set_copy(drd, srd, bytes);
+	if (swr && dwr)
+		set_copy(dwr, swr, bytes);
+	if (sex && dex)
+		set_copy(dex, sex, bytes);
+}
+
 __attribute__((used, visibility("hidden"))) int sd_body_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
 			  struct timeval *tv)
 {
@@ -829,27 +707,12 @@ __attribute__((used, visibility("hidden"))) int sd_body_select(int nfds, fd_set 
 	/* An interrupted select leaves the sets undefined: keep copies. */
 	fd_set crd, cwr, cex;
 	size_t sb = set_bytes(nfds);
-	if (t) {
-		if (rd)
-			set_copy(&crd, rd, sb);
-		if (wr)
-			set_copy(&cwr, wr, sb);
-		if (ex)
-			set_copy(&cex, ex, sb);
-	}
+	if (t)
+		sets_restore(&crd, &cwr, &cex, rd, wr, ex, sb);
 	int r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_select(nfds, rd, wr, ex, tv); /* Linux updates *tv */
-		if (!our_eintr(t, mark, r, errno))
-			break;
-		if (rd)
-			set_copy(rd, &crd, sb);
-		if (wr)
-			set_copy(wr, &cwr, sb);
-		if (ex)
-			set_copy(ex, &cex, sb);
-	}
+	/* Linux updates *tv with the time left. */
+	WAIT_AGAIN(t, r, real_select(nfds, rd, wr, ex, tv), EINTR_RESULT(r),
+		   sets_restore(rd, wr, ex, &crd, &cwr, &cex, sb));
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -865,37 +728,16 @@ __attribute__((used, visibility("hidden"))) int sd_body_pselect(int nfds, fd_set
 	struct sd_thread *t = call_enter(CALL_PSELECT);
 	fd_set crd, cwr, cex;
 	size_t sb = set_bytes(nfds);
-	if (t) {
-		if (rd)
-			set_copy(&crd, rd, sb);
-		if (wr)
-			set_copy(&cwr, wr, sb);
-		if (ex)
-			set_copy(&cex, ex, sb);
-	}
+	if (t)
+		sets_restore(&crd, &cwr, &cex, rd, wr, ex, sb);
 	bool timed = t && wait_timed(ts);
 	int64_t total = timed ? timespec_ns(ts) : 0;
 	int64_t deadline = timed ? wait_deadline(total) : 0;
 	struct timespec left;
 	int r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_pselect(nfds, rd, wr, ex, ts, mask);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-		if (rd)
-			set_copy(rd, &crd, sb);
-		if (wr)
-			set_copy(wr, &cwr, sb);
-		if (ex)
-			set_copy(ex, &cex, sb);
-		if (timed) {
-			int64_t l = wait_left_ns(deadline, total);
-			left.tv_sec = l / NS_PER_SEC;
-			left.tv_nsec = l % NS_PER_SEC;
-			ts = &left;
-		}
-	}
+	WAIT_AGAIN(t, r, real_pselect(nfds, rd, wr, ex, ts, mask), EINTR_RESULT(r),
+		   sets_restore(rd, wr, ex, &crd, &cwr, &cex, sb);
+		   if (timed) ts = wait_left_ts(deadline, total, &left));
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -910,14 +752,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_wait(int epfd, str
 	struct sd_thread *t = call_enter(CALL_EPOLL_WAIT);
 	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
 	int ms0 = ms, r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_epoll_wait(epfd, ev, max, ms);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-		if (ms > 0)
-			ms = remaining_ms(deadline, ms0);
-	}
+	WAIT_AGAIN(t, r, real_epoll_wait(epfd, ev, max, ms), EINTR_RESULT(r),
+		   if (ms > 0) ms = remaining_ms(deadline, ms0));
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -933,14 +769,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_pwait(int epfd, st
 	struct sd_thread *t = call_enter(CALL_EPOLL_PWAIT);
 	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
 	int ms0 = ms, r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_epoll_pwait(epfd, ev, max, ms, mask);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-		if (ms > 0)
-			ms = remaining_ms(deadline, ms0);
-	}
+	WAIT_AGAIN(t, r, real_epoll_pwait(epfd, ev, max, ms, mask), EINTR_RESULT(r),
+		   if (ms > 0) ms = remaining_ms(deadline, ms0));
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -954,14 +784,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_nanosleep(const struct t
 	struct sd_thread *t = call_enter(CALL_NANOSLEEP);
 	struct timespec left, mine;
 	int r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_nanosleep(req, rem ? rem : &mine);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-		left = rem ? *rem : mine;
-		req = &left;
-	}
+	WAIT_AGAIN(t, r, real_nanosleep(req, rem ? rem : &mine), EINTR_RESULT(r),
+		   left = rem ? *rem : mine; req = &left);
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -976,18 +800,11 @@ __attribute__((used, visibility("hidden"))) int sd_body_clock_nanosleep(clockid_
 	struct sd_thread *t = call_enter(CALL_CLOCK_NANOSLEEP);
 	struct timespec left, mine;
 	int r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_clock_nanosleep(clk, fl, req, rem ? rem : &mine);
-		/* clock_nanosleep returns the error instead of setting errno */
-		if (!(r == EINTR && t &&
-		      atomic_load_explicit(&t->intr, memory_order_relaxed) != mark))
-			break;
-		if (!(fl & TIMER_ABSTIME)) {
-			left = rem ? *rem : mine;
-			req = &left;
-		}
-	}
+	/* clock_nanosleep returns the error instead of setting errno. An
+	 * absolute time is waited for again as it is. */
+	WAIT_AGAIN(t, r, real_clock_nanosleep(clk, fl, req, rem ? rem : &mine),
+		   r == EINTR,
+		   if (!(fl & TIMER_ABSTIME)) { left = rem ? *rem : mine; req = &left; });
 	call_leave(t);
 	return r;
 }
@@ -1039,12 +856,7 @@ __attribute__((used, visibility("hidden"))) int sd_body_sem_timedwait(sem_t *sem
 	RESOLVE(sem_timedwait);
 	struct sd_thread *t = call_enter(CALL_SEM_TIMEDWAIT);
 	int r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_sem_timedwait(sem, abs);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-	}
+	WAIT_AGAIN(t, r, real_sem_timedwait(sem, abs), EINTR_RESULT(r), (void)0);
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -1062,12 +874,7 @@ __attribute__((used, visibility("hidden"))) int sd_body_sem_clockwait(sem_t *sem
 	}
 	struct sd_thread *t = call_enter(CALL_SEM_CLOCKWAIT);
 	int r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_sem_clockwait(sem, clk, abs);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-	}
+	WAIT_AGAIN(t, r, real_sem_clockwait(sem, clk, abs), EINTR_RESULT(r), (void)0);
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -1081,18 +888,11 @@ __attribute__((used, visibility("hidden"))) int sd_body_usleep(useconds_t us)
 	struct sd_thread *t = call_enter(CALL_USLEEP);
 	int64_t deadline = t ? clock_mono_ns() + (int64_t)us * 1000 : 0;
 	int r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_usleep(us);
-		if (!our_eintr(t, mark, r, errno))
-			break;
-		int64_t left = deadline - clock_mono_ns();
-		if (left <= 0) {
-			r = 0;
-			break;
-		}
-		us = (useconds_t)((left + 999) / 1000);
-	}
+	int64_t left;
+	WAIT_AGAIN(t, r, real_usleep(us), EINTR_RESULT(r),
+		   left = deadline - clock_mono_ns();
+		   if (left <= 0) { r = 0; break; }
+		   us = (useconds_t)((left + 999) / 1000));
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -1105,32 +905,22 @@ __attribute__((used, visibility("hidden"))) unsigned sd_body_sleep(unsigned s)
 	RESOLVE(sleep);
 	struct sd_thread *t = call_enter(CALL_SLEEP);
 	int64_t deadline = t ? clock_mono_ns() + (int64_t)s * NS_PER_SEC : 0;
-	unsigned r;
-	for (;;) {
-		uint32_t mark = intr_mark(t);
-		r = real_sleep(s);
-		if (!(r > 0 && t && atomic_load_explicit(&t->intr, memory_order_relaxed) != mark))
-			break;
-		/* Ours: sleep out the rest, to the nanosecond. */
+	uint32_t mark = intr_mark(t);
+	unsigned r = real_sleep(s);
+	if (r > 0 && intr_since(t, mark)) {
+		/* Ours: sleep out the rest, to the nanosecond. Anyone else's
+		 * signal ends it, as it would have ended the sleep. */
 		int64_t left = deadline - clock_mono_ns();
-		if (left <= 0) {
-			r = 0;
-			break;
-		}
-		struct timespec ts = {left / NS_PER_SEC, left % NS_PER_SEC}, rem;
-		mark = intr_mark(t);
-		while (real_nanosleep(&ts, &rem) != 0 && errno == EINTR) {
-			if (atomic_load_explicit(&t->intr, memory_order_relaxed) == mark) {
-				r = (unsigned)rem.tv_sec + (rem.tv_nsec != 0);
-				goto out;
-			}
-			ts = rem;
-			mark = intr_mark(t);
-		}
 		r = 0;
-		break;
+		if (left > 0) {
+			struct timespec ts = {left / NS_PER_SEC, left % NS_PER_SEC}, rem;
+			int n;
+			WAIT_AGAIN(t, n, real_nanosleep(&ts, &rem), EINTR_RESULT(n),
+				   ts = rem);
+			if (EINTR_RESULT(n))
+				r = (unsigned)rem.tv_sec + (rem.tv_nsec != 0);
+		}
 	}
-out:;
 	int e = errno;
 	call_leave(t);
 	errno = e;
@@ -1176,56 +966,41 @@ SD_EXPORT int close_range(unsigned lo, unsigned hi, int flags)
 	return r;
 }
 
-SD_EXPORT int dup(int fd)
+/* r: the new descriptor that dup, dup2, dup3 or fcntl(F_DUPFD) made of
+ * old. What that means for a connection is conn_duped's to say; a vfork
+ * child's descriptors are its own. */
+static int duped(int old, int r)
 {
-	RESOLVE(dup);
-	int r = real_dup(fd);
-	int e = errno;
-	if (r >= 0) {
-		conn_closed(r);
-		if (conn_get(fd))
-			conn_dup(r);
+	if (r >= 0 && !vfork_child()) {
+		int e = errno;
+		conn_duped(old, r);
+		errno = e;
 	}
-	errno = e;
 	return r;
 }
 
-static int dup_to(int old, int new, int r)
+SD_EXPORT int dup(int fd)
 {
-	int e = errno;
-	if (r >= 0 && old != new && (conn_get(new) || conn_get(old)) &&
-	    !vfork_child()) {
-		conn_closed(new);
-		if (conn_get(old))
-			conn_dup(new);
-	}
-	errno = e;
-	return r;
+	RESOLVE(dup);
+	return duped(fd, real_dup(fd));
 }
 
 SD_EXPORT int dup2(int old, int new)
 {
 	RESOLVE(dup2);
-	return dup_to(old, new, real_dup2(old, new));
+	return duped(old, real_dup2(old, new));
 }
 
 SD_EXPORT int dup3(int old, int new, int flags)
 {
 	RESOLVE(dup3);
-	return dup_to(old, new, real_dup3(old, new, flags));
+	return duped(old, real_dup3(old, new, flags));
 }
 
 static int fcntl_common(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
 {
 	int r = fn(fd, cmd, arg);
-	if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && r >= 0) {
-		int e = errno;
-		conn_closed(r);
-		if (conn_get(fd))
-			conn_dup(r);
-		errno = e;
-	}
-	return r;
+	return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? duped(fd, r) : r;
 }
 
 /* The third argument is an int or a pointer; passing it on as a pointer-

@@ -13,9 +13,10 @@
 
 #include "common.h"
 #include "escape.h"
-#include "preload.h"
 #include "python.h"
+#include "real.h"
 #include "symbols.h"
+#include "sys.h"
 
 struct out {
 	char *b;
@@ -85,28 +86,10 @@ static void put_text(struct out *o, const char *s, size_t n)
 	}
 }
 
-static size_t read_small(const char *path, char *buf, size_t cap)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	size_t have = 0;
-	while (have < cap) {
-		ssize_t n = read(fd, buf + have, cap - have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-	}
-	close(fd);
-	return have;
-}
-
 /* The process's command line, arguments separated by spaces. */
 static size_t read_cmdline(char *buf, size_t cap)
 {
-	size_t n = read_small("/proc/self/cmdline", buf, cap - 1);
+	size_t n = sys_read_small("/proc/self/cmdline", buf, cap - 1);
 	while (n > 0 && buf[n - 1] == '\0')
 		n--;
 	for (size_t i = 0; i < n; i++)
@@ -120,7 +103,7 @@ static size_t read_comm(pid_t tid, char *buf, size_t cap)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)tid);
-	size_t n = read_small(path, buf, cap - 1);
+	size_t n = sys_read_small(path, buf, cap - 1);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\0'))
 		n--;
 	return n;
@@ -181,7 +164,7 @@ static struct src *src_get(const char *path)
 		free(p);
 		return NULL;
 	}
-	size_t n = read_small(path, data, (size_t)st.st_size);
+	size_t n = sys_read_small(path, data, (size_t)st.st_size);
 	data[n] = '\0';
 	victim->path = p;
 	victim->data = data;
@@ -528,7 +511,7 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	PUTS(&o, "Capture:    ");
 	switch (c->mode) {
 	case CAPTURE_BLOCKED:
-		putf(&o, "blocked in %s()\n", preload_call_name(c->call_fn));
+		putf(&o, "blocked in %s()\n", real_call_name(c->call_fn));
 		break;
 	case CAPTURE_SYSCALL:
 		putf(&o, "asleep in %s() (system call %d)\n",
@@ -779,7 +762,7 @@ static size_t report_json(struct out *o, const struct report *r,
 	PUTS(o, "\"capture\":{\"mode\":");
 	put_jstrz(o, modes[mode]);
 	PUTS(o, ",\"call\":");
-	put_jstrz(o, c->mode == CAPTURE_BLOCKED ? preload_call_name(c->call_fn)
+	put_jstrz(o, c->mode == CAPTURE_BLOCKED ? real_call_name(c->call_fn)
 		      : c->mode == CAPTURE_SYSCALL ? syscall_name(c->call_fn) : NULL);
 	if (c->mode == CAPTURE_SIGNAL)
 		putf(o, ",\"pause_us\":%.1f", (double)c->pause_ns / 1000.0);

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,8 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "real.h"
+#include "sys.h"
 
 enum sink_kind { SINK_FILE, SINK_SYSLOG_LOCAL, SINK_SYSLOG_UDP };
 
@@ -27,14 +28,6 @@ static ino_t ino;
 static bool full_said, err_said;
 static unsigned long dropped;
 static bool stalled;
-
-static void say(const char *fmt, const char *a, const char *b)
-{
-	char line[4400];
-	int n = snprintf(line, sizeof(line), fmt, a, b);
-	if (n > 0)
-		(void)!write(2, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-}
 
 static int open_log(const char *path)
 {
@@ -49,8 +42,8 @@ static int open_log(const char *path)
 	}
 	/* Keep clear of the descriptors the server uses for stdio. */
 	if (f < 3) {
-		int g = fcntl(f, F_DUPFD_CLOEXEC, 3);
-		close(f);
+		int g = real_fcntl(f, F_DUPFD_CLOEXEC, 3);
+		real_close(f);
 		f = g;
 	}
 	return f;
@@ -67,42 +60,12 @@ static int open_syslog_local(void)
 		return -1;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", "/dev/log");
-	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		close(s);
+	if (real_connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		int e = errno;
+		real_close(s);
+		errno = e;
 		return -1;
 	}
-	return s;
-}
-
-/* "syslog://HOST:PORT" (HOST may be [v6]). */
-static int open_syslog_udp(const char *spec, const char **why)
-{
-	char host[256], *port;
-	snprintf(host, sizeof(host), "%s", spec);
-	port = strrchr(host, ':');
-	if (!port || port == host || !port[1]) {
-		*why = "needs HOST:PORT";
-		return -1;
-	}
-	*port++ = '\0';
-	char *h = host;
-	if (h[0] == '[' && port[-2] == ']') {
-		h++;
-		port[-2] = '\0';
-	}
-	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *ai;
-	if (getaddrinfo(h, port, &hints, &ai) != 0) {
-		*why = "cannot resolve it";
-		return -1;
-	}
-	int s = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (s >= 0 && connect(s, ai->ai_addr, ai->ai_addrlen) != 0) {
-		close(s);
-		s = -1;
-	}
-	freeaddrinfo(ai);
-	if (s < 0)
-		*why = strerror(errno);
 	return s;
 }
 
@@ -118,26 +81,26 @@ void sink_open(const char *path)
 			kind = SINK_SYSLOG_LOCAL;
 			return;
 		}
-		say("slowdog: cannot reach the local syslog at /dev/log (%s%s); "
-		    "writing reports to standard error\n", strerror(errno), "");
+		sys_warnf("slowdog: cannot reach the local syslog at /dev/log (%s); "
+			  "writing reports to standard error", strerror(errno));
 		return;
 	}
 	if (strncmp(path, "syslog://", 9) == 0) {
 		const char *why = "";
-		fd = open_syslog_udp(path + 9, &why);
+		fd = sys_udp_open(path + 9, &why);
 		if (fd >= 0) {
 			kind = SINK_SYSLOG_UDP;
 			return;
 		}
-		say("slowdog: SLOWDOG_LOG=\"%s\": %s; writing reports to standard "
-		    "error\n", path, why);
+		sys_warnf("slowdog: SLOWDOG_LOG=\"%s\": %s; writing reports to "
+			  "standard error", path, why);
 		return;
 	}
 	snprintf(path_buf, sizeof(path_buf), "%s", path);
 	fd = open_log(path_buf);
 	if (fd < 0) {
-		say("slowdog: cannot open SLOWDOG_LOG=\"%s\" (%s); writing reports "
-		    "to standard error\n", path_buf, strerror(errno));
+		sys_warnf("slowdog: cannot open SLOWDOG_LOG=\"%s\" (%s); writing "
+			  "reports to standard error", path_buf, strerror(errno));
 		path_buf[0] = '\0';
 	}
 }
@@ -153,7 +116,7 @@ static void reopen_if_rotated(void)
 	int f = open_log(path_buf);
 	if (f < 0)
 		return; /* keep writing to the old file */
-	close(fd);
+	real_close(fd);
 	fd = f;
 }
 
@@ -195,14 +158,14 @@ static void syslog_write(const char *buf, size_t len, bool report)
 		len = room;
 	struct iovec iov[2] = {{head, (size_t)h}, {(void *)buf, len}};
 	struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-	ssize_t sent = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	ssize_t sent = real_sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 	/* A full /dev/log queue (net.unix.max_dgram_qlen, often 10) empties
 	 * within moments: wait a little in this thread, never a worker's, but
 	 * not again while the receiver stays stuck. */
 	if (sent < 0 && errno == EAGAIN && !stalled) {
 		struct pollfd p = {.fd = fd, .events = POLLOUT};
-		if (poll(&p, 1, 50) == 1)
-			sent = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (real_poll(&p, 1, 50) == 1)
+			sent = real_sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 	}
 	stalled = sent < 0 && errno == EAGAIN;
 	/* The syslog daemon restarted: its new socket is another one. */
@@ -210,17 +173,17 @@ static void syslog_write(const char *buf, size_t len, bool report)
 	    (errno == ECONNREFUSED || errno == ENOTCONN)) {
 		int s = open_syslog_local();
 		if (s >= 0) {
-			dup3(s, fd, O_CLOEXEC);
-			close(s);
-			sent = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+			real_dup3(s, fd, O_CLOEXEC);
+			real_close(s);
+			sent = real_sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 		}
 	}
 	if (sent < 0) {
 		dropped++;
 		if (!err_said) {
 			err_said = true;
-			say("slowdog: cannot send to syslog (%s%s); reports are "
-			    "dropped while it lasts\n", strerror(errno), "");
+			sys_warnf("slowdog: cannot send to syslog (%s); reports are "
+				  "dropped while it lasts", strerror(errno));
 		}
 	}
 }
@@ -234,7 +197,7 @@ void sink_write(const char *buf, size_t len, bool report)
 	reopen_if_rotated();
 	int out = fd >= 0 ? fd : 2;
 	while (len > 0) {
-		ssize_t n = write(out, buf, len);
+		ssize_t n = real_write(out, buf, len);
 		if (n > 0) {
 			buf += n;
 			len -= (size_t)n;
@@ -246,13 +209,13 @@ void sink_write(const char *buf, size_t len, bool report)
 		if (n < 0 && (errno == ENOSPC || errno == EDQUOT)) {
 			if (!full_said) {
 				full_said = true;
-				say("slowdog: the log is full (%s%s); reports are dropped "
-				    "until there is room\n", strerror(errno), "");
+				sys_warnf("slowdog: the log is full (%s); reports are "
+					  "dropped until there is room", strerror(errno));
 			}
 		} else if (!err_said) {
 			err_said = true;
-			say("slowdog: cannot write the log (%s%s); reports are dropped\n",
-			    n < 0 ? strerror(errno) : "short write", "");
+			sys_warnf("slowdog: cannot write the log (%s); reports are dropped",
+				  n < 0 ? strerror(errno) : "short write");
 		}
 		return;
 	}

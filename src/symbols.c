@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "real.h"
+
 /* Bounds against hostile or absurd files: memory use stays bounded. */
 #define SYMTAB_MAX_SYMS (4u << 20)
 #define SYMTAB_MAX_FILE ((uint64_t)2 << 30)
@@ -132,7 +134,7 @@ static void elf_file_close(struct elf_file *f)
 	if (f->elf)
 		elf_end(f->elf);
 	if (f->fd >= 0)
-		close(f->fd);
+		real_close(f->fd);
 	f->elf = NULL;
 	f->fd = -1;
 }

@@ -2,6 +2,7 @@
 #include "thread.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -10,8 +11,10 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "real.h"
 
 struct sd_thread thread_table[THREADS_MAX];
+_Atomic uint32_t thread_bell;
 _Atomic int thread_high;
 int thread_keep_signal;
 
@@ -127,7 +130,7 @@ struct sd_thread *thread_register(void)
 			sigset_t s;
 			sigemptyset(&s);
 			sigaddset(&s, thread_keep_signal);
-			pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+			real_pthread_sigmask(SIG_UNBLOCK, &s, NULL);
 		}
 		atomic_store_explicit(&c->state, THREAD_LIVE, memory_order_release);
 		return c;
@@ -138,6 +141,7 @@ struct sd_thread *thread_register(void)
 
 void thread_atfork_child(void)
 {
+	atomic_store(&thread_bell, 0);
 	struct sd_thread *me = sd_tls_self;
 	int high = atomic_load(&thread_high);
 	for (int i = 0; i < high; i++) {
@@ -155,4 +159,20 @@ void thread_atfork_child(void)
 		atomic_store(&me->done_id, 0);
 		me->mux = false;
 	}
+}
+
+void thread_ring(void)
+{
+	atomic_fetch_add_explicit(&thread_bell, 1, memory_order_release);
+	syscall(SYS_futex, &thread_bell, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+void thread_bell_wait(uint32_t seen, int64_t deadline_ns)
+{
+	struct timespec ts = {
+		.tv_sec = deadline_ns / NS_PER_SEC,
+		.tv_nsec = deadline_ns % NS_PER_SEC,
+	};
+	syscall(SYS_futex, &thread_bell, FUTEX_WAIT_BITSET_PRIVATE, seen, &ts,
+		NULL, FUTEX_BITSET_MATCH_ANY);
 }

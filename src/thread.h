@@ -142,6 +142,23 @@ bool thread_is_internal(void);
 /* Called in the child after fork: forgets every thread but the caller. */
 void thread_atfork_child(void);
 
-/* Set by capture.c: a real-time signal that registered threads keep
+/*
+ * The doorbell between the threads that serve requests and the watchdog.
+ * A request starting needs no ring: its deadline lies at or after the one
+ * the watchdog sleeps until. A request the watchdog reported that ends
+ * does (its "finished" line is due): thread_ring, one futex wake. The
+ * watchdog takes thread_bell_seen() before it looks at the records, and
+ * thread_bell_wait returns at once if a ring came since.
+ */
+extern _Atomic uint32_t thread_bell;
+void thread_ring(void);
+static inline uint32_t thread_bell_seen(void)
+{
+	return atomic_load_explicit(&thread_bell, memory_order_acquire);
+}
+/* Until rung after seen, or until deadline_ns (CLOCK_MONOTONIC). */
+void thread_bell_wait(uint32_t seen, int64_t deadline_ns);
+
+/* Set by capture_sig.c: a real-time signal that registered threads keep
  * unblocked (0: none). */
 extern int thread_keep_signal;

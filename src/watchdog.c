@@ -5,7 +5,6 @@
 #include <fnmatch.h>
 #include <malloc.h>
 #include <stdarg.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -13,18 +12,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "capture.h"
+#include "capture_sig.h"
 #include "common.h"
 #include "conn.h"
 #include "metrics.h"
-#include "preload.h"
 #include "python.h"
+#include "real.h"
 #include "report.h"
 #include "sink.h"
 #include "symbols.h"
+#include "sys.h"
 #include "thread.h"
 
 struct config watchdog_cfg;
@@ -32,15 +32,6 @@ bool slowdog_off;
 
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
 _Atomic int watchdog_running;
-static _Atomic uint32_t kick_word;
-
-static void warn_line(const char *line)
-{
-	char buf[1100];
-	int n = snprintf(buf, sizeof(buf), "%s\n", line);
-	if (n > 0)
-		(void)!write(2, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
-}
 
 __attribute__((format(printf, 1, 2)))
 static void debug_line(const char *fmt, ...)
@@ -53,7 +44,7 @@ static void debug_line(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);
-	warn_line(line);
+	sys_warn(line);
 }
 
 static const char *env_get(const char *name)
@@ -63,12 +54,12 @@ static const char *env_get(const char *name)
 
 static void setup(void)
 {
-	config_load(&watchdog_cfg, env_get, warn_line);
+	config_load(&watchdog_cfg, env_get, sys_warn);
 	if (watchdog_cfg.disabled) {
 		slowdog_off = true;
 		return;
 	}
-	capture_setup(&watchdog_cfg, warn_line);
+	capture_setup(&watchdog_cfg, sys_warn);
 	/* Now, so that the first request already records its thread's Python
 	 * thread state (uWSGI's workers have one thread state each). */
 	py_init();
@@ -79,10 +70,9 @@ void watchdog_setup(void)
 	pthread_once(&setup_once, setup);
 }
 
-void watchdog_kick(void)
+void watchdog_learn_tstate(struct sd_thread *t)
 {
-	atomic_fetch_add_explicit(&kick_word, 1, memory_order_release);
-	syscall(SYS_futex, &kick_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	atomic_store_explicit(&t->tstate, py_tstate_self(), memory_order_relaxed);
 }
 
 /* ---- reported requests, for their "finished" lines ---- */
@@ -273,16 +263,6 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	return REPORTED;
 }
 
-static void wait_until(int64_t deadline_ns, uint32_t seen)
-{
-	struct timespec ts = {
-		.tv_sec = deadline_ns / NS_PER_SEC,
-		.tv_nsec = deadline_ns % NS_PER_SEC,
-	};
-	syscall(SYS_futex, &kick_word, FUTEX_WAIT_BITSET_PRIVATE, seen, &ts,
-		NULL, FUTEX_BITSET_MATCH_ANY);
-}
-
 static void *watchdog_main(void *arg)
 {
 	(void)arg;
@@ -292,11 +272,11 @@ static void *watchdog_main(void *arg)
 	report_buf = mmap(NULL, REPORT_BUF, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (report_buf == MAP_FAILED || !capture_thread_init(&watchdog_cfg)) {
-		warn_line("slowdog: out of memory; slow requests will not be reported");
+		sys_warn("slowdog: out of memory; slow requests will not be reported");
 		return NULL;
 	}
 	sink_open(watchdog_cfg.log_path);
-	metrics_open(&watchdog_cfg, warn_line);
+	metrics_open(&watchdog_cfg, sys_warn);
 	pid_t pid = getpid();
 	debug_line("watchdog started in process %d: threshold %.3f s, signal %d, "
 		   "Python %s%s", (int)pid,
@@ -313,7 +293,7 @@ static void *watchdog_main(void *arg)
 				  res.tv_sec * NS_PER_SEC + res.tv_nsec;
 
 	for (;;) {
-		uint32_t seen = atomic_load_explicit(&kick_word, memory_order_acquire);
+		uint32_t seen = thread_bell_seen();
 		drain_done(pid);
 		if (!py_present())
 			py_init(); /* libpython may be loaded late (uWSGI plugin) */
@@ -369,7 +349,7 @@ static void *watchdog_main(void *arg)
 			else if (at < next)
 				next = at;
 		}
-		wait_until(next, seen);
+		thread_bell_wait(seen, next);
 	}
 	return NULL;
 }
@@ -383,7 +363,7 @@ void watchdog_start(void)
 		return;
 	sigset_t all, old;
 	sigfillset(&all);
-	preload_real_sigmask(SIG_SETMASK, &all, &old);
+	real_pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_t th;
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
@@ -391,13 +371,13 @@ void watchdog_start(void)
 	pthread_attr_setstacksize(&attr, 256 * 1024);
 	int err = pthread_create(&th, &attr, watchdog_main, NULL);
 	pthread_attr_destroy(&attr);
-	preload_real_sigmask(SIG_SETMASK, &old, NULL);
+	real_pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err != 0) {
 		char line[160];
 		snprintf(line, sizeof(line),
 			 "slowdog: cannot start the watchdog thread (%s); slow "
 			 "requests will not be reported", strerror(err));
-		warn_line(line);
+		sys_warn(line);
 	}
 }
 
@@ -417,16 +397,15 @@ __attribute__((destructor)) static void watchdog_exit(void)
 			pending = atomic_load(&thread_table[i].done_id) != 0;
 		if (!pending)
 			return;
-		watchdog_kick();
+		thread_ring();
 		struct timespec ms = {0, NS_PER_MS};
-		nanosleep(&ms, NULL);
+		real_nanosleep(&ms, NULL);
 	}
 }
 
 void watchdog_atfork_child(void)
 {
 	atomic_store(&watchdog_running, 0);
-	atomic_store(&kick_word, 0);
 	capture_atfork_child();
 	/* Clear only what was used: touching the whole tables would cost
 	 * every forked worker a megabyte and a half of memory. */

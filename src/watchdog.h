@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "thread.h"
 
 extern struct config watchdog_cfg; /* valid once watchdog_setup() ran */
 extern bool slowdog_off;           /* SLOWDOG_DISABLE or setup failed */
@@ -27,8 +28,18 @@ static inline void watchdog_ensure(void)
 		watchdog_start();
 }
 
-/* Wakes the watchdog (a reported request ended). One futex wake. */
-void watchdog_kick(void);
+/*
+ * An entry point saw a request begin on thread t (a read on an idle
+ * connection, or slowdog_begin): the watchdog must run in this process,
+ * and t's Python thread state is learned once, on t itself.
+ */
+void watchdog_learn_tstate(struct sd_thread *t);
+static inline void watchdog_began(struct sd_thread *t)
+{
+	watchdog_ensure();
+	if (t && !atomic_load_explicit(&t->tstate, memory_order_relaxed))
+		watchdog_learn_tstate(t);
+}
 
 /* Child after fork. */
 void watchdog_atfork_child(void);

@@ -36,11 +36,8 @@
 
 #include "conn.h"
 #include "fuzz.h"
-#include "preload.h"
 #include "thread.h"
 #include "watchdog.h"
-
-#include "../preload_stubs.h"
 
 /* ---- fragments ---------------------------------------------------- */
 
@@ -242,17 +239,11 @@ static void exec_op(const struct op *o)
 		conn_close_range(lo, hi);
 		break;
 	}
-	case OP_DUP2: /* preload.c dup_to(old = fd, new = fd2) */
-		if (o->fd != o->fd2 && (conn_get(o->fd2) || c)) {
-			conn_closed(o->fd2);
-			if (conn_get(o->fd))
-				conn_dup(o->fd2);
-		}
+	case OP_DUP2: /* dup2(fd, fd2), as preload.c hands it on */
+		conn_duped(o->fd, o->fd2);
 		break;
 	case OP_DUPFD:
-		conn_closed(o->fd2);
-		if (conn_get(o->fd))
-			conn_dup(o->fd2);
+		conn_duped(o->fd, o->fd2);
 		break;
 	case OP_BEGIN: {
 		char label[300];

@@ -25,11 +25,8 @@
 
 #include "common.h"
 #include "conn.h"
-#include "preload.h"
 #include "thread.h"
 #include "watchdog.h"
-
-#include "../preload_stubs.h"
 
 /* ---------------------------------------------------------------------
  * Server threads: each runs the steps given to it, one at a time, while
@@ -225,18 +222,11 @@ static void op_exec(void *arg)
 	case OP_CLOSE_RANGE:
 		conn_close_range((unsigned)o->fd, (unsigned)o->fd2);
 		break;
-	case OP_DUP2:
-		/* preload.c dup_to(old = fd, new = fd2) */
-		if (o->fd != o->fd2 && (conn_get(o->fd2) || c)) {
-			conn_closed(o->fd2);
-			if (conn_get(o->fd))
-				conn_dup(o->fd2);
-		}
+	case OP_DUP2: /* dup2(fd, fd2), as preload.c hands it on */
+		conn_duped(o->fd, o->fd2);
 		break;
 	case OP_DUPFD:
-		conn_closed(o->fd2);
-		if (conn_get(o->fd))
-			conn_dup(o->fd2);
+		conn_duped(o->fd, o->fd2);
 		break;
 	}
 }

@@ -24,9 +24,6 @@
 #include <unistd.h>
 
 #include "mem.h"
-#include "preload.h"
-
-#include "../preload_stubs.h"
 
 #define ARRAY_LEN_(a) (sizeof(a) / sizeof((a)[0]))
 

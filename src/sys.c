@@ -1,0 +1,87 @@
+/* Small system helpers. See sys.h. */
+#include "sys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "real.h"
+
+void sys_warn(const char *line)
+{
+	char buf[4400];
+	int n = snprintf(buf, sizeof(buf), "%s\n", line);
+	if (n <= 0)
+		return;
+	if ((size_t)n >= sizeof(buf)) {
+		n = sizeof(buf) - 1;
+		buf[n - 1] = '\n';
+	}
+	if (real_write)
+		(void)!real_write(2, buf, (size_t)n);
+}
+
+void sys_warnf(const char *fmt, ...)
+{
+	char line[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	sys_warn(line);
+}
+
+int sys_udp_open(const char *spec, const char **why)
+{
+	char host[256], *port;
+	snprintf(host, sizeof(host), "%s", spec);
+	port = strrchr(host, ':');
+	if (!port || port == host || !port[1]) {
+		*why = "needs HOST:PORT";
+		return -1;
+	}
+	*port++ = '\0';
+	char *h = host;
+	if (h[0] == '[' && port[-2] == ']') {
+		h++;
+		port[-2] = '\0';
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *ai;
+	if (getaddrinfo(h, port, &hints, &ai) != 0) {
+		*why = "cannot resolve it";
+		return -1;
+	}
+	int s = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (s >= 0 && real_connect(s, ai->ai_addr, ai->ai_addrlen) != 0) {
+		int e = errno;
+		real_close(s);
+		errno = e;
+		s = -1;
+	}
+	freeaddrinfo(ai);
+	if (s < 0)
+		*why = strerror(errno);
+	return s;
+}
+
+size_t sys_read_small(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	size_t have = 0;
+	while (have < cap) {
+		ssize_t n = real_read(fd, buf + have, cap - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+	}
+	real_close(fd);
+	return have;
+}
