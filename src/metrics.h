@@ -21,8 +21,3 @@ void metrics_slow(const struct reqinfo *info, const char *label);
 /* A reported request ended after total_ns. */
 void metrics_finished(const struct reqinfo *info, const char *label,
 		      int64_t total_ns);
-
-/* The metric name part for a request: "GET.api.users", "label.nightly_import"
- * (exposed for tests). */
-void metrics_endpoint(char *buf, size_t cap, const struct reqinfo *info,
-		      const char *label);

@@ -26,7 +26,6 @@ static char path_buf[4096];
 static dev_t dev;
 static ino_t ino;
 static bool full_said, err_said;
-static unsigned long dropped;
 static bool stalled;
 
 static int open_log(const char *path)
@@ -179,7 +178,6 @@ static void syslog_write(const char *buf, size_t len, bool report)
 		}
 	}
 	if (sent < 0) {
-		dropped++;
 		if (!err_said) {
 			err_said = true;
 			sys_warnf("slowdog: cannot send to syslog (%s); reports are "
@@ -205,7 +203,6 @@ void sink_write(const char *buf, size_t len, bool report)
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
-		dropped++;
 		if (n < 0 && (errno == ENOSPC || errno == EDQUOT)) {
 			if (!full_said) {
 				full_said = true;

@@ -51,11 +51,6 @@ void thread_mark_internal(void)
 	tls_internal = true;
 }
 
-bool thread_is_internal(void)
-{
-	return tls_internal;
-}
-
 /* Thread exit: give the record back. The watchdog may still be reading it;
  * that is harmless, the record is never unmapped and it checks req_id. */
 static void thread_exit(void *arg)

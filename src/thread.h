@@ -137,7 +137,6 @@ static inline uint64_t thread_next_id(struct sd_thread *t)
 
 /* Marks the calling thread as slowdog's own: never tracked. */
 void thread_mark_internal(void);
-bool thread_is_internal(void);
 
 /* Called in the child after fork: forgets every thread but the caller. */
 void thread_atfork_child(void);

@@ -280,9 +280,3 @@ int unwind_snapshot(const struct uw_snapshot *s, uintptr_t *ips, int max,
 	return n;
 }
 
-void unwind_flush(void)
-{
-	if (as)
-		unw_flush_cache(as, 0, 0);
-	seen_adds = seen_subs = ~0ULL;
-}

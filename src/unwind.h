@@ -36,6 +36,3 @@ bool unwind_init(void);
  * return addresses. *truncated: stopped at max frames. Returns the count. */
 int unwind_snapshot(const struct uw_snapshot *s, uintptr_t *ips, int max,
 		    bool *truncated);
-
-/* Objects were loaded or unloaded: drop cached unwind info and segments. */
-void unwind_flush(void);

@@ -27,7 +27,7 @@
 #include "sys.h"
 #include "thread.h"
 
-struct config watchdog_cfg;
+static struct config watchdog_cfg; /* valid once watchdog_setup() ran */
 bool slowdog_off;
 
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;

@@ -8,10 +8,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "config.h"
 #include "thread.h"
 
-extern struct config watchdog_cfg; /* valid once watchdog_setup() ran */
 extern bool slowdog_off;           /* SLOWDOG_DISABLE or setup failed */
 
 /* Once per process, at the first accepted connection: reads the config
