@@ -16,23 +16,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
-LIB = os.path.join(BUILD, "libslowdog.so")
-SERVER = os.path.join(ROOT, "tests", "integration", "stdserver.py")
-PY = "/usr/bin/python3"
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-import slowlog  # noqa: E402
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
+from harness import PY, STDSERVER, slowlog  # noqa: E402
+LIB = harness.library()
 
 failures = []
 
@@ -44,58 +39,18 @@ def check(name, cond, detail=""):
         failures.append(name)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Server:
+class Server(harness.Server):
     """stdserver.py with faultapp, or cmd (PORT in it replaced)."""
 
     def __init__(self, env, tmp, cmd=None, stop_signal=signal.SIGINT):
-        self.port = free_port()
-        self.log = os.path.join(tmp, "slow.log")
-        self.err = open(os.path.join(tmp, "stderr"), "w+")
-        self.stop_signal = stop_signal
-        e = dict(os.environ, LD_PRELOAD=LIB, SLOWDOG_THRESHOLD="500ms",
-                 SLOWDOG_LOG=self.log, PYTHONPATH=HERE,
-                 PYTHONDONTWRITEBYTECODE="1")
+        e = harness.env(LIB, os.path.join(tmp, "slow.log"), "500ms", PYTHONPATH=HERE)
         e.update(env)
-        cmd = [a.replace("PORT", str(self.port)) for a in
-               (cmd or [PY, SERVER, "PORT", "faultapp:app"])]
-        self.p = subprocess.Popen(cmd, env=e, stderr=self.err,
-                                  stdout=self.err, cwd=HERE,
-                                  start_new_session=True)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("server did not start")
+        harness.Server.__init__(self, cmd or [PY, STDSERVER, "PORT", "faultapp:app"], e,
+                                os.path.join(tmp, "stderr"), cwd=HERE,
+                                stop_signal=stop_signal, session=True)
 
     def get(self, path, timeout=20):
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
-                                    timeout=timeout) as r:
-            return r.read().decode().strip()
-
-    def stop(self):
-        self.p.send_signal(self.stop_signal)
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        try:
-            os.killpg(self.p.pid, signal.SIGKILL)  # workers left behind
-        except OSError:
-            pass
-        self.err.seek(0)
-        return self.err.read()
+        return harness.Server.get(self, path, timeout).decode().strip()
 
     def parsed(self):
         """(reports, finished, errors) of the log. Not errors here: a label
@@ -106,21 +61,6 @@ class Server:
         return r, f, [x for x in e if "bad Request" not in x and not (
             "no native stack section" in x and
             int(re.search(r"report at line (\d+)", x).group(1)) in failed)]
-
-    def logtext(self):
-        try:
-            with open(self.log, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def wait_log(self, pattern, timeout=5.0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if re.search(pattern, self.logtext()):
-                return True
-            time.sleep(0.02)
-        return False
 
 
 def reports(text):
@@ -264,19 +204,7 @@ def slowdog_lines(err):
 
 def get_all(s, paths, timeout=30):
     """GETs every path at once; path -> body (or the exception's repr)."""
-    out = {}
-
-    def one(p):
-        try:
-            out[p] = s.get(p, timeout)
-        except Exception as e:
-            out[p] = repr(e)
-    ts = [threading.Thread(target=one, args=(p,)) for p in paths]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return out
+    return dict(zip(paths, harness.at_once(lambda p: s.get(p, timeout), paths)))
 
 
 def by_request(reports):

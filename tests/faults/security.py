@@ -27,9 +27,7 @@ usage: tests/faults/security.py [BUILD_DIR] [-k FILTER]...
 """
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -39,15 +37,12 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 and
-                        not sys.argv[1].startswith("-") else "build")
-LIB = os.path.join(BUILD, "libslowdog.so")
-PY = "/usr/bin/python3"
-SERVER = os.path.join(ROOT, "tests", "integration", "stdserver.py")
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-import slowlog  # noqa: E402
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
+from harness import PY, ROOT, STDSERVER, slowlog  # noqa: E402
+BUILD = harness.build_dir()
+LIB = harness.library(BUILD)
 
 failures = []
 
@@ -63,83 +58,20 @@ def note(msg):
     print("note " + msg)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Server:
+class Server(harness.Server):
     def __init__(self, cmd, env, tmp, umask=None):
-        self.port = free_port()
-        self.tmp = tmp
-        self.log = env.get("SLOWDOG_LOG", os.path.join(tmp, "slow.log"))
-        self.err = open(os.path.join(tmp, "stderr"), "w+")
-        e = {k: v for k, v in os.environ.items() if not k.startswith("SLOWDOG_")}
-        e.update(LD_PRELOAD=LIB, SLOWDOG_THRESHOLD="300ms", SLOWDOG_LOG=self.log,
-                 PYTHONPATH=HERE, PYTHONDONTWRITEBYTECODE="1")
+        e = harness.env(LIB, os.path.join(tmp, "slow.log"), "300ms", PYTHONPATH=HERE)
         e.update(env)
-        self.p = subprocess.Popen([a.replace("PORT", str(self.port)) for a in cmd],
-                                  env=e, stdout=self.err, stderr=self.err, cwd=HERE,
-                                  preexec_fn=(lambda: os.umask(umask))
-                                  if umask is not None else None)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def send(self, data, timeout=20):
-        """Raw bytes in, everything the server says out."""
-        s = socket.create_connection(("127.0.0.1", self.port), timeout)
-        try:
-            s.sendall(data)
-            out = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    return out
-                out += d
-        finally:
-            s.close()
+        harness.Server.__init__(self, cmd, e, os.path.join(tmp, "stderr"), cwd=HERE,
+                                umask=umask)
 
     def get(self, path):
         return self.send(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                           % path).encode()).split(b"\r\n\r\n", 1)[-1].decode()
 
-    def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.err.seek(0)
-        return self.err.read()
-
-    def logbytes(self, path=None):
-        try:
-            with open(path or self.log, "rb") as f:
-                return f.read()
-        except OSError:
-            return b""
-
-    def wait_log(self, pattern, timeout=5.0, path=None):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if re.search(pattern, self.logbytes(path)):
-                return True
-            time.sleep(0.02)
-        return False
-
 
 def stdserver(env, tmp, umask=None):
-    return Server([PY, SERVER, "PORT", "faultapp:app"], env, tmp, umask)
+    return Server([PY, STDSERVER, "PORT", "faultapp:app"], env, tmp, umask)
 
 
 def rawserver(env, tmp, mode, *args):
@@ -252,7 +184,7 @@ def test_symlink():
             os.rename(s.log, s.log + ".1")
             os.symlink(victim, s.log)
             s.get("/spin?s=0.6&n=2")
-            got = s.wait_log(rb"finished after .*n=2", path=s.log + ".1")
+            got = harness.wait_log(s.log + ".1", rb"finished after .*n=2")
         finally:
             err = s.stop()
         with open(victim) as f:

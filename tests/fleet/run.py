@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -40,12 +39,13 @@ import time
 from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-INTEG = os.path.join(ROOT, "tests", "integration")
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
-LIB = os.path.join(BUILD, "libslowdog.so")
-PY = "/usr/bin/python3"
-SERVER = os.path.join(INTEG, "stdserver.py")
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
+from harness import PY, ROOT, STDSERVER, free_port, wait_for  # noqa: E402
+INTEG = harness.INTEGRATION
+BUILD = harness.build_dir()
+LIB = harness.library(BUILD)
 JOB = os.path.join(ROOT, "tests", "api", "job.py")
 RSYSLOGD = "/usr/sbin/rsyslogd"
 NODE_DIR = os.path.join(HERE, ".node")
@@ -87,24 +87,6 @@ def skip(name, why):
         print("skip %s: %s" % (name, why), flush=True)
 
 
-def wait_until(cond, timeout, step=0.05):
-    end = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() > end:
-            return False
-        time.sleep(step)
-
-
-def free_port(kind=socket.SOCK_STREAM, family=socket.AF_INET, addr="127.0.0.1"):
-    s = socket.socket(family, kind)
-    s.bind((addr, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def has_ipv6():
     try:
         free_port(socket.SOCK_DGRAM, socket.AF_INET6, "::1")
@@ -130,10 +112,7 @@ def parallel(*fns):
 
 
 def env_with(**kw):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SLOWDOG_")}
-    e.update(LD_PRELOAD=LIB, SLOWDOG_THRESHOLD="300ms")
-    e.update(kw)
-    return e
+    return harness.env(LIB, threshold="300ms", **kw)
 
 
 def tail(path, n=40):
@@ -146,42 +125,27 @@ def tail(path, n=40):
 
 # --- the server under test ---------------------------------------------
 
-class Server:
+class Server(harness.Server):
     """A web server with the library preloaded: stdserver.py (app is a
     module:callable of tests/integration or tests/fleet) or gunicorn."""
 
     def __init__(self, tmp, name, env, app="app:app", gunicorn=False,
                  prefix=()):
         self.name = name
-        self.port = free_port()
-        self.errpath = os.path.join(tmp, name + ".stderr")
-        env = dict(env, PYTHONPATH=HERE)
         if gunicorn:
             cmd = ["/usr/bin/gunicorn", "--chdir", INTEG, "-b",
-                   "127.0.0.1:%d" % self.port, "-w", "2", "-k", "sync",
+                   "127.0.0.1:PORT", "-w", "2", "-k", "sync",
                    "--timeout", "60", app]
         else:
-            cmd = [PY, SERVER, str(self.port), app]
+            cmd = [PY, STDSERVER, "PORT", app]
         self.err = ""
         self.rc = None
-        self.alive = None
-
-        def up():
-            if self.p.poll() is not None:
-                return True
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return True
-            except OSError:
-                return False
         # Interpreters starting all at once starve the servers already
         # running of CPU, and their watchdogs report late.
         with starting:
-            with open(self.errpath, "w") as err:
-                self.p = subprocess.Popen(list(prefix) + cmd, env=env, cwd=ROOT,
-                                          stdout=subprocess.DEVNULL, stderr=err)
-            self.pid = self.p.pid
-            wait_until(up, 20)
+            harness.Server.__init__(self, list(prefix) + cmd, dict(env, PYTHONPATH=HERE),
+                                    os.path.join(tmp, name + ".stderr"), cwd=ROOT,
+                                    stdout="null", wait=20, must_start=False)
 
     def request(self, method, path):
         t0 = time.monotonic()
@@ -204,33 +168,16 @@ class Server:
 
     def get(self, paths):
         """Makes the requests all at once ("/x" or ("POST", "/x"))."""
-        out = [None] * len(paths)
-
-        def one(i, p):
-            m, p = p if isinstance(p, tuple) else ("GET", p)
-            out[i] = self.request(m, p)
-        ts = [threading.Thread(target=one, args=(i, p))
-              for i, p in enumerate(paths)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        return out
+        return harness.at_once(
+            lambda p: self.request(*(p if isinstance(p, tuple) else ("GET", p))), paths)
 
     def stderr(self):
-        with open(self.errpath, errors="replace") as f:
-            return f.read()
+        return self.output()
 
     def stop(self):
-        self.alive = self.p.poll() is None
-        if self.alive:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            self.rc = self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.rc = self.p.wait()
-        self.err = self.stderr()
+        harness.Server.stop(self)
+        self.rc = self.returncode
+        self.err = self.output()
         return self
 
     def check_fine(self, what, replies):
@@ -270,11 +217,10 @@ class Rsyslog:
         with open(self.conf, "w") as f:
             f.write(conf)
         self.log = os.path.join(self.dir, "rsyslogd.out")
-        with open(self.log, "w") as log:
-            self.p = subprocess.Popen(
-                [RSYSLOGD, "-n", "-f", self.conf,
-                 "-i", os.path.join(self.dir, "rsyslogd.pid")],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.server = harness.Server(
+            [RSYSLOGD, "-n", "-f", self.conf, "-i", os.path.join(self.dir, "rsyslogd.pid")],
+            dict(os.environ), self.log, cwd=self.dir, wait=None)
+        self.p = self.server.p
 
     def records(self, pid=None):
         out = []
@@ -306,18 +252,12 @@ class Rsyslog:
                 except OSError:
                     pass
             return any(marker in r.get("msg", "") for r in self.records())
-        ok = wait_until(seen, 15) and self.p.poll() is None
+        ok = wait_for(seen, 15) and self.p.poll() is None
         return check("rsyslogd (%s) starts and writes messages"
                      % os.path.basename(self.dir), ok, tail(self.log))
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        self.server.stop()
 
 
 def udp_send(port, family=socket.AF_INET, addr="127.0.0.1"):
@@ -429,7 +369,7 @@ def syslog_udp(tmp):
             slow.append("/deep?n=150&s=1.0")
             fast = ["/fast"]
             replies = srv.get(slow + fast * 3)
-            wait_until(lambda: len(rs.records(srv.pid)) >= 2 * len(slow), 5)
+            wait_for(lambda: len(rs.records(srv.pid)) >= 2 * len(slow), 5)
             time.sleep(0.4)  # anything extra arrives by now
             srv.stop()
             srv.check_fine("syslog:// text", replies)
@@ -447,7 +387,7 @@ def syslog_udp(tmp):
                          env_with(SLOWDOG_LOG=target, SLOWDOG_FORMAT="json"))
             slow = ["/sleep?s=1.0&n=%d" % i for i in (1, 2)]
             replies = srv.get(slow + ["/fast", "/fast"])
-            wait_until(lambda: len(rs.records(srv.pid)) >= 4, 5)
+            wait_for(lambda: len(rs.records(srv.pid)) >= 4, 5)
             time.sleep(0.4)
             srv.stop()
             srv.check_fine("syslog:// json", replies)
@@ -494,7 +434,7 @@ def syslog_udp(tmp):
             replies = srv.get(slow + ["/fast"])
             mine = lambda: [r for r in rs.records()
                             if "&g=" in r["msg"] and r["msgid"] == "finished"]
-            wait_until(lambda: len(mine()) >= 4, 5)
+            wait_for(lambda: len(mine()) >= 4, 5)
             srv.stop()
             srv.check_fine("syslog:// gunicorn -w 2", replies)
             by_path = {r["path"]: r["served_by"] for r in replies}
@@ -517,7 +457,7 @@ def syslog_udp(tmp):
             srv = Server(tmp, "udp-ipv6",
                          env_with(SLOWDOG_LOG="syslog://[::1]:%d" % port6))
             replies = srv.get(["/sleep?s=1.0&n=6"])
-            wait_until(lambda: len(rs.records(srv.pid)) >= 2, 5)
+            wait_for(lambda: len(rs.records(srv.pid)) >= 2, 5)
             srv.stop()
             srv.check_fine("syslog://[::1]:PORT", replies)
             check_syslog_records("syslog://[::1]:PORT", rs.records(srv.pid),
@@ -529,7 +469,7 @@ def syslog_udp(tmp):
             srv = Server(tmp, "udp-burst", env_with(SLOWDOG_LOG=target))
             slow = ["/sleep?s=1.5&b=%d" % i for i in range(24)]
             replies = srv.get(slow)
-            wait_until(lambda: len(rs.records(srv.pid)) >= 48, 5)
+            wait_for(lambda: len(rs.records(srv.pid)) >= 48, 5)
             srv.stop()
             srv.check_fine("syslog:// 24 slow at once", replies)
             got = rs.records(srv.pid)
@@ -556,7 +496,7 @@ def syslog_unusable(tmp):
             name = "bad-" + re.sub(r"[^a-z0-9]+", "_", value)
             srv = Server(tmp, name, env_with(SLOWDOG_LOG=value))
             replies = srv.get(["/sleep?s=1.0&n=1", "/fast"])
-            wait_until(lambda: "finished after" in srv.stderr(), 3)
+            wait_for(lambda: "finished after" in srv.stderr(), 3)
             srv.stop()
             what = "SLOWDOG_LOG=%s" % value
             srv.check_fine(what, replies)
@@ -660,7 +600,7 @@ def syslog_local(tmp):
         slow = ["/sleep?s=1.0&n=%d" % i for i in (1, 2)]
         fast = ["/fast"]
         replies = srv.get(slow + fast * 2)
-        wait_until(lambda: len(rs.records(srv.pid)) >= 4, 5)
+        wait_for(lambda: len(rs.records(srv.pid)) >= 4, 5)
         time.sleep(0.3)
         what = "SLOWDOG_LOG=syslog"
         check_syslog_records(what, rs.records(srv.pid), srv.pid, slow, fast,
@@ -670,7 +610,7 @@ def syslog_local(tmp):
         # (net.unix.max_dgram_qlen) before a sender would have to wait.
         burst = ["/sleep?s=1.5&b=%d" % i for i in range(24)]
         replies += srv.get(burst)
-        wait_until(lambda: len(rs.records(srv.pid)) >= 4 + 48, 5)
+        wait_for(lambda: len(rs.records(srv.pid)) >= 4 + 48, 5)
         got = [r for r in rs.records(srv.pid) if "&b=" in r["msg"]]
         check("%s: 24 slow at once: 24 reports and 24 finished lines arrive"
               % what, len(got) == 48, "%d records (max_dgram_qlen %s); "
@@ -687,7 +627,7 @@ def syslog_local(tmp):
             if rs2.ready(unix_send(sock)):
                 replies += [srv.request("GET", "/sleep?s=1.0&n=30"),
                             srv.request("GET", "/sleep?s=1.0&n=31")]
-                ok = wait_until(lambda: any(
+                ok = wait_for(lambda: any(
                     "GET /sleep?s=1.0&n=31" in r["msg"]
                     for r in rs2.records(srv.pid)), 3)
                 check("%s: reports reach a restarted syslog daemon" % what, ok,
@@ -892,7 +832,7 @@ def start_statsd(tmp, graphite):
             last[0] = time.monotonic()
             s.sendto(b"fleet.probe:1|c", ("127.0.0.1", port))
         return graphite.total("stats.counters.fleet.probe.count") > 0
-    ok = wait_until(up, 20) and p.poll() is None
+    ok = wait_for(up, 20) and p.poll() is None
     s.close()
     check("statsd %s starts and flushes to graphite" % STATSD_VERSION, ok,
           tail(log))
@@ -1020,9 +960,9 @@ def statsd_runs(tmp, g, port):
         "stats.counters.gunicorn.slow_requests.GET.sleep.count": 4,
         "stats.counters.tagged.slow_requests.count;method=GET;path=-sleep": 1,
     }
-    wait_until(lambda: all(g.total(k) >= v for k, v in want.items()), 5)
+    wait_for(lambda: all(g.total(k) >= v for k, v in want.items()), 5)
     flushes = g.flushes
-    wait_until(lambda: g.flushes >= flushes + 2, 3)  # late extras show by now
+    wait_for(lambda: g.flushes >= flushes + 2, 3)  # late extras show by now
     for k, v in want.items():
         check("statsd flushed %s = %d" % (k, v), g.total(k) == v, g.total(k))
 

@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True  # keep the source tree clean
-sys.path.insert(0, HERE)
-import slowlog  # noqa: E402
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
+from harness import Client, HTTPError, slowlog, which  # noqa: E402
 
 THRESHOLD = 0.7         # SLOWDOG_THRESHOLD for every server
 SLOW = 1.5              # how long a slow request takes (about 2x threshold)
@@ -72,199 +72,7 @@ def log(msg):
     sys.stdout.flush()
 
 
-# ---------------------------------------------------------------- client
-
-class HTTPError(Exception):
-    pass
-
-
-class Stale(HTTPError):
-    """A kept-alive connection the server had closed."""
-
-
-class Response(object):
-    def __init__(self):
-        self.status_line = None
-        self.headers = []
-        self.body = b""
-        self.close = False      # the server will close (or did)
-        self.t0 = self.t1 = None
-        self.t_data = None      # when the last byte of the response came
-
-    def header(self, name):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    @property
-    def status(self):
-        return int(self.status_line.split()[1])
-
-    def comparable(self):
-        """What must not change with the library: all but Date."""
-        return (self.status_line,
-                tuple((k, v) for k, v in self.headers
-                      if k.lower() not in ("date", "x-served-by")),
-                self.body)
-
-    @property
-    def elapsed(self):
-        return self.t1 - self.t0
-
-
-class Client(object):
-    """A minimal HTTP/1.1 client over one socket at a time."""
-
-    def __init__(self, port, timeout=30.0):
-        self.port = port
-        self.timeout = timeout
-        self.sock = None
-        self.buf = b""
-        self.used = False
-
-    def connect(self):
-        self.close()
-        self.sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        self.used = False
-
-    def close(self):
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-        self.sock = None
-
-    def send_head(self, method, target, body=None, extra=()):
-        lines = ["%s %s HTTP/1.1" % (method, target),
-                 "Host: 127.0.0.1:%d" % self.port,
-                 "User-Agent: slowdog-tests"]
-        lines += list(extra)
-        if body is not None:
-            lines += ["Content-Type: application/octet-stream",
-                      "Content-Length: %d" % len(body)]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-
-    def request(self, method, target, body=None, extra=(), split_body=0.0):
-        """One request; like browsers, retried once on a fresh connection
-        when a reused one turns out to be closed before any reply byte."""
-        if self.sock is not None and self.used:
-            try:
-                return self._request(method, target, body, extra, split_body)
-            except Stale:
-                self.close()
-        if self.sock is None:
-            self.connect()
-        return self._request(method, target, body, extra, split_body)
-
-    def _request(self, method, target, body, extra, split_body):
-        reused, self.used = self.used, True
-        head = self.send_head(method, target, body, extra)
-        t0 = CLOCK()
-        try:
-            if body is not None and split_body:
-                self.sock.sendall(head + body[:1000])
-                time.sleep(split_body)
-                self.sock.sendall(body[1000:])
-            else:
-                self.sock.sendall(head + (body or b""))
-        except (BrokenPipeError, ConnectionResetError):
-            if reused:
-                raise Stale()
-            raise
-        resp = self.read_response(method, reused)
-        resp.t0 = t0
-        resp.t1 = CLOCK()
-        if not resp.close or resp.t_data is None:
-            resp.t_data = resp.t1
-        if resp.close:
-            self.close()
-        return resp
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            return False
-        self.buf += data
-        self.t_data = CLOCK()
-        return True
-
-    def _until(self, sep):
-        while True:
-            i = self.buf.find(sep)
-            if i >= 0:
-                out = self.buf[:i]
-                self.buf = self.buf[i + len(sep):]
-                return out
-            if not self._fill():
-                raise HTTPError("connection closed by the server (have %r)" % self.buf[:80])
-
-    def _exact(self, n):
-        while len(self.buf) < n:
-            if not self._fill():
-                raise HTTPError("connection closed after %d of %d body bytes"
-                                % (len(self.buf), n))
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def read_response(self, method, reused=False):
-        r = Response()
-        if reused and not self.buf:
-            try:
-                if not self._fill():
-                    raise Stale()
-            except ConnectionResetError:
-                raise Stale()
-        head = self._until(b"\r\n\r\n").decode("latin-1").split("\r\n")
-        r.status_line = head[0]
-        if not r.status_line.startswith("HTTP/1."):
-            raise HTTPError("bad status line %r" % r.status_line)
-        for line in head[1:]:
-            k, _, v = line.partition(":")
-            r.headers.append((k, v.strip()))
-        code = r.status
-        conn = (r.header("Connection") or "").lower()
-        r.close = conn == "close" or r.status_line.startswith("HTTP/1.0") and conn != "keep-alive"
-        te = (r.header("Transfer-Encoding") or "").lower()
-        cl = r.header("Content-Length")
-        if method == "HEAD" or 100 <= code < 200 or code in (204, 304):
-            pass
-        elif "chunked" in te:
-            parts = []
-            while True:
-                size = int(self._until(b"\r\n").split(b";")[0], 16)
-                if size == 0:
-                    while self._until(b"\r\n"):
-                        pass
-                    break
-                parts.append(self._exact(size))
-                if self._exact(2) != b"\r\n":
-                    raise HTTPError("bad chunk framing")
-            # Compare payloads, not framing: a proxy may regroup chunks.
-            r.body = b"".join(parts)
-        elif cl is not None:
-            r.body = self._exact(int(cl))
-        else:
-            while self._fill():
-                pass
-            r.body, self.buf = self.buf, b""
-            r.close = True
-            r.t_data = self.t_data
-        return r
-
-
 # ---------------------------------------------------------------- servers
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 class Slow(object):
     """A slow request and what its report must show."""
@@ -354,14 +162,6 @@ class Spec(object):
         return "127.0.0.1:%d" % port
 
 
-def which(prog):
-    for d in os.environ.get("PATH", "/usr/bin:/bin").split(":") + ["/usr/sbin", "/usr/bin"]:
-        p = os.path.join(d, prog)
-        if os.access(p, os.X_OK):
-            return p
-    return None
-
-
 class Gunicorn(Spec):
     def __init__(self, name, args, slow_parallel, serving_thread):
         self.name = name
@@ -401,7 +201,7 @@ class UWSGI(Spec):
 
     def command(self, ctx, port, tmp):
         if self.nginx:
-            up = self.ports[port] = free_port()
+            up = self.ports[port] = harness.free_port()
             listen = ["--socket", "127.0.0.1:%d" % up]
         else:
             listen = [self.args[0], "127.0.0.1:%d" % port]
@@ -521,66 +321,6 @@ def matrix():
 
 # ---------------------------------------------------------------- one run
 
-class Proc(object):
-    def __init__(self, cmd, env, tmp, tag, stop_signal):
-        self.cmd = cmd
-        self.stop_signal = stop_signal
-        self.out_path = os.path.join(tmp, tag + ".out")
-        out = open(self.out_path, "wb")
-        self.p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, cwd=tmp,
-                                  start_new_session=True)
-        out.close()
-        self.pid = self.p.pid
-        self.returncode = None
-        self.stop_problem = None
-
-    def output(self):
-        try:
-            with open(self.out_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def group_pids(self):
-        """Live processes of our process group (the server and its workers)."""
-        out = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2:].split()
-            if int(fields[2]) == self.pid:
-                out.append(int(d))
-        return out
-
-    def stop(self, timeout=15.0):
-        if self.p.poll() is None:
-            try:
-                os.kill(self.pid, self.stop_signal)
-            except OSError:
-                pass
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.stop_problem = "did not exit within %.0f s of %s" % (
-                    timeout, signal.Signals(self.stop_signal).name)
-        # Whatever is left of our own process group goes.
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            self.p.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.returncode = self.p.returncode
-
-
 class Run(object):
     """What one start of one server produced."""
 
@@ -598,51 +338,18 @@ class Run(object):
         self.client_port = None
 
 
-def wait_ready(port, proc, deadline):
-    ok = 0
-    n = 0
-    last = None
-    while CLOCK() < deadline:
-        if proc.p.poll() is not None:
-            return "server exited with %s during startup" % proc.p.returncode
-        n += 1
-        c = Client(port, timeout=5)
-        try:
-            r = c.request("GET", "/fast?id=ready-%d" % n, extra=["Connection: close"])
-            if r.status == 200 and r.body == b"ok\n":
-                ok += 1
-                if ok >= 3:
-                    return None
-            else:
-                ok = 0
-                last = r.status_line
-        except (OSError, HTTPError) as e:
-            ok = 0
-            last = str(e)
-            time.sleep(0.1)
-        finally:
-            c.close()
-    return "not ready in time (last: %s)" % last
-
-
 def server_env(ctx, preload, log_path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SLOWDOG_") and k not in ("LD_PRELOAD", "PYTHONPATH",
-                                                         "PYTHONHOME")}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
+    env = harness.env(ctx.library if preload else None, log_path, THRESHOLD,
+                      PYTHONUNBUFFERED="1")
     if ctx.pg_dsn:
         env["SLOWDOG_TEST_PG_DSN"] = ctx.pg_dsn
-    if preload:
-        env["LD_PRELOAD"] = ctx.library
-        env["SLOWDOG_THRESHOLD"] = "%dms" % int(THRESHOLD * 1000)
-        env["SLOWDOG_LOG"] = log_path
     return env
 
 
-def aux_env():
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("SLOWDOG_") and k != "LD_PRELOAD"}
+def start(cmd, env, tmp, tag, stop_signal, port):
+    """A process of ours: its own process group, output in tmp/TAG.out."""
+    return harness.Server(cmd, env, os.path.join(tmp, tag + ".out"), port=port,
+                          cwd=tmp, stop_signal=stop_signal, session=True, wait=None)
 
 
 def run_server(spec, ctx, preload, slows):
@@ -650,7 +357,7 @@ def run_server(spec, ctx, preload, slows):
     tmp = tempfile.mkdtemp(prefix="%s-%s-" % (spec.name, "lib" if preload else "base"),
                            dir=ctx.tmp)
     log_path = os.path.join(tmp, "slow.log")
-    port = free_port()
+    port = harness.free_port()
     cport = spec.client_port(port)
     run.client_port = cport
     auxes = []
@@ -659,11 +366,11 @@ def run_server(spec, ctx, preload, slows):
         # aux() needs the ports that command() picks: command first.
         cmd = spec.command(ctx, port, tmp)
         for i, (acmd, sig) in enumerate(spec.aux(ctx, port, tmp)):
-            auxes.append(Proc(acmd, aux_env(), tmp, "aux%d" % i, sig))
-        proc = Proc(cmd, server_env(ctx, preload and ctx.library is not None, log_path),
-                    tmp, "server", spec.stop_signal)
+            auxes.append(start(acmd, harness.env(), tmp, "aux%d" % i, sig, port))
+        proc = start(cmd, server_env(ctx, preload and ctx.library is not None, log_path),
+                     tmp, "server", spec.stop_signal, port)
         run.pid = proc.pid
-        err = wait_ready(cport, proc, CLOCK() + 30)
+        err = harness.wait_ready(cport, proc, CLOCK() + 30)
         if err:
             run.problems.append("start: " + err)
             return run
@@ -687,13 +394,13 @@ def run_server(spec, ctx, preload, slows):
         run.problems.append("harness: %s: %s" % (type(e).__name__, e))
     finally:
         if proc:
-            proc.stop()
+            proc.stop(15.0)
             run.returncode = proc.returncode
             if proc.stop_problem:
                 run.problems.append("stop: " + proc.stop_problem)
             run.output = proc.output()
         for a in auxes:
-            a.stop()
+            a.stop(15.0)
         if run.tail:
             run.tail.poll()
         try:
@@ -1178,8 +885,8 @@ class Postgres(object):
         self.dir = tempfile.mkdtemp(prefix="pg-", dir=tmp)
         os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         os.chmod(tmp, 0o755)
-        port = free_port()
-        env = aux_env()
+        port = harness.free_port()
+        env = harness.env()
         env.pop("PGDATA", None)
         try:
             subprocess.check_call(["runuser", "-u", "postgres", "--", self.bin + "/initdb",

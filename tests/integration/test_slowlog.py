@@ -1,4 +1,4 @@
-"""Unit tests for slowlog.py, against a fake writer of the documented format.
+"""Unit tests for tests/slowlog.py, against a fake writer of the documented format.
 
 Run: python3 tests/integration/test_slowlog.py
 """
@@ -9,7 +9,7 @@ import tempfile
 import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import slowlog  # noqa: E402
 
 

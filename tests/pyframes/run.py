@@ -56,6 +56,9 @@ import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
 APP = os.path.join(HERE, "pfapp.py")
 VUES = os.path.join(HERE, "vues_été.py")
 SERVER = os.path.join(HERE, "wsgiserver.py")
@@ -639,14 +642,6 @@ def find_interpreters():
     return found, missing
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Job(object):
     """One server with the library preloaded, and its requests."""
 
@@ -669,7 +664,7 @@ class Job(object):
                     "-b", "127.0.0.1:0", "--chdir", HERE, "--timeout", "60",
                     "pfapp:app"], signal.SIGTERM
         # uWSGI reloads on SIGTERM: SIGINT stops it.
-        self.port = free_port()
+        self.port = harness.free_port()
         return ["uwsgi", "--plugin", "python3", "--http-socket",
                 "127.0.0.1:%d" % self.port, "--wsgi-file", APP, "--callable", "app",
                 "--pythonpath", HERE, "--threads", "32", "--need-app",
@@ -678,17 +673,14 @@ class Job(object):
     def start(self, lib, tmp):
         self.tmp = tmp
         self.log = Log(os.path.join(tmp, "slowdog.log"))
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("SLOWDOG_") and k not in ("PYTHONPATH", "LD_PRELOAD")}
-        env.update(LD_PRELOAD=lib,
-                   SLOWDOG_THRESHOLD="%dms" % int(THRESHOLD * 1000),
-                   SLOWDOG_LOG=self.log.path, PYTHONDONTWRITEBYTECODE="1")
-        env.update(self.env_extra)
+        env = harness.env(lib, self.log.path, THRESHOLD, **self.env_extra)
         argv, self.stop_signal = self.command()
         self.err_path = os.path.join(tmp, "server.err")
-        self.err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen(argv, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self.err)
+        # The port: from the server (stdlib, gunicorn), or chosen (uWSGI).
+        self.server = harness.Server(argv, env, self.err_path, port=self.port or 0,
+                                     cwd=tmp, stop_signal=self.stop_signal,
+                                     stdout="pipe", wait=None)
+        self.proc = self.server.p
         deadline = CLOCK() + START_DUE
         if self.flavour == "stdlib":
             line = self.proc.stdout.readline().decode()
@@ -723,17 +715,9 @@ class Job(object):
         c = self.checks
         alive = self.proc.poll() is None
         c.add(alive, "server still running at the end", "exit status %r" % self.proc.poll())
-        if alive:
-            self.proc.send_signal(self.stop_signal)
-            try:
-                self.proc.wait(STOP_DUE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                c.add(False, "server stops on %s" % self.stop_signal.name, "killed")
-        self.err.close()
-        with open(self.err_path, "rb") as f:
-            err = f.read().decode("utf-8", "replace")
+        err = self.server.stop(STOP_DUE)
+        if self.server.stop_problem:
+            c.add(False, "server stops on %s" % self.stop_signal.name, "killed")
         bad = [line for line in err.splitlines()
                if any(m in line for m in CRASH_MARKERS) or line.startswith("slowdog:")]
         c.add(not bad, "server stderr clean (no crash, no slowdog message)",
@@ -743,10 +727,7 @@ class Job(object):
         t0 = CLOCK()
         why = self.start(lib, tmp)
         if not self.checks.add(why is None, "server starts (%s)" % self.flavour, why or ""):
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.err.close()
+            self.server.stop(sig=signal.SIGKILL)
             self.elapsed = CLOCK() - t0
             return
         threads = [threading.Thread(target=self.client, args=(rq,)) for rq in self.requests]

@@ -8,20 +8,15 @@ usage: tests/settings/run.py [BUILD_DIR]
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
-LIB = os.path.join(BUILD, "libslowdog.so")
-SERVER = os.path.join(ROOT, "tests", "integration", "stdserver.py")
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
+LIB = harness.library()
 failures = []
 
 
@@ -32,60 +27,21 @@ def check(name, cond, detail=""):
         failures.append(name)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def serve(env, tmp, requests):
     """Starts stdserver.py with the library, makes the requests (all at
     once), stops it; returns (log text, stderr text, bodies)."""
-    port = free_port()
-    log = os.path.join(tmp, "slow.log")
-    errf = open(os.path.join(tmp, "err"), "w+")
-    e = dict(os.environ, LD_PRELOAD=LIB, SLOWDOG_THRESHOLD="400ms",
-             SLOWDOG_LOG=log)
-    e.update(env)
-    p = subprocess.Popen(["/usr/bin/python3", SERVER, str(port), "app:app"],
-                         env=e, stderr=errf, stdout=subprocess.DEVNULL)
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    bodies = {}
-
-    def get(path):
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
-                                        timeout=30) as r:
-                bodies[path] = r.read()
-        except Exception as ex:
-            bodies[path] = repr(ex)
-    ts = [threading.Thread(target=get, args=(r,)) for r in requests]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    # finished lines are written within moments of the responses
-    time.sleep(0.5)
-    p.send_signal(signal.SIGTERM)
+    srv = harness.Server([harness.PY, harness.STDSERVER, "PORT", "app:app"],
+                         harness.env(LIB, os.path.join(tmp, "slow.log"), "400ms", **env),
+                         os.path.join(tmp, "err"), stdout="null")
     try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-    errf.seek(0)
-    try:
-        text = open(log, encoding="utf-8").read()
-    except OSError:
-        text = ""
-    return text, errf.read(), bodies
+        bodies = dict(zip(requests, harness.at_once(
+            lambda path: harness.get(srv.port, path, 30), requests)))
+        # finished lines are written within moments of the responses
+        time.sleep(0.5)
+    finally:
+        err = srv.stop()
+    # strict: the log must be UTF-8
+    return srv.logbytes().decode("utf-8"), err, bodies
 
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

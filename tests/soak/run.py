@@ -56,7 +56,6 @@ Standard library only; run it with /usr/bin/python3.
 
 import argparse
 import collections
-import importlib.util
 import os
 import random
 import re
@@ -70,17 +69,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-INTEG = os.path.join(ROOT, "tests", "integration")
 sys.dont_write_bytecode = True
-sys.path.insert(0, INTEG)
-import slowlog  # noqa: E402
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
+from harness import slowlog  # noqa: E402
 
-# The integration harness, for its HTTP client and process handling. It
-# is called run.py like this file: load it under another name.
-_spec = importlib.util.spec_from_file_location("integration_run",
-                                               os.path.join(INTEG, "run.py"))
-it = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(it)
+INTEG = harness.INTEGRATION
 
 THRESHOLD = 0.3
 REPEAT = 0.2
@@ -138,14 +132,14 @@ class UWSGI(Server):
     stop_signal = signal.SIGINT
 
     def available(self):
-        if not it.which("uwsgi"):
+        if not harness.which("uwsgi"):
             return "no uwsgi"
         if not os.path.exists("/usr/lib/uwsgi/plugins/python3_plugin.so"):
             return "no uwsgi python3 plugin"
         return None
 
     def command(self, port):
-        return [it.which("uwsgi"), "--plugin", "python3",
+        return [harness.which("uwsgi"), "--plugin", "python3",
                 "--http-socket", "127.0.0.1:%d" % port, "--master",
                 "--processes", "2", "--threads", "2",
                 "--wsgi-file", os.path.join(INTEG, "app.py"), "--callable", "app",
@@ -156,17 +150,11 @@ SERVERS = [Gunicorn(), UWSGI()]
 
 
 def server_env(preload, lib, log_path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SLOWDOG_") and
-           k not in ("LD_PRELOAD", "PYTHONPATH", "PYTHONHOME")}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    if preload:
-        env.update(LD_PRELOAD=lib, SLOWDOG_LOG=log_path,
-                   SLOWDOG_THRESHOLD="%dms" % int(THRESHOLD * 1000),
-                   SLOWDOG_REPEAT="%dms" % int(REPEAT * 1000),
-                   SLOWDOG_REPEAT_MAX=str(REPEAT_MAX))
-    return env
+    if not preload:
+        return harness.env(PYTHONUNBUFFERED="1")
+    return harness.env(lib, log_path, THRESHOLD, PYTHONUNBUFFERED="1",
+                       SLOWDOG_REPEAT="%dms" % int(REPEAT * 1000),
+                       SLOWDOG_REPEAT_MAX=str(REPEAT_MAX))
 
 
 def vmrss(pid):
@@ -305,7 +293,7 @@ class Traffic(object):
     # --- fast lane
 
     def j_keepalive(self, rng):
-        c = it.Client(self.port, TIMEOUT)
+        c = harness.Client(self.port, TIMEOUT)
         try:
             for k in range(rng.randint(5, 20)):
                 ident = self.ident("f-")
@@ -328,7 +316,7 @@ class Traffic(object):
         # (with or without the library), so nothing can follow on it.
         for kind, path in (("head", "/fast?"), ("head-stream", "/stream?n=2&s=0&")):
             ident = self.ident("hd-")
-            c = it.Client(self.port, TIMEOUT)
+            c = harness.Client(self.port, TIMEOUT)
             try:
                 r = c.request("HEAD", path + "id=" + ident)
                 self.record(kind, ident, norm_resp(r, ident), took=r.elapsed)
@@ -338,7 +326,7 @@ class Traffic(object):
     def j_post(self, rng):
         ident = self.ident("p-")
         body = bytes(bytearray(random.Random(5).getrandbits(8) for _ in range(3000)))
-        c = it.Client(self.port, TIMEOUT)
+        c = harness.Client(self.port, TIMEOUT)
         try:
             r = c.request("POST", "/post?id=" + ident, body=body)
             self.record("post", ident, norm_resp(r, ident), took=r.elapsed)
@@ -347,7 +335,7 @@ class Traffic(object):
 
     def j_stream(self, rng):
         ident = self.ident("st-")
-        c = it.Client(self.port, TIMEOUT)
+        c = harness.Client(self.port, TIMEOUT)
         try:
             r = c.request("GET", "/stream?n=3&s=0&id=" + ident)
             self.record("stream", ident, norm_resp(r, ident), took=r.elapsed)
@@ -397,7 +385,7 @@ class Traffic(object):
         ident = self.ident(prefix)
         with self.lock:
             self.must[ident] = (kind, secs)
-        c = it.Client(self.port, TIMEOUT)
+        c = harness.Client(self.port, TIMEOUT)
         try:
             if warm:
                 w = self.ident("w-")
@@ -484,7 +472,7 @@ class Traffic(object):
             name = order.pop(0) if order else rng.choice(names)
             try:
                 getattr(self, name)(rng)
-            except (OSError, it.HTTPError) as e:
+            except (OSError, harness.HTTPError) as e:
                 self.failed(name, e)
 
     def run(self, seconds, fast_lanes, slow_lanes, every=0):
@@ -520,13 +508,14 @@ class Result(object):
 
 
 def start(server, lib, preload, tmp, tag):
-    port = it.free_port()
+    port = harness.free_port()
     log_path = os.path.join(tmp, tag + ".log")
-    proc = it.Proc(server.command(port), server_env(preload, lib, log_path), tmp, tag,
-                   server.stop_signal)
-    err = it.wait_ready(port, proc, CLOCK() + 30)
+    proc = harness.Server(server.command(port), server_env(preload, lib, log_path),
+                          os.path.join(tmp, tag + ".out"), port=port, cwd=tmp,
+                          stop_signal=server.stop_signal, session=True, wait=None)
+    err = harness.wait_ready(port, proc, CLOCK() + 30)
     if err:
-        proc.stop()
+        proc.stop(15.0)
         raise RuntimeError("%s: %s\n%s" % (tag, err, proc.output()[-2000:]))
     # Every worker must be up and serving before the load starts.
     deadline = CLOCK() + 15
@@ -548,7 +537,7 @@ def baseline(server, tmp):
         t = Traffic(port, 7)
         t.run(0, server.fast_lanes, server.slow_lanes, every=1)
     finally:
-        proc.stop()
+        proc.stop(15.0)
     return t, proc
 
 
@@ -577,7 +566,7 @@ def soak(server, lib, tmp, seconds, first):
         res.notes.append("%d requests in %.0f s (%d after the first sample), "
                          "%d slow ones" % (t.requests, took, t.requests - n0, len(t.must)))
     finally:
-        proc.stop()
+        proc.stop(15.0)
     res.traffic = t
     res.proc = proc
     if proc.stop_problem:

@@ -17,23 +17,20 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
-LIB = os.path.join(BUILD, "libslowdog.so")
-SERVER = os.path.join(ROOT, "tests", "integration", "stdserver.py")
-APP = os.path.join(ROOT, "tests", "integration", "app.py")
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
+from harness import ROOT, slowlog  # noqa: E402  (slowlog: a cross-check)
+LIB = harness.library()
+APP = os.path.join(harness.INTEGRATION, "app.py")
 TOP = os.path.join(ROOT, "scripts", "slowdog-top")
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-import slowlog  # noqa: E402  (the strict parser, as a cross-check)
 
 failures = []
 passes = [0]
@@ -115,60 +112,25 @@ def app_frame_count(summary, func, lines):
 
 # ---- the servers ----
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Server(object):
+class Server(harness.Server):
     def __init__(self, tmp, name, env):
-        self.log = os.path.join(tmp, name + ".log")
-        self.port = free_port()
-        self.err = open(os.path.join(tmp, name + ".err"), "w")
-        e = dict(os.environ, LD_PRELOAD=LIB, SLOWDOG_THRESHOLD="300ms",
-                 SLOWDOG_LOG=self.log, PYTHONDONTWRITEBYTECODE="1")
-        e.update(env)
-        self.env = e
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", SERVER, str(self.port), "app:app"],
-            env=e, stdout=subprocess.DEVNULL, stderr=self.err)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        harness.Server.__init__(
+            self, [harness.PY, harness.STDSERVER, "PORT", "app:app"],
+            harness.env(LIB, os.path.join(tmp, name + ".log"), "300ms", **env),
+            os.path.join(tmp, name + ".err"), stdout="null")
 
     def start(self, paths):
         """Sends the requests at once; returns the threads."""
         def get(path):
             try:
-                with urllib.request.urlopen(
-                        "http://127.0.0.1:%d%s" % (self.port, path), timeout=60) as r:
-                    r.read()
+                self.get(path, 60)
             except Exception:
                 pass            # the killed request
-        ts = [threading.Thread(target=get, args=(p,), daemon=True) for p in paths]
-        for t in ts:
-            t.start()
-        return ts
+        return harness.start_threads(get, paths)
 
     def batch(self, paths):
         for t in self.start(paths):
             t.join()
-
-    def stop(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.err.close()
 
 
 def iso(t):
@@ -223,17 +185,9 @@ def run_repeat(tmp, out):
     srv.batch(["/sleep?s=1.2&id=r1", "/spin?s=0.9&id=r2"])
     # The long request: wait for its last capture (SLOWDOG_REPEAT_MAX is 5),
     # then kill the server under it, so that it never finishes.
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            with open(srv.log) as f:
-                if f.read().count("Repeat:     5") >= 2:
-                    break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    harness.wait_for(lambda: srv.logtext().count("Repeat:     5") >= 2, 10, 0.1)
     time.sleep(0.3)
-    srv.stop(signal.SIGKILL)
+    srv.stop(sig=signal.SIGKILL)
     del killed
     out["repeat"] = srv.log
 
