@@ -45,6 +45,8 @@
 	B(CONNECT, connect, int, (int, const struct sockaddr *, socklen_t))          \
 	B(WAITPID, waitpid, pid_t, (pid_t, int *, int))                              \
 	B(WAIT4, wait4, pid_t, (pid_t, int *, int, struct rusage *))                 \
+	B(WAIT, wait, pid_t, (int *))                                                \
+	B(WAITID, waitid, int, (idtype_t, id_t, siginfo_t *, int))                   \
 	B(SEM_TIMEDWAIT, sem_timedwait, int, (sem_t *, const struct timespec *))     \
 	B(SEM_CLOCKWAIT, sem_clockwait, int,                                         \
 	  (sem_t *, clockid_t, const struct timespec *))                             \
@@ -59,6 +61,7 @@
 	P(fcntl, int, (int, int, ...))                                               \
 	P(fcntl64, int, (int, int, ...))                                             \
 	P(epoll_ctl, int, (int, int, int, struct epoll_event *))                     \
+	P(kill, int, (pid_t, int))                                                   \
 	P(sigaction, int, (int, const struct sigaction *, struct sigaction *))       \
 	P(signal, sighandler_t, (int, sighandler_t))                                 \
 	P(pthread_sigmask, int, (int, const sigset_t *, sigset_t *))                 \

@@ -26,33 +26,42 @@
 #include "thread.h"
 #include "unwind.h"
 
+bool capture_slot_alloc(struct capture_slot *s, int max_frames)
+{
+	if (s->stack)
+		return true;
+	s->py_max = max_frames;
+	void *st = mmap(NULL, SNAP_MAX, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *py = mmap(NULL, sizeof(struct py_frame) * (size_t)max_frames,
+			PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *rec = mmap(NULL, sizeof(struct py_record) * (size_t)max_frames,
+			 PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (st == MAP_FAILED || py == MAP_FAILED || rec == MAP_FAILED) {
+		if (st != MAP_FAILED)
+			munmap(st, SNAP_MAX);
+		if (py != MAP_FAILED)
+			munmap(py, sizeof(struct py_frame) * (size_t)max_frames);
+		if (rec != MAP_FAILED)
+			munmap(rec, sizeof(struct py_record) * (size_t)max_frames);
+		return false;
+	}
+	s->py = py;
+	s->rec = rec;
+	sem_init(&s->done, 0, 0);
+	s->stack = st;
+	return true;
+}
+
 bool capture_thread_init(const struct config *cfg)
 {
 	static bool done;
 	if (done)
 		return true;
-	capture_slot.stack = mmap(NULL, SNAP_MAX, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (capture_slot.stack == MAP_FAILED) {
-		capture_slot.stack = NULL;
+	if (!capture_slot_alloc(&capture_slot, cfg->max_frames))
 		return false;
-	}
-	capture_slot.py_max = cfg->max_frames;
-	capture_slot.py = mmap(NULL, sizeof(struct py_frame) * (size_t)capture_slot.py_max,
-		       PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (capture_slot.py == MAP_FAILED) {
-		capture_slot.py = NULL;
-		return false;
-	}
-	capture_slot.rec = mmap(NULL, sizeof(struct py_record) * (size_t)capture_slot.py_max,
-			PROT_READ | PROT_WRITE,
-			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (capture_slot.rec == MAP_FAILED) {
-		capture_slot.rec = NULL;
-		return false;
-	}
-	sem_init(&capture_slot.done, 0, 0);
 	unwind_init();
 	done = true;
 	return true;
@@ -310,23 +319,29 @@ static bool capture_signal(struct sd_thread *t, struct capture *out, bool *still
 		snprintf(out->why, sizeof(out->why), "the signal handler did not finish");
 		return false;
 	}
-	struct uw_snapshot s;
-	snap_from_gregs(&s, capture_slot.gregs);
-	s.stack_addr = capture_slot.stack_addr;
-	s.stack = capture_slot.stack;
-	s.stack_len = capture_slot.stack_len;
-	out->pyinfo = capture_slot.pyinfo;
-	out->py_walked = capture_slot.py_walked;
-	out->py = capture_slot.py;
-	out->pause_ns = capture_slot.pause_ns;
-	atomic_store(&capture_slot.state, SLOT_IDLE);
-	if (out->py_walked) {
-		py_read_names(capture_slot.rec, capture_slot.py, &out->pyinfo);
-		py_resolve_lines(mem_read_safe, capture_slot.py, out->pyinfo.n);
-	}
-	unwind_into(out, &s);
+	capture_from_slot(&capture_slot, out);
 	out->mode = CAPTURE_SIGNAL;
 	return true;
+}
+
+void capture_from_slot(struct capture_slot *slot, struct capture *out)
+{
+	struct uw_snapshot s;
+	snap_from_gregs(&s, slot->gregs);
+	s.stack_addr = slot->stack_addr;
+	s.stack = slot->stack;
+	s.stack_len = slot->stack_len;
+	out->pyinfo = slot->pyinfo;
+	out->py_walked = slot->py_walked;
+	out->py = slot->py;
+	out->pause_ns = slot->pause_ns;
+	atomic_store(&slot->state, SLOT_IDLE);
+	if (out->py_walked) {
+		py_read_names(slot->rec, slot->py, &out->pyinfo);
+		py_resolve_lines(mem_read_safe, slot->py, out->pyinfo.n);
+	}
+	unwind_into(out, &s);
+	out->mode = CAPTURE_HANDLER;
 }
 
 bool capture_thread(struct sd_thread *t, struct capture *out)

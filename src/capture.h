@@ -36,6 +36,8 @@ enum capture_mode {
 	CAPTURE_SYSCALL, /* no signal: asleep in a system call slowdog does not
 	                    interpose; call_fn is the system call number */
 	CAPTURE_FAILED,
+	CAPTURE_HANDLER, /* snapshot taken by slowdog's handler of a deadly
+	                    signal, on the thread itself */
 };
 
 struct capture {
@@ -50,6 +52,15 @@ struct capture {
 	bool py_walked;      /* a Python walk was attempted */
 	int64_t pause_ns;    /* signal path: how long the handler ran */
 };
+
+struct capture_slot;
+
+/* Buffers for a slot (capture_sig.h), max_frames Python frames. */
+bool capture_slot_alloc(struct capture_slot *s, int max_frames);
+
+/* Watchdog: unwinds and names what a handler left in slot (DONE), into
+ * out (mode CAPTURE_HANDLER); the slot is IDLE again. */
+void capture_from_slot(struct capture_slot *slot, struct capture *out);
 
 /* Watchdog thread, once: buffers, unwinder. */
 bool capture_thread_init(const struct config *cfg);

@@ -98,23 +98,14 @@ static void restart_interrupted(ucontext_t *uc)
 	g[REG_RAX] = (greg_t)nr;
 }
 
-/* async-signal-safe */
-static void handler(int sig, siginfo_t *si, void *ucv)
+/* async-signal-safe: copies the interrupted registers, the live stack
+ * (bounded) and the Python frames' records of t, interrupted at uc, into
+ * slot s (its buffers must be there). */
+void capture_snap(struct capture_slot *s, struct sd_thread *t, const void *ucv)
 {
-	(void)sig;
-	int saved = errno;
-	struct sd_thread *t = thread_self();
-	int expect = SLOT_PENDING;
-	if (!t || si->si_code != SI_QUEUE ||
-	    si->si_value.sival_int != atomic_load(&capture_slot.seq) ||
-	    capture_slot.tid != t->tid ||
-	    !atomic_compare_exchange_strong(&capture_slot.state, &expect, SLOT_BUSY))
-		goto out;
-
 	int64_t t0 = clock_mono_ns();
-	atomic_fetch_add_explicit(&t->intr, 1, memory_order_relaxed);
 	const ucontext_t *uc = ucv;
-	memcpy(capture_slot.gregs, uc->uc_mcontext.gregs, sizeof(capture_slot.gregs));
+	memcpy(s->gregs, uc->uc_mcontext.gregs, sizeof(s->gregs));
 
 	uintptr_t sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
 	uintptr_t lo, hi;
@@ -129,12 +120,12 @@ static void handler(int sig, siginfo_t *si, void *ucv)
 	if (len > SNAP_MAX)
 		len = SNAP_MAX;
 	if (len)
-		mem_copy_raw(capture_slot.stack, (const void *)from, len);
-	capture_slot.stack_addr = from;
-	capture_slot.stack_len = len;
+		mem_copy_raw(s->stack, (const void *)from, len);
+	s->stack_addr = from;
+	s->stack_len = len;
 
-	capture_slot.py_walked = false;
-	capture_slot.pyinfo.n = 0;
+	s->py_walked = false;
+	s->pyinfo.n = 0;
 	uintptr_t self = py_tstate_self_fast();
 	uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
 	if (!ts)
@@ -142,12 +133,29 @@ static void handler(int sig, siginfo_t *si, void *ucv)
 	if (ts) {
 		/* The thread's current thread state is alive; one cached
 		 * from an earlier request may not be. */
-		py_walk_known(from, capture_slot.stack, len, ts == self ? ts : 0);
-		py_walk_records(ts, capture_slot.rec, capture_slot.py_max, &capture_slot.pyinfo);
+		py_walk_known(from, s->stack, len, ts == self ? ts : 0);
+		py_walk_records(ts, s->rec, s->py_max, &s->pyinfo);
 		py_walk_known(0, NULL, 0, 0);
-		capture_slot.py_walked = true;
+		s->py_walked = true;
 	}
-	capture_slot.pause_ns = clock_mono_ns() - t0;
+	s->pause_ns = clock_mono_ns() - t0;
+}
+
+/* async-signal-safe */
+static void handler(int sig, siginfo_t *si, void *ucv)
+{
+	(void)sig;
+	int saved = errno;
+	struct sd_thread *t = thread_self();
+	int expect = SLOT_PENDING;
+	if (!t || si->si_code != SI_QUEUE ||
+	    si->si_value.sival_int != atomic_load(&capture_slot.seq) ||
+	    capture_slot.tid != t->tid ||
+	    !atomic_compare_exchange_strong(&capture_slot.state, &expect, SLOT_BUSY))
+		goto out;
+
+	atomic_fetch_add_explicit(&t->intr, 1, memory_order_relaxed);
+	capture_snap(&capture_slot, t, ucv);
 	atomic_store_explicit(&capture_slot.state, SLOT_DONE, memory_order_release);
 	sem_post(&capture_slot.done);
 	/* The watchdog now has the rest of the work. When it shares this CPU

@@ -49,6 +49,13 @@ struct capture_slot {
 };
 extern struct capture_slot capture_slot;
 
+struct sd_thread;
+
+/* async-signal-safe: copies the interrupted registers (ucontext_t *uc),
+ * the live stack (bounded) and the records of the Python frames of t, the
+ * calling thread, into s, whose buffers must be there. */
+void capture_snap(struct capture_slot *s, struct sd_thread *t, const void *uc);
+
 /* At the first connection of the process (any thread): picks and installs
  * the signal. Messages go through warn. */
 void capture_setup(const struct config *cfg, void (*warn)(const char *line));

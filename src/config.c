@@ -394,6 +394,24 @@ static void config_load_repeat(struct config *c,
 	}
 }
 
+static void config_load_last_words(struct config *c,
+				   const char *(*get)(const char *name),
+				   void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_LAST_WORDS");
+	int64_t ns;
+
+	if (!v)
+		return;
+	if (config_bool(v) == 0) /* 0, off, no, false */
+		c->last_words_ns = 0;
+	else if (config_parse_duration(v, &ns) && ns <= CONFIG_MAX_LAST_WORDS_NS)
+		c->last_words_ns = ns;
+	else
+		config_warn(warn, "SLOWDOG_LAST_WORDS", v,
+			    "is not a duration up to 5s or off", "250ms");
+}
+
 static void config_load_ignore(struct config *c,
 			       const char *(*get)(const char *name),
 			       void (*warn)(const char *line))
@@ -568,6 +586,7 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 	c->format = FORMAT_TEXT;
 	c->repeat_ns = 0;
 	c->repeat_max = CONFIG_DEFAULT_REPEAT_MAX;
+	c->last_words_ns = CONFIG_DEFAULT_LAST_WORDS_NS;
 	c->ignore[0] = '\0';
 	c->strip_query = false;
 	c->debug = false;
@@ -587,5 +606,6 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 	config_load_query(c, get, warn);
 	config_load_debug(c, get, warn);
 	config_load_statsd(c, get, warn);
+	config_load_last_words(c, get, warn);
 	errno = saved_errno;
 }

@@ -33,7 +33,12 @@ struct config {
 	char statsd[256];        /* SLOWDOG_STATSD: HOST:PORT, "" = none */
 	char statsd_prefix[64];  /* SLOWDOG_STATSD_PREFIX */
 	bool statsd_tags;        /* SLOWDOG_STATSD_TAGS: DogStatsD tags */
+	int64_t last_words_ns;   /* SLOWDOG_LAST_WORDS: how long a dying
+	                            worker may take for its report; 0 = off */
 };
+
+#define CONFIG_DEFAULT_LAST_WORDS_NS (250LL * 1000000LL)
+#define CONFIG_MAX_LAST_WORDS_NS (5LL * 1000000000LL)
 
 #define CONFIG_DEFAULT_REPEAT_MAX 5
 #define CONFIG_MAX_REPEAT_MAX 1000

@@ -64,6 +64,7 @@ static inline __attribute__((always_inline)) void req_publish(struct conn *c, st
 	t->fd = c->fd;
 	t->conn_gen = atomic_load_explicit(&c->gen, memory_order_relaxed);
 	t->req_start_ns = now;
+	thread_share_begin(t, id, now);
 	atomic_store_explicit(&t->req_id, id, memory_order_release);
 }
 
@@ -80,8 +81,10 @@ static bool req_cancel_unserved(struct conn *c)
 	if (c->state != CONN_REQ || !c->pipelined)
 		return false;
 	struct sd_thread *t = c->owner;
-	if (t && atomic_load_explicit(&t->req_id, memory_order_relaxed) == c->req_id)
+	if (t && atomic_load_explicit(&t->req_id, memory_order_relaxed) == c->req_id) {
 		atomic_store_explicit(&t->req_id, 0, memory_order_release);
+		thread_share_end(t);
+	}
 	c->owner = NULL;
 	c->req_id = 0;
 	c->state = CONN_IDLE;
@@ -97,6 +100,7 @@ static void req_end(struct conn *c, int64_t end_ns)
 	uint64_t id = c->req_id;
 	if (t && id && atomic_load_explicit(&t->req_id, memory_order_relaxed) == id) {
 		atomic_store_explicit(&t->req_id, 0, memory_order_release);
+		thread_share_end(t);
 		if (unlikely(atomic_load_explicit(&t->reported_id,
 						  memory_order_acquire) == id)) {
 			t->done_ns = end_ns - c->start_ns;
@@ -141,6 +145,7 @@ static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
 		req_end(o, o->last_write_ns ? o->last_write_ns : now);
 	} else if (!o || o != c) {
 		atomic_store_explicit(&t->req_id, 0, memory_order_release);
+		thread_share_end(t);
 	}
 }
 
@@ -647,6 +652,7 @@ uint64_t conn_begin_label(struct sd_thread *t, const char *label)
 	t->fd = -1;
 	t->conn_gen = 0;
 	t->req_start_ns = now;
+	thread_share_begin(t, id, now);
 	atomic_store_explicit(&t->req_id, id, memory_order_release);
 	return id;
 }
@@ -657,6 +663,7 @@ void conn_end_label(struct sd_thread *t)
 	if (!id || t->fd != -1)
 		return;
 	atomic_store_explicit(&t->req_id, 0, memory_order_release);
+	thread_share_end(t);
 	if (atomic_load_explicit(&t->reported_id, memory_order_acquire) == id) {
 		t->done_ns = clock_coarse_ns() - t->req_start_ns;
 		atomic_store_explicit(&t->done_id, id, memory_order_release);

@@ -40,8 +40,11 @@
 #include "capture_sig.h"
 #include "common.h"
 #include "conn.h"
+#include "deaths.h"
+#include "lastwords.h"
 #include "python.h"
 #include "real.h"
+#include "share.h"
 #include "thread.h"
 #include "watchdog.h"
 
@@ -176,11 +179,28 @@ static inline int64_t timespec_ns(const struct timespec *ts)
 	return ts->tv_sec * NS_PER_SEC + ts->tv_nsec;
 }
 
+/* A process that forks may become a master: the table its children will
+ * share with it is made before its first fork. */
+static void atfork_prepare(void)
+{
+	if (!vfork_child())
+		share_create();
+}
+
+/* A master that exits without reaping its last workers. */
+__attribute__((destructor)) static void preload_fini(void)
+{
+	if (share_table && getpid() == our_pid)
+		deaths_at_exit();
+}
+
 static void atfork_child(void)
 {
 	our_pid = getpid();
+	share_atfork_child();
 	thread_atfork_child();
 	conn_atfork_child();
+	lastwords_atfork_child();
 	watchdog_atfork_child();
 }
 
@@ -192,7 +212,7 @@ __attribute__((constructor)) static void preload_init(void)
 	struct timespec res;
 	if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && timespec_ns(&res) > 0)
 		coarse_tick_ns = timespec_ns(&res);
-	pthread_atfork(NULL, NULL, atfork_child);
+	pthread_atfork(atfork_prepare, NULL, atfork_child);
 }
 
 /* ---- call bracketing (blocked-call record) ---- */
@@ -822,29 +842,76 @@ __attribute__((used, visibility("hidden"))) int sd_body_connect(int fd, const st
 }
 STUB(connect);
 
+/*
+ * Reaping: a child that died with requests in flight gets its records
+ * (deaths.c), written by the process that reaps it. A caller that does
+ * not ask for the status still has it read for us.
+ */
+static pid_t reaped(pid_t r, int status)
+{
+	if (r > 0 && share_table && !vfork_child()) {
+		int e = errno;
+		deaths_reaped(r, status, false);
+		errno = e;
+	}
+	return r;
+}
+
 __attribute__((used, visibility("hidden"))) pid_t sd_body_waitpid(pid_t pid, int *st, int opt)
 {
 	RESOLVE(waitpid);
+	int mine = 0;
+	int *sp = st ? st : &mine;
 	struct sd_thread *t = call_enter(CALL_WAITPID);
-	pid_t r = real_waitpid(pid, st, opt);
+	pid_t r = real_waitpid(pid, sp, opt);
 	int e = errno;
 	call_leave(t);
 	errno = e;
-	return r;
+	return reaped(r, *sp);
 }
 STUB(waitpid);
 
 __attribute__((used, visibility("hidden"))) pid_t sd_body_wait4(pid_t pid, int *st, int opt, struct rusage *ru)
 {
 	RESOLVE(wait4);
+	int mine = 0;
+	int *sp = st ? st : &mine;
 	struct sd_thread *t = call_enter(CALL_WAIT4);
-	pid_t r = real_wait4(pid, st, opt, ru);
+	pid_t r = real_wait4(pid, sp, opt, ru);
 	int e = errno;
 	call_leave(t);
 	errno = e;
-	return r;
+	return reaped(r, *sp);
 }
 STUB(wait4);
+
+__attribute__((used, visibility("hidden"))) pid_t sd_body_wait(int *st)
+{
+	RESOLVE(wait);
+	int mine = 0;
+	int *sp = st ? st : &mine;
+	struct sd_thread *t = call_enter(CALL_WAIT);
+	pid_t r = real_wait(sp);
+	int e = errno;
+	call_leave(t);
+	errno = e;
+	return reaped(r, *sp);
+}
+STUB(wait);
+
+__attribute__((used, visibility("hidden"))) int sd_body_waitid(idtype_t type, id_t id, siginfo_t *si, int opt)
+{
+	RESOLVE(waitid);
+	struct sd_thread *t = call_enter(CALL_WAITID);
+	int r = real_waitid(type, id, si, opt);
+	int e = errno;
+	call_leave(t);
+	if (r == 0 && si && si->si_pid > 0 && share_table && !vfork_child())
+		deaths_reaped_info(si, (opt & WNOWAIT) != 0);
+	errno = e;
+	return r;
+}
+STUB(waitid);
 
 /*
  * Semaphores and sleeps: the kernel does not restart them after a signal
@@ -1040,7 +1107,21 @@ SD_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	return r;
 }
 
-/* ---- signals: keep slowdog's signal usable on tracked threads ---- */
+/* ---- kill: a worker about to be SIGKILLed may say its last words ---- */
+
+SD_EXPORT int kill(pid_t pid, int sig)
+{
+	RESOLVE(kill);
+	if (share_table && pid > 0 && !vfork_child()) {
+		int e = errno;
+		deaths_sending(pid, sig);
+		errno = e;
+	}
+	return real_kill(pid, sig);
+}
+
+/* ---- signals: keep slowdog's signal usable on tracked threads, and
+ * slowdog's handler in front of the application's deadly ones ---- */
 
 SD_EXPORT int sigaction(int sig, const struct sigaction *act,
 			struct sigaction *old)
@@ -1064,6 +1145,8 @@ SD_EXPORT int sigaction(int sig, const struct sigaction *act,
 		}
 		capture_signal_taken();
 	}
+	if (lastwords_armed() && lastwords_watched(sig) && !vfork_child())
+		return lastwords_sigaction(sig, act, old);
 	return real_sigaction(sig, act, old);
 }
 
@@ -1077,6 +1160,8 @@ SD_EXPORT sighandler_t signal(int sig, sighandler_t handler)
 			return SIG_DFL;
 		capture_signal_taken();
 	}
+	if (lastwords_armed() && lastwords_watched(sig) && !vfork_child())
+		return lastwords_signal(sig, handler);
 	return real_signal(sig, handler);
 }
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,6 +459,51 @@ void report_request_line(char *buf, size_t cap, const struct reqinfo *info,
 static size_t report_json(struct out *o, const struct report *r,
 			  const struct config *cfg);
 
+const char *report_signal_name(int sig, char *buf, size_t cap)
+{
+	static const char *const names[] = {
+		[SIGHUP] = "SIGHUP", [SIGINT] = "SIGINT", [SIGQUIT] = "SIGQUIT",
+		[SIGILL] = "SIGILL", [SIGTRAP] = "SIGTRAP", [SIGABRT] = "SIGABRT",
+		[SIGBUS] = "SIGBUS", [SIGFPE] = "SIGFPE", [SIGKILL] = "SIGKILL",
+		[SIGUSR1] = "SIGUSR1", [SIGSEGV] = "SIGSEGV", [SIGUSR2] = "SIGUSR2",
+		[SIGPIPE] = "SIGPIPE", [SIGALRM] = "SIGALRM", [SIGTERM] = "SIGTERM",
+		[SIGXCPU] = "SIGXCPU", [SIGXFSZ] = "SIGXFSZ", [SIGSYS] = "SIGSYS",
+	};
+	if (sig > 0 && (size_t)sig < ARRAY_LEN(names) && names[sig])
+		snprintf(buf, cap, "%s", names[sig]);
+	else if (sig >= SIGRTMIN && sig <= SIGRTMAX)
+		snprintf(buf, cap, "SIGRTMIN+%d", sig - SIGRTMIN);
+	else
+		snprintf(buf, cap, "signal %d", sig);
+	return buf;
+}
+
+static const char *sender_text(const char *sender)
+{
+	return strcmp(sender, "parent") == 0 ? "the parent" :
+	       strcmp(sender, "self") == 0 ? "this process" :
+	       strcmp(sender, "kernel") == 0 ? "the kernel" : "another process";
+}
+
+static void put_death(struct out *o, const struct report_death *d)
+{
+	char sig[32];
+	report_signal_name(d->sig, sig, sizeof(sig));
+	PUTS(o, "Last-Words: ");
+	if (d->crash)
+		putf(o, "%s in this thread (address 0x%llx), a crash", sig,
+		     (unsigned long long)d->addr);
+	else if (d->announced)
+		putf(o, "%s coming from pid %d (the parent)", sig, (int)d->from);
+	else if (d->from > 0)
+		putf(o, "%s from pid %d (%s)", sig, (int)d->from,
+		     sender_text(d->sender));
+	else
+		putf(o, "%s from %s", sig, sender_text(d->sender));
+	putf(o, ", %.3f s into the request\n", (double)d->into_ns / NS_PER_SEC);
+}
+
+
 size_t report_format(char *buf, size_t cap, const struct report *r,
 		     const struct config *cfg)
 {
@@ -507,6 +553,8 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	     (double)r->running_ns / NS_PER_SEC,
 	     (double)cfg->threshold_ns / NS_PER_SEC);
 
+	if (r->death)
+		put_death(&o, r->death);
 	const struct capture *c = r->cap;
 	PUTS(&o, "Capture:    ");
 	switch (c->mode) {
@@ -520,6 +568,10 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	case CAPTURE_SIGNAL:
 		putf(&o, "signal (thread stopped for %.1f us)\n",
 		     (double)c->pause_ns / 1000.0);
+		break;
+	case CAPTURE_HANDLER:
+		putf(&o, "in the handler of the deadly signal (thread stopped for "
+		     "%.1f us)\n", (double)c->pause_ns / 1000.0);
 		break;
 	default:
 		putf(&o, "failed: %s\n", c->why[0] ? c->why : "unknown");
@@ -731,6 +783,22 @@ static void put_jpython(struct out *o, const struct capture *c)
 	     c->py_walked && w->damaged ? "true" : "false");
 }
 
+static void put_jdeath(struct out *o, const struct report_death *d)
+{
+	char sig[32];
+	report_signal_name(d->sig, sig, sizeof(sig));
+	PUTS(o, "\"last_words\":{\"signal\":");
+	put_jstrz(o, sig);
+	putf(o, ",\"from_pid\":%d,\"sender\":", (int)d->from);
+	put_jstrz(o, d->sender);
+	putf(o, ",\"into_s\":%.3f,\"announced\":%s,\"crash\":%s",
+	     (double)d->into_ns / NS_PER_SEC, d->announced ? "true" : "false",
+	     d->crash ? "true" : "false");
+	if (d->crash)
+		putf(o, ",\"address\":\"0x%llx\"", (unsigned long long)d->addr);
+	PUTS(o, "},");
+}
+
 static size_t report_json(struct out *o, const struct report *r,
 			  const struct config *cfg)
 {
@@ -757,20 +825,22 @@ static size_t report_json(struct out *o, const struct report *r,
 	     (double)cfg->threshold_ns / NS_PER_SEC);
 
 	static const char *const modes[] = {"none", "blocked", "signal", "syscall",
-					    "failed"};
-	int mode = c->mode >= 0 && c->mode <= CAPTURE_FAILED ? c->mode : CAPTURE_FAILED;
+					    "failed", "handler"};
+	int mode = c->mode >= 0 && c->mode <= CAPTURE_HANDLER ? c->mode : CAPTURE_FAILED;
 	PUTS(o, "\"capture\":{\"mode\":");
 	put_jstrz(o, modes[mode]);
 	PUTS(o, ",\"call\":");
 	put_jstrz(o, c->mode == CAPTURE_BLOCKED ? real_call_name(c->call_fn)
 		      : c->mode == CAPTURE_SYSCALL ? syscall_name(c->call_fn) : NULL);
-	if (c->mode == CAPTURE_SIGNAL)
+	if (c->mode == CAPTURE_SIGNAL || c->mode == CAPTURE_HANDLER)
 		putf(o, ",\"pause_us\":%.1f", (double)c->pause_ns / 1000.0);
 	else
 		PUTS(o, ",\"pause_us\":null");
 	PUTS(o, ",\"error\":");
 	put_jstrz(o, c->mode == CAPTURE_FAILED ? c->why : NULL);
 	PUTS(o, "},");
+	if (r->death)
+		put_jdeath(o, r->death);
 	put_jpython(o, c);
 	PUTS(o, ",");
 	put_jnative(o, c);

@@ -13,6 +13,17 @@
 #include "config.h"
 #include "reqinfo.h"
 
+/* What a worker's last words say of its death. */
+struct report_death {
+	int sig;            /* the deadly signal */
+	pid_t from;         /* who sent it (si_pid), 0 when the kernel did */
+	const char *sender; /* "parent", "self", "kernel", "other" */
+	int64_t into_ns;    /* when it came, into the request */
+	bool announced;     /* a SIGKILL the parent said was coming */
+	bool crash;         /* a fault of the thread itself (SIGSEGV, ...) */
+	uintptr_t addr;     /* crash: the faulting address */
+};
+
 struct report {
 	uint64_t id;           /* request number in this process */
 	pid_t pid, tid;
@@ -23,7 +34,11 @@ struct report {
 	const struct reqinfo *info; /* NULL: not known */
 	const char *label;     /* explicit work (slowdog_begin) instead of info */
 	const struct capture *cap;
+	const struct report_death *death; /* last words, or NULL */
 };
+
+/* "SIGABRT", "SIGRTMIN+3", "signal 77". */
+const char *report_signal_name(int sig, char *buf, size_t cap);
 
 /* Formats into buf (NUL-terminated); returns the length. A report longer
  * than cap is cut at a line boundary and says so. */

@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -84,4 +85,22 @@ size_t sys_read_small(const char *path, char *buf, size_t cap)
 	}
 	real_close(fd);
 	return have;
+}
+
+long sys_oom_kills(void)
+{
+	char cg[512], path[700], buf[1024];
+	size_t n = sys_read_small("/proc/self/cgroup", cg, sizeof(cg) - 1);
+	cg[n] = '\0';
+	char *p = strstr(cg, "0::");
+	if (!p)
+		return -1;
+	p += 3;
+	p[strcspn(p, "\n")] = '\0';
+	snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.events",
+		 strcmp(p, "/") == 0 ? "" : p);
+	n = sys_read_small(path, buf, sizeof(buf) - 1);
+	buf[n] = '\0';
+	char *k = strstr(buf, "oom_kill ");
+	return k ? strtol(k + 9, NULL, 10) : -1;
 }

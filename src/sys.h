@@ -23,3 +23,7 @@ int sys_udp_open(const char *spec, const char **why);
  * comm) into buf, at most cap bytes, not terminated. Returns the bytes
  * read, 0 on any error. */
 size_t sys_read_small(const char *path, char *buf, size_t cap);
+
+/* The count of OOM kills in this process's cgroup (v2 memory.events),
+ * -1 if unknown. */
+long sys_oom_kills(void);

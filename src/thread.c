@@ -14,7 +14,9 @@
 #include "real.h"
 
 struct sd_thread thread_table[THREADS_MAX];
-_Atomic uint32_t thread_bell;
+static _Atomic uint32_t bell_private;
+_Atomic uint32_t *thread_bell = &bell_private;
+static int bell_flags = FUTEX_PRIVATE_FLAG; /* 0 once shared */
 _Atomic int thread_high;
 int thread_keep_signal;
 
@@ -114,6 +116,7 @@ struct sd_thread *thread_register(void)
 		c->call_depth = 0;
 		c->req_next = c->req_end = 0;
 		c->mux = false;
+		c->share = share_entry(i);
 		c->fd = -1;
 		atomic_store(&c->req_id, 0);
 		atomic_store(&c->reported_id, 0);
@@ -136,7 +139,9 @@ struct sd_thread *thread_register(void)
 
 void thread_atfork_child(void)
 {
-	atomic_store(&thread_bell, 0);
+	thread_bell = &bell_private;
+	bell_flags = FUTEX_PRIVATE_FLAG;
+	atomic_store(&bell_private, 0);
 	struct sd_thread *me = sd_tls_self;
 	int high = atomic_load(&thread_high);
 	for (int i = 0; i < high; i++) {
@@ -153,13 +158,20 @@ void thread_atfork_child(void)
 		atomic_store(&me->reported_id, 0);
 		atomic_store(&me->done_id, 0);
 		me->mux = false;
+		me->share = NULL;
 	}
 }
 
 void thread_ring(void)
 {
-	atomic_fetch_add_explicit(&thread_bell, 1, memory_order_release);
-	syscall(SYS_futex, &thread_bell, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	atomic_fetch_add_explicit(thread_bell, 1, memory_order_release);
+	syscall(SYS_futex, thread_bell, FUTEX_WAKE | bell_flags, 1, NULL, NULL, 0);
+}
+
+void thread_bell_share(_Atomic uint32_t *word)
+{
+	bell_flags = 0;
+	thread_bell = word;
 }
 
 void thread_bell_wait(uint32_t seen, int64_t deadline_ns)
@@ -168,6 +180,6 @@ void thread_bell_wait(uint32_t seen, int64_t deadline_ns)
 		.tv_sec = deadline_ns / NS_PER_SEC,
 		.tv_nsec = deadline_ns % NS_PER_SEC,
 	};
-	syscall(SYS_futex, &thread_bell, FUTEX_WAIT_BITSET_PRIVATE, seen, &ts,
+	syscall(SYS_futex, thread_bell, FUTEX_WAIT_BITSET | bell_flags, seen, &ts,
 		NULL, FUTEX_BITSET_MATCH_ANY);
 }

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "share.h"
+
 /* What the interposer's entry stub records: where the caller resumes. */
 struct call_regs {
 	uint64_t rbx, rbp, r12, r13, r14, r15;
@@ -54,6 +56,9 @@ struct sd_thread {
 	int64_t req_start_ns;    /* CLOCK_MONOTONIC */
 	bool mux;                /* serves many connections at once (an event
 	                            loop): never reported */
+	struct share_req *share; /* this thread's entry in the table the master
+	                            reads when the worker dies, or NULL; the
+	                            owner stores req_id/start_ns there too */
 
 	/* Written by the watchdog: the id of the request it has reported. */
 	_Atomic uint64_t reported_id;
@@ -135,6 +140,22 @@ static inline uint64_t thread_next_id(struct sd_thread *t)
 	return t->req_next++;
 }
 
+/* The owner publishes its request in the shared table too: two stores at
+ * its start, one at its end. */
+static inline void thread_share_begin(struct sd_thread *t, uint64_t id, int64_t now)
+{
+	struct share_req *sh = t->share;
+	if (sh) {
+		sh->start_ns = now;
+		atomic_store_explicit(&sh->req_id, id, memory_order_release);
+	}
+}
+static inline void thread_share_end(struct sd_thread *t)
+{
+	if (t->share)
+		atomic_store_explicit(&t->share->req_id, 0, memory_order_relaxed);
+}
+
 /* Marks the calling thread as slowdog's own: never tracked. */
 void thread_mark_internal(void);
 
@@ -149,12 +170,15 @@ void thread_atfork_child(void);
  * watchdog takes thread_bell_seen() before it looks at the records, and
  * thread_bell_wait returns at once if a ring came since.
  */
-extern _Atomic uint32_t thread_bell;
+extern _Atomic uint32_t *thread_bell;
 void thread_ring(void);
 static inline uint32_t thread_bell_seen(void)
 {
-	return atomic_load_explicit(&thread_bell, memory_order_acquire);
+	return atomic_load_explicit(thread_bell, memory_order_acquire);
 }
+/* The bell becomes the process's word in the shared table (share.h), so
+ * that the master can ring it too. */
+void thread_bell_share(_Atomic uint32_t *word);
 /* Until rung after seen, or until deadline_ns (CLOCK_MONOTONIC). */
 void thread_bell_wait(uint32_t seen, int64_t deadline_ns);
 

@@ -18,10 +18,12 @@
 #include "capture_sig.h"
 #include "common.h"
 #include "conn.h"
+#include "lastwords.h"
 #include "metrics.h"
 #include "python.h"
 #include "real.h"
 #include "report.h"
+#include "share.h"
 #include "sink.h"
 #include "symbols.h"
 #include "sys.h"
@@ -60,6 +62,9 @@ static void setup(void)
 		return;
 	}
 	capture_setup(&watchdog_cfg, sys_warn);
+	/* After the capture signal is known: it is kept out of the deadly
+	 * signals' handlers. */
+	lastwords_arm(watchdog_cfg.last_words_ns, watchdog_cfg.threshold_ns);
 	/* Now, so that the first request already records its thread's Python
 	 * thread state (uWSGI's workers have one thread state each). */
 	py_init();
@@ -73,6 +78,17 @@ void watchdog_setup(void)
 void watchdog_learn_tstate(struct sd_thread *t)
 {
 	atomic_store_explicit(&t->tstate, py_tstate_self(), memory_order_relaxed);
+}
+
+/* The thread's entry in the shared table (the worker claimed its slot at
+ * its first request, after the thread took its record), with the request
+ * it has just begun. */
+void watchdog_learn_share(struct sd_thread *t)
+{
+	t->share = share_entry((int)(t - thread_table));
+	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+	if (id)
+		thread_share_begin(t, id, t->req_start_ns);
 }
 
 /* ---- reported requests, for their "finished" lines ---- */
@@ -203,8 +219,23 @@ static bool ignored(const struct reqinfo *info)
 
 enum { REPORTED, IGNORED, GONE };
 
+/* The line of request id, where the master reads it if the worker dies. */
+static void share_line(struct sd_thread *t, uint64_t id, const char *line)
+{
+	struct share_req *sh = t->share;
+	if (!sh || atomic_load_explicit(&sh->line_id, memory_order_relaxed) == id)
+		return;
+	size_t n = strnlen(line, sizeof(sh->line) - 1);
+	memcpy(sh->line, line, n);
+	sh->line[n] = '\0';
+	atomic_store_explicit(&sh->line_id, id, memory_order_release);
+}
+
+/* death: last words (NULL for a slow request); from_slot: the thread took
+ * its own snapshot in the handler of the deadly signal. */
 static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
-			 int64_t now, pid_t pid, int repeat)
+			 int64_t now, pid_t pid, int repeat,
+			 const struct report_death *death, bool from_slot)
 {
 	static struct capture cap;
 	struct reqinfo info;
@@ -223,7 +254,12 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	}
 
 	atomic_store_explicit(&t->reported_id, id, memory_order_release);
-	capture_thread(t, &cap);
+	if (from_slot) {
+		memset(&cap, 0, offsetof(struct capture, ip));
+		capture_from_slot(&lastwords_slot, &cap);
+	} else {
+		capture_thread(t, &cap);
+	}
 	/* It ended while we looked: the stack may already be the next
 	 * request's. Show nothing rather than a wrong stack; its finished
 	 * line is skipped too if nothing was reported before. */
@@ -248,19 +284,89 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 		.info = have ? &info : NULL,
 		.label = label,
 		.cap = &cap,
+		.death = death,
 	};
 	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, &r, &watchdog_cfg);
 	sink_write(report_buf, n, true);
 	last_report_ns = clock_mono_ns();
 	holding = true;
+	char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
+	report_request_line(line, sizeof(line), r.info, label);
+	share_line(t, id, line);
 	if (repeat == 1) {
-		char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
-		report_request_line(line, sizeof(line), r.info, label);
 		reported_add(id, line, r.info, label);
 		metrics_slow(r.info, label);
 	}
 	return REPORTED;
+}
+
+static const char *sender_of(const struct lastwords_event *ev)
+{
+	if (ev->code > 0)
+		return "kernel";
+	if (ev->from == getppid())
+		return "parent";
+	return ev->from == getpid() ? "self" : "other";
+}
+
+/*
+ * A deadly signal was caught (lastwords.c), or the master announced a
+ * SIGKILL (share.h): a report for each request in flight that is due
+ * words, with what is known of the death; then the dying side may go on.
+ */
+static void last_words(pid_t pid, int64_t threshold)
+{
+	struct lastwords_event *ev = &lastwords_event;
+	bool caught = atomic_load_explicit(&ev->state, memory_order_acquire) == LW_PENDING;
+	bool announced = share_mine &&
+			 atomic_load_explicit(&share_mine->want_words, memory_order_acquire) &&
+			 !atomic_load_explicit(&share_mine->words_done, memory_order_acquire);
+	if (!caught && !announced)
+		return;
+	struct report_death d = {0};
+	int64_t at = clock_mono_ns();
+	bool all = true;
+	if (caught) {
+		d.sig = ev->sig;
+		d.from = ev->from;
+		d.sender = sender_of(ev);
+		d.crash = ev->code > 0 && (ev->sig == SIGSEGV || ev->sig == SIGBUS ||
+					   ev->sig == SIGFPE || ev->sig == SIGILL);
+		d.addr = ev->addr;
+		at = ev->at_ns;
+		all = ev->all;
+	} else {
+		d.sig = SIGKILL;
+		d.from = getppid();
+		d.sender = "parent";
+		d.announced = true;
+	}
+	int high = atomic_load(&thread_high);
+	for (int i = 0; i < high; i++) {
+		struct sd_thread *t = &thread_table[i];
+		if (atomic_load_explicit(&t->state, memory_order_acquire) != THREAD_LIVE)
+			continue;
+		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_acquire);
+		if (!id || t->mux)
+			continue;
+		int64_t start = t->req_start_ns;
+		if (!all && at - start < threshold)
+			continue;
+		d.into_ns = at - start;
+		bool from_slot = caught && ev->snapped && t->tid == ev->tid &&
+				 id == ev->req_id;
+		int repeat = dues[i].id == id && dues[i].count > 0 ? dues[i].count + 1 : 1;
+		report_thread(t, id, start, clock_mono_ns(), pid, repeat, &d, from_slot);
+		if (dues[i].id == id && dues[i].count >= 0)
+			dues[i].count = -1; /* no more captures of it */
+	}
+	if (caught)
+		lastwords_finish();
+	if (share_mine) {
+		atomic_store_explicit(&share_mine->words_done, 1, memory_order_release);
+		share_wake(&share_mine->words_done);
+	}
 }
 
 static void *watchdog_main(void *arg)
@@ -271,7 +377,9 @@ static void *watchdog_main(void *arg)
 	py_init();
 	report_buf = mmap(NULL, REPORT_BUF, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (report_buf == MAP_FAILED || !capture_thread_init(&watchdog_cfg)) {
+	if (report_buf == MAP_FAILED || !capture_thread_init(&watchdog_cfg) ||
+	    (watchdog_cfg.last_words_ns &&
+	     !capture_slot_alloc(&lastwords_slot, watchdog_cfg.max_frames))) {
 		sys_warn("slowdog: out of memory; slow requests will not be reported");
 		return NULL;
 	}
@@ -294,6 +402,7 @@ static void *watchdog_main(void *arg)
 
 	for (;;) {
 		uint32_t seen = thread_bell_seen();
+		last_words(pid, threshold);
 		drain_done(pid);
 		if (!py_present())
 			py_init(); /* libpython may be loaded late (uWSGI plugin) */
@@ -324,7 +433,8 @@ static void *watchdog_main(void *arg)
 					next = d->at;
 				continue;
 			}
-			int st = report_thread(t, id, start, now, pid, d->count + 1);
+			int st = report_thread(t, id, start, now, pid, d->count + 1,
+					       NULL, false);
 			now = clock_mono_ns();
 			if (st != REPORTED) {
 				d->count = -1;
@@ -361,6 +471,10 @@ void watchdog_start(void)
 		return;
 	if (slowdog_off)
 		return;
+	/* A worker of a master that forked it: its slot in the table they
+	 * share, and the bell the master can ring. */
+	if (share_claim())
+		thread_bell_share(&share_mine->bell);
 	sigset_t all, old;
 	sigfillset(&all);
 	real_pthread_sigmask(SIG_SETMASK, &all, &old);

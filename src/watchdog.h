@@ -32,11 +32,16 @@ static inline void watchdog_ensure(void)
  * and t's Python thread state is learned once, on t itself.
  */
 void watchdog_learn_tstate(struct sd_thread *t);
+void watchdog_learn_share(struct sd_thread *t);
 static inline void watchdog_began(struct sd_thread *t)
 {
 	watchdog_ensure();
-	if (t && !atomic_load_explicit(&t->tstate, memory_order_relaxed))
+	if (!t)
+		return;
+	if (!atomic_load_explicit(&t->tstate, memory_order_relaxed))
 		watchdog_learn_tstate(t);
+	if (__builtin_expect(!t->share && share_mine, 0))
+		watchdog_learn_share(t);
 }
 
 /* Child after fork. */
