@@ -1465,6 +1465,15 @@ static bool tstate_running(mem_reader rd, uintptr_t ts)
 	uintptr_t p, frame;
 	if (!read_ptr(rd, ts + (uintptr_t)off.ts_frame, &p) || !p)
 		return false;
+	if (off.cf_current_frame < 0 && off.layout >= PY_LAYOUT_313) {
+		/* 3.15+: an idle thread's current frame is its base frame,
+		 * owned by the interpreter, with nothing before it. */
+		unsigned char fb[HDR_MAX];
+		if (!rd(fb, p, (size_t)off.fr_size))
+			return false;
+		return !(fb[off.fr_owner] >= off.owner_entry &&
+			 get_ptr(fb, off.fr_previous) == 0);
+	}
 	if (off.cf_current_frame < 0)
 		return true;
 	return read_ptr(rd, p + (uintptr_t)off.cf_current_frame, &frame) &&
