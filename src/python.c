@@ -423,7 +423,7 @@ bool py_init(void)
 				 version_str, newest->major, newest->minor);
 		snprintf(unavailable_msg, sizeof(unavailable_msg),
 			 "Python frames unavailable: CPython %s (its debug "
-			 "offsets not checked yet: no thread ran Python)",
+			 "offsets not confirmed: no Python frame where they point)",
 			 version_str);
 		atomic_store_explicit(&state, PY_CHECKING, memory_order_release);
 		py_confirm();
@@ -1435,14 +1435,12 @@ static int live_check_once(const char **why)
 	return 0;
 }
 
-/* Watchdog: whether an interpreter with a thread state exists yet. */
+/* Watchdog: whether an interpreter exists yet (0 before Py_Initialize). */
 static bool live_started(void)
 {
-	uintptr_t interp, ts;
+	uintptr_t interp;
 	return read_ptr(mem_read_safe, runtime_addr + (uintptr_t)off.rt_interp_head,
-			&interp) && interp &&
-	       read_ptr(mem_read_safe, interp + (uintptr_t)off.is_threads_head,
-			&ts) && ts;
+			&interp) && interp;
 }
 
 /* Threads run meanwhile: refuted only when three looks in a row say so. */
