@@ -4,9 +4,12 @@
  * where it was built. The tables are generated from each interpreter's own
  * headers by scripts/gen-pyoffsets, which also checks them (--check).
  *
- * 3.8-3.12 are used as they are. For 3.13 the walker takes the offsets from
- * _PyRuntime.debug_offsets at run time; the 3.13 table supplies what those
- * do not describe and is trusted only where debug_offsets agree with it.
+ * 3.8-3.12 are used as they are. From 3.13 on the walker takes the offsets
+ * from _PyRuntime.debug_offsets at run time, found at the positions `dbg`
+ * gives (struct _Py_DebugOffsets changes with every minor version); the
+ * table supplies what those do not describe and is trusted only where
+ * debug_offsets agree with it. A release newer than the last table is read
+ * with that table's positions and checked the same way.
  */
 #pragma once
 
@@ -25,6 +28,27 @@ enum py_layout {
 	PY_LAYOUT_312,
 	/* 3.13: tstate->current_frame, instr_ptr, f_executable */
 	PY_LAYOUT_313,
+	/* 3.14+: as 3.13, f_executable a tagged _PyStackRef, the eval loop's
+	 * entry frame owned by the interpreter */
+	PY_LAYOUT_314,
+};
+
+/* Byte positions inside struct _Py_DebugOffsets (3.13+) of the uint64_t
+ * values the walker reads; -1 when the version has none. */
+struct py_dbg_pos {
+	int struct_size; /* sizeof(_Py_DebugOffsets) */
+	int version, free_threaded;
+	int rt_size, rt_interp_head;
+	int is_size, is_next, is_threads_head;
+	int ts_size, ts_prev, ts_next, ts_interp, ts_current_frame,
+		ts_thread_id, ts_native_thread_id, ts_datastack_chunk;
+	int fr_size, fr_previous, fr_executable, fr_instr_ptr, fr_localsplus,
+		fr_owner;
+	int co_size, co_filename, co_name, co_qualname, co_linetable,
+		co_firstlineno, co_code_adaptive;
+	int ob_size, ob_type;
+	int by_size, by_ob_size, by_ob_sval;
+	int un_size, un_state, un_length, un_ascii_size, un_compact_size;
 };
 
 /* Byte offsets in the named structure; -1 when the version has no such
@@ -56,7 +80,10 @@ struct py_offsets {
 	int fr_is_entry;         /* bool is_entry (3.11) */
 	int fr_size;             /* bytes read per frame */
 	int owner_generator;     /* FRAME_OWNED_BY_GENERATOR */
-	int owner_cstack;        /* FRAME_OWNED_BY_CSTACK (3.12+) */
+	int owner_entry;         /* owner of the frame an eval loop pushes at
+	                            its entry (3.12+): FRAME_OWNED_BY_CSTACK,
+	                            FRAME_OWNED_BY_INTERPRETER since 3.14 */
+	int tag_bits;            /* f_executable's tag bits (Py_TAG_BITS, 3.14+) */
 	int ob_type;             /* PyObject.ob_type */
 	int co_filename, co_name, co_firstlineno;
 	int co_linetable;        /* co_lnotab (<3.10) / co_linetable */
@@ -70,7 +97,11 @@ struct py_offsets {
 	int str_compact_bit, str_ascii_bit;
 	int bytes_size;          /* PyVarObject.ob_size */
 	int bytes_sval;          /* PyBytesObject.ob_sval */
+	struct py_dbg_pos dbg;   /* 3.13+ */
 };
 
 /* The table of 3.minor, NULL when there is none. */
 const struct py_offsets *pyoffsets_get(int major, int minor);
+
+/* The table of the newest version slowdog has one for. */
+const struct py_offsets *pyoffsets_newest(void);

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -33,6 +34,9 @@ enum py_state {
 	PY_NONE = 0,     /* no CPython found (yet) */
 	PY_UNSUPPORTED,  /* found, but frames cannot be walked */
 	PY_READY,
+	/* 3.13+: debug offsets read and checked, not yet against the running
+	 * interpreter (live_check): py_init tries again */
+	PY_CHECKING,
 };
 
 /*
@@ -46,8 +50,13 @@ static uintptr_t runtime_addr;
 static uintptr_t code_type, unicode_type, bytes_type;
 static void *(*gilstate_get)(void);
 static char version_str[32];
-static char unavailable_msg[96];
+static char unavailable_msg[160];
+static char untested_msg[160];
 static _Atomic int state;
+/* 3.13+: fields only the check of the offsets reads (live_check). */
+static struct {
+	int ts_prev, ts_interp;
+} live;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- symbols ------------------------------------------------------------ */
@@ -136,135 +145,185 @@ static bool py_version(void *h, int *major, int *minor)
 	return sscanf(version_str, "%d.%d", major, minor) == 2;
 }
 
-/* ---- 3.13: _PyRuntime.debug_offsets ------------------------------------- */
+/* ---- 3.13+: _PyRuntime.debug_offsets ----------------------------------- */
 
 /*
- * struct _Py_DebugOffsets as 3.13 defines it (Include/internal/
- * pycore_runtime.h): all uint64_t after the cookie. Its layout is stable
- * within one minor version only, so this is used for 3.13 alone.
+ * struct _Py_DebugOffsets (the first member of _PyRuntime since 3.13): the
+ * cookie "xdebugpy", PY_VERSION_HEX, then uint64_t sizes and offsets of the
+ * structures an outside reader needs. Its own layout changes with every
+ * minor version and says nothing about itself, so where each value lies in
+ * it comes from the table of that version (struct py_dbg_pos, generated
+ * from the headers); a release newer than the newest table is read with
+ * that table's positions, and everything read is checked: each structure's
+ * size, each offset inside it and aligned, then (live_check) against the
+ * running interpreter's own memory.
  */
-struct dbg313 {
-	char cookie[8];
-	uint64_t version;
-	uint64_t free_threaded;
-	struct { uint64_t size, finalizing, interpreters_head; } runtime_state;
-	struct {
-		uint64_t size, id, next, threads_head, gc, imports_modules,
-			sysdict, builtins, ceval_gil, gil_runtime_state,
-			gil_runtime_state_enabled, gil_runtime_state_locked,
-			gil_runtime_state_holder;
-	} interpreter_state;
-	struct {
-		uint64_t size, prev, next, interp, current_frame, thread_id,
-			native_thread_id, datastack_chunk, status;
-	} thread_state;
-	struct {
-		uint64_t size, previous, executable, instr_ptr, localsplus,
-			owner;
-	} interpreter_frame;
-	struct {
-		uint64_t size, filename, name, qualname, linetable,
-			firstlineno, argcount, localsplusnames,
-			localspluskinds, co_code_adaptive;
-	} code_object;
-	struct { uint64_t size, ob_type; } pyobject;
-	struct { uint64_t size, tp_name, tp_repr, tp_flags; } type_object;
-	struct { uint64_t size, ob_item, ob_size; } tuple_object;
-	struct { uint64_t size, ob_item, ob_size; } list_object;
-	struct { uint64_t size, ma_keys, ma_values; } dict_object;
-	struct { uint64_t size, ob_fval; } float_object;
-	struct { uint64_t size, lv_tag, ob_digit; } long_object;
-	struct { uint64_t size, ob_size, ob_sval; } bytes_object;
-	struct { uint64_t size, state, length, asciiobject_size; } unicode_object;
-	struct { uint64_t size, collecting; } gc;
+#define DBG_MAX 4096     /* bytes of _Py_DebugOffsets read at most */
+#define STRUCT_MAX (64u << 20) /* no structure described is larger */
+
+struct dbg {
+	const unsigned char *b;
+	const struct py_dbg_pos *pos;
+	bool ok;
 };
 
-/* An offset of a field of `width` bytes inside a struct of `size` bytes. */
-static bool dbg_field(uint64_t v, uint64_t size, int width, int *out)
+/* The uint64_t at position pos, false if the version has none. */
+static bool dbg_u64(const struct dbg *d, int pos, uint64_t *v)
 {
-	if (v > 0xffff || v + (uint64_t)width > size)
+	if (pos < 0 || pos + 8 > d->pos->struct_size)
 		return false;
-	*out = (int)v;
+	memcpy(v, d->b + pos, sizeof(*v));
 	return true;
 }
 
-static int imax(int a, int b)
+/* A structure's size: sane or the whole read fails. */
+static uint64_t dbg_size(struct dbg *d, int pos, uint64_t lo, uint64_t hi)
 {
-	return a > b ? a : b;
+	uint64_t v = 0;
+	if (!dbg_u64(d, pos, &v) || v < lo || v > hi)
+		d->ok = false;
+	return v;
+}
+
+/* The offset of a field of `width` bytes (aligned to its width, up to 8)
+ * inside a structure of `size` bytes, into *out. */
+static void dbg_field(struct dbg *d, int pos, uint64_t size, int width, int *out)
+{
+	uint64_t v;
+	int align = width >= 8 || width == 0 ? 8 : width;
+	if (!dbg_u64(d, pos, &v) || v >= STRUCT_MAX ||
+	    v + (uint64_t)width > size || (width > 0 && v % (uint64_t)align)) {
+		d->ok = false;
+		return;
+	}
+	*out = (int)v;
 }
 
 /*
- * The walker's offsets for 3.13 from debug_offsets. What they do not
- * describe (where _co_firsttraceable is, sizeof(PyCompactUnicodeObject),
- * the bit layout of the string state, the frame owner values) comes from
- * the 3.13 table, used only if debug_offsets agree with that table on the
- * neighbouring fields: then it is the layout the table was made from.
+ * The walker's offsets from debug_offsets, read with the positions of table
+ * t (the version's own, or the newest one for a newer version). What they
+ * do not describe comes from t: where _co_firsttraceable lies (trusted only
+ * when the code object's published fields are where t has them), the bit
+ * layout of a string's state (likewise for the string header), the
+ * _PyStackChunk header (unchanged since 3.11, checked live), the frame
+ * owner values and f_executable's tag bits (checked live: every chain must
+ * end on an entry frame). NULL, or why not.
  */
-static const char *py_offsets_313(struct py_offsets *o)
+static const char *py_offsets_debug(const struct py_offsets *t, int major,
+				    int minor, struct py_offsets *o)
 {
-	static const char bad[] = " (unrecognised debug offsets)";
-	const struct py_offsets *t = pyoffsets_get(3, 13);
-	struct dbg313 d;
-	if (!t || !mem_read_safe(&d, runtime_addr, sizeof(d)))
-		return bad;
-	if (memcmp(d.cookie, "xdebugpy", 8) != 0 || (d.version >> 16) != 0x030d)
-		return bad;
-	/* Other object headers and string state bits: not walked (yet). */
-	if (d.free_threaded != 0)
-		return " (free-threaded build)";
+	static unsigned char buf[DBG_MAX];
+	const struct py_dbg_pos *p = &t->dbg;
+	if (p->struct_size < 64 || p->struct_size > DBG_MAX)
+		return " (no debug offsets layout for it)";
+	if (!mem_read_safe(buf, runtime_addr, (size_t)p->struct_size))
+		return " (its debug offsets cannot be read)";
+	if (memcmp(buf, "xdebugpy", 8) != 0)
+		return " (no debug offsets: cookie missing)";
+	struct dbg d = {.b = buf, .pos = p, .ok = true};
+	uint64_t version = 0, ft = 0;
+	if (!dbg_u64(&d, p->version, &version) ||
+	    (version >> 24) != (uint64_t)major ||
+	    ((version >> 16) & 0xff) != (uint64_t)minor)
+		return " (debug offsets of another version)";
+	if (!dbg_u64(&d, p->free_threaded, &ft) || ft > 1)
+		return " (malformed debug offsets)";
+	/* Object headers, reference counts and bytecode (one copy per thread)
+	 * of their own: no table describes them. */
+	if (ft)
+		return " (free-threaded build: its frames are not read)";
+
 	*o = *t;
-	bool ok = true;
-	ok &= dbg_field(d.runtime_state.interpreters_head, d.runtime_state.size, 8,
-			&o->rt_interp_head);
-	ok &= dbg_field(d.interpreter_state.next, d.interpreter_state.size, 8,
-			&o->is_next);
-	ok &= dbg_field(d.interpreter_state.threads_head, d.interpreter_state.size,
-			8, &o->is_threads_head);
-	ok &= dbg_field(d.thread_state.next, d.thread_state.size, 8, &o->ts_next);
-	ok &= dbg_field(d.thread_state.thread_id, d.thread_state.size, 8,
-			&o->ts_thread_id);
-	ok &= dbg_field(d.thread_state.native_thread_id, d.thread_state.size, 8,
-			&o->ts_native_thread_id);
-	ok &= dbg_field(d.thread_state.current_frame, d.thread_state.size, 8,
-			&o->ts_frame);
-	ok &= dbg_field(d.interpreter_frame.previous, d.interpreter_frame.size, 8,
-			&o->fr_previous);
-	ok &= dbg_field(d.interpreter_frame.executable, d.interpreter_frame.size,
-			8, &o->fr_code);
-	ok &= dbg_field(d.interpreter_frame.instr_ptr, d.interpreter_frame.size, 8,
-			&o->fr_instr);
-	ok &= dbg_field(d.interpreter_frame.owner, d.interpreter_frame.size, 1,
-			&o->fr_owner);
-	ok &= dbg_field(d.pyobject.ob_type, d.code_object.size, 8, &o->ob_type);
-	ok &= dbg_field(d.code_object.filename, d.code_object.size, 8,
-			&o->co_filename);
-	ok &= dbg_field(d.code_object.name, d.code_object.size, 8, &o->co_name);
-	ok &= dbg_field(d.code_object.linetable, d.code_object.size, 8,
-			&o->co_linetable);
-	ok &= dbg_field(d.code_object.firstlineno, d.code_object.size, 4,
-			&o->co_firstlineno);
-	ok &= dbg_field(d.code_object.co_code_adaptive, d.code_object.size, 0,
-			&o->co_code_adaptive);
-	ok &= dbg_field(d.unicode_object.length, d.unicode_object.size, 8,
-			&o->str_length);
-	ok &= dbg_field(d.unicode_object.state, d.unicode_object.size, 4,
-			&o->str_state);
-	ok &= dbg_field(d.unicode_object.asciiobject_size, 0xffff, 0,
-			&o->str_ascii_size);
-	ok &= dbg_field(d.bytes_object.ob_size, d.bytes_object.size, 8,
-			&o->bytes_size);
-	ok &= dbg_field(d.bytes_object.ob_sval, d.bytes_object.size, 0,
-			&o->bytes_sval);
-	if (!ok)
-		return bad;
-	/* Where the table's extra knowledge holds. */
+	uint64_t rt = dbg_size(&d, p->rt_size, 64, STRUCT_MAX);
+	uint64_t is = dbg_size(&d, p->is_size, 64, STRUCT_MAX);
+	uint64_t ts = dbg_size(&d, p->ts_size, 64, TSTATE_NEAR);
+	uint64_t fr = dbg_size(&d, p->fr_size, 32, HDR_MAX);
+	uint64_t co = dbg_size(&d, p->co_size, 64, HDR_MAX + 64);
+	uint64_t ob = dbg_size(&d, p->ob_size, 16, 64);
+	uint64_t by = dbg_size(&d, p->by_size, 24, HDR_MAX);
+	uint64_t un = dbg_size(&d, p->un_size, 24, HDR_MAX);
+	if (!d.ok)
+		return " (malformed debug offsets: a structure size)";
+	dbg_field(&d, p->rt_interp_head, rt, 8, &o->rt_interp_head);
+	dbg_field(&d, p->is_next, is, 8, &o->is_next);
+	dbg_field(&d, p->is_threads_head, is, 8, &o->is_threads_head);
+	int ts_prev = -1, ts_interp = -1, fr_locals = -1, co_qualname = -1;
+	dbg_field(&d, p->ts_prev, ts, 8, &ts_prev);
+	dbg_field(&d, p->ts_next, ts, 8, &o->ts_next);
+	dbg_field(&d, p->ts_interp, ts, 8, &ts_interp);
+	dbg_field(&d, p->ts_current_frame, ts, 8, &o->ts_frame);
+	dbg_field(&d, p->ts_thread_id, ts, 8, &o->ts_thread_id);
+	dbg_field(&d, p->ts_native_thread_id, ts, 8, &o->ts_native_thread_id);
+	dbg_field(&d, p->ts_datastack_chunk, ts, 16, &o->ts_datastack_chunk);
+	dbg_field(&d, p->fr_previous, fr, 8, &o->fr_previous);
+	dbg_field(&d, p->fr_executable, fr, 8, &o->fr_code);
+	dbg_field(&d, p->fr_instr_ptr, fr, 8, &o->fr_instr);
+	dbg_field(&d, p->fr_owner, fr, 1, &o->fr_owner);
+	dbg_field(&d, p->fr_localsplus, fr + 8, 8, &fr_locals);
+	dbg_field(&d, p->ob_type, ob, 8, &o->ob_type);
+	dbg_field(&d, p->co_filename, co, 8, &o->co_filename);
+	dbg_field(&d, p->co_name, co, 8, &o->co_name);
+	dbg_field(&d, p->co_qualname, co, 8, &co_qualname);
+	dbg_field(&d, p->co_linetable, co, 8, &o->co_linetable);
+	dbg_field(&d, p->co_firstlineno, co, 4, &o->co_firstlineno);
+	dbg_field(&d, p->co_code_adaptive, co, 0, &o->co_code_adaptive);
+	dbg_field(&d, p->un_length, un, 8, &o->str_length);
+	dbg_field(&d, p->un_state, un, 4, &o->str_state);
+	dbg_field(&d, p->un_ascii_size, un, 0, &o->str_ascii_size);
+	if (p->un_compact_size >= 0)
+		dbg_field(&d, p->un_compact_size, un, 0, &o->str_compact_size);
+	dbg_field(&d, p->by_ob_size, by, 8, &o->bytes_size);
+	dbg_field(&d, p->by_ob_sval, by, 1, &o->bytes_sval);
+	if (!d.ok)
+		return " (malformed debug offsets: an offset)";
+	o->ts_size = (int)ts;
+	/* Fields of one structure are distinct, and what lies after them
+	 * (a frame's locals, a code object's bytecode) comes after them. */
+	int frf[] = {o->fr_previous, o->fr_code, o->fr_instr};
+	int cof[] = {o->co_filename, o->co_name, co_qualname, o->co_linetable};
+	int tsf[] = {ts_prev, o->ts_next, ts_interp, o->ts_frame,
+		     o->ts_thread_id, o->ts_native_thread_id,
+		     o->ts_datastack_chunk};
+	for (size_t i = 0; i < ARRAY_LEN(frf); i++)
+		for (size_t j = i + 1; j < ARRAY_LEN(frf); j++)
+			d.ok &= frf[i] != frf[j];
+	for (size_t i = 0; i < ARRAY_LEN(cof); i++)
+		for (size_t j = i + 1; j < ARRAY_LEN(cof); j++)
+			d.ok &= cof[i] != cof[j];
+	for (size_t i = 0; i < ARRAY_LEN(tsf); i++)
+		for (size_t j = i + 1; j < ARRAY_LEN(tsf); j++)
+			d.ok &= tsf[i] != tsf[j];
+	for (size_t i = 0; i < ARRAY_LEN(frf); i++)
+		d.ok &= frf[i] + 8 <= fr_locals;
+	d.ok &= o->fr_owner < fr_locals;
+	for (size_t i = 0; i < ARRAY_LEN(cof); i++)
+		d.ok &= cof[i] + 8 <= o->co_code_adaptive;
+	d.ok &= o->co_firstlineno + 4 <= o->co_code_adaptive;
+	d.ok &= o->ob_type + 8 <= o->str_length && o->ob_type + 8 <= o->bytes_size;
+	d.ok &= o->str_length + 8 <= o->str_ascii_size &&
+		o->str_state + 4 <= o->str_ascii_size &&
+		o->str_ascii_size <= o->str_compact_size;
+	d.ok &= o->bytes_size + 8 <= o->bytes_sval;
+	if (!d.ok)
+		return " (malformed debug offsets: fields overlap)";
+	/* What the table adds holds only for the layout it was made from. */
 	if (o->co_code_adaptive != t->co_code_adaptive ||
-	    o->str_ascii_size != t->str_ascii_size ||
+	    o->co_firstlineno != t->co_firstlineno ||
+	    o->co_linetable != t->co_linetable ||
+	    o->co_filename != t->co_filename || o->co_name != t->co_name)
+		return " (a code object layout slowdog does not know)";
+	if (o->str_ascii_size != t->str_ascii_size ||
 	    o->str_state != t->str_state || o->ob_type != t->ob_type)
-		return bad;
-	o->fr_size = imax(imax(o->fr_previous + 8, o->fr_code + 8),
-			  imax(o->fr_instr + 8, o->fr_owner + 1));
+		return " (a string layout slowdog does not know)";
+	/* datastack_top follows datastack_chunk as in the table. */
+	o->ts_datastack_top = o->ts_datastack_chunk +
+			      (t->ts_datastack_top - t->ts_datastack_chunk);
+	if (o->ts_datastack_top + 8 > o->ts_size)
+		return " (malformed debug offsets: the thread state)";
+	o->fr_size = fr_locals;
 	o->co_size = o->co_code_adaptive;
+	live.ts_prev = ts_prev;
+	live.ts_interp = ts_interp;
 	return NULL;
 }
 
@@ -282,6 +341,9 @@ static bool offsets_sane(const struct py_offsets *o)
 	       o->ts_datastack_top + 8 <= o->ts_size;
 }
 
+static int live_check(const char **why);
+static bool live_started(void);
+
 static void py_set_unsupported(const char *version, const char *why)
 {
 	snprintf(unavailable_msg, sizeof(unavailable_msg),
@@ -289,13 +351,33 @@ static void py_set_unsupported(const char *version, const char *why)
 	atomic_store_explicit(&state, PY_UNSUPPORTED, memory_order_release);
 }
 
+/* Under init_lock, state PY_CHECKING: the offsets in `off` against the
+ * running interpreter. */
+static void py_confirm(void)
+{
+	const char *why = NULL;
+	int r = live_check(&why);
+	if (r > 0) {
+		unavailable_msg[0] = '\0';
+		atomic_store_explicit(&state, PY_READY, memory_order_release);
+	} else if (r < 0) {
+		untested_msg[0] = '\0';
+		py_set_unsupported(version_str, why);
+	}
+	/* else: nothing runs Python yet; the next py_init looks again */
+}
+
 bool py_init(void)
 {
 	int s = atomic_load_explicit(&state, memory_order_acquire);
-	if (s != PY_NONE)
+	if (s != PY_NONE && s != PY_CHECKING)
 		return s == PY_READY;
 	pthread_mutex_lock(&init_lock);
 	s = atomic_load_explicit(&state, memory_order_acquire);
+	if (s == PY_CHECKING) {
+		py_confirm();
+		goto out;
+	}
 	if (s != PY_NONE)
 		goto out;
 	void *h;
@@ -310,8 +392,12 @@ bool py_init(void)
 	bytes_type = (uintptr_t)dlsym(h, "PyBytes_Type");
 	gilstate_get = (void *(*)(void))dlsym(h, "PyGILState_GetThisThreadState");
 	const struct py_offsets *t = pyoffsets_get(major, minor);
+	const struct py_offsets *newest = pyoffsets_newest();
+	bool newer = major == newest->major && minor > newest->minor;
+	if (newer)
+		t = newest; /* its debug offsets, if it has the same layout */
 	if (!t) {
-		/* "CPython 3.14": the minor version is what is missing. */
+		/* "CPython 3.7": the minor version is what is missing. */
 		char mm[24];
 		snprintf(mm, sizeof(mm), "%d.%d", major, minor);
 		py_set_unsupported(mm, "");
@@ -322,15 +408,28 @@ bool py_init(void)
 		py_set_unsupported(version_str, " (symbols missing)");
 		goto out;
 	}
-	if (t->layout == PY_LAYOUT_313) {
-		const char *why = py_offsets_313(&off);
+	if (t->layout >= PY_LAYOUT_313) {
+		const char *why = py_offsets_debug(t, major, minor, &off);
+		if (!why && !offsets_sane(&off))
+			why = " (malformed debug offsets)";
 		if (why) {
 			py_set_unsupported(version_str, why);
 			goto out;
 		}
-	} else {
-		off = *t;
+		if (newer)
+			snprintf(untested_msg, sizeof(untested_msg),
+				 "CPython %s is newer than slowdog was tested "
+				 "with (%d.%d): frames read from its debug offsets",
+				 version_str, newest->major, newest->minor);
+		snprintf(unavailable_msg, sizeof(unavailable_msg),
+			 "Python frames unavailable: CPython %s (its debug "
+			 "offsets not confirmed: no Python frame where they point)",
+			 version_str);
+		atomic_store_explicit(&state, PY_CHECKING, memory_order_release);
+		py_confirm();
+		goto out;
 	}
+	off = *t;
 	if (!offsets_sane(&off)) {
 		py_set_unsupported(version_str, " (bad layout table)");
 		goto out;
@@ -343,13 +442,25 @@ out:
 
 bool py_present(void)
 {
-	return atomic_load_explicit(&state, memory_order_acquire) != PY_NONE;
+	int s = atomic_load_explicit(&state, memory_order_acquire);
+	return s == PY_READY || s == PY_UNSUPPORTED;
 }
 
 const char *py_unavailable(void)
 {
 	int s = atomic_load_explicit(&state, memory_order_acquire);
-	return s == PY_UNSUPPORTED ? unavailable_msg : NULL;
+	if (s == PY_UNSUPPORTED)
+		return unavailable_msg;
+	/* Before the check could be made: only once an interpreter runs. */
+	if (s == PY_CHECKING && live_started())
+		return unavailable_msg;
+	return NULL;
+}
+
+const char *py_untested(void)
+{
+	int s = atomic_load_explicit(&state, memory_order_acquire);
+	return s == PY_READY && untested_msg[0] ? untested_msg : NULL;
 }
 
 const char *py_version_string(void)
@@ -1030,11 +1141,14 @@ restart:
 		}
 		lam++;
 		uintptr_t prev = get_ptr(fp, off.fr_previous);
-		uintptr_t code = get_ptr(fp, off.fr_code);
+		/* 3.14+: a _PyStackRef, tag bits under the pointer. */
+		uintptr_t code = get_ptr(fp, off.fr_code) & ~(uintptr_t)off.tag_bits;
 		uint32_t flags = 0;
 		int owner = off.fr_owner >= 0 ? fp[off.fr_owner] : -1;
 		bool entry = off.fr_is_entry >= 0 && fp[off.fr_is_entry];
-		bool shim = off.owner_cstack >= 0 && owner == off.owner_cstack;
+		/* The eval loop's entry frame (3.12+), the thread's base
+		 * frame (3.15+). */
+		bool shim = off.owner_entry >= 0 && owner >= off.owner_entry;
 		if (shim)
 			entry = true;
 		if (entry && check) {
@@ -1210,6 +1324,137 @@ int py_walk_records(uintptr_t tstate, struct py_record *rec, int max,
 	return walk(mem_read_mapped, tstate, rec, max, true, info);
 }
 
+/*
+ * Watchdog: the offsets against the running interpreter, through
+ * fault-tolerant reads of memory other threads change meanwhile. Every
+ * thread state links back to its interpreter and to the one before it,
+ * one at least carries the kernel id of a thread of this process, each
+ * frame stack's top lies in its chunk, and the frames of the threads lead
+ * to code objects whose names are strings, whose line table is bytes and
+ * whose bytecode holds the frame's instruction. 1: confirmed, 0: cannot
+ * tell yet (no thread runs Python), -1: refuted (*why says how).
+ */
+static int live_check_once(const char **why)
+{
+	const struct py_offsets *o = &off;
+	const mem_reader rd = mem_read_safe;
+	uintptr_t interp;
+	*why = " (debug offsets do not match the interpreter)";
+	if (!read_ptr(rd, runtime_addr + (uintptr_t)o->rt_interp_head, &interp)) {
+		*why = " (its interpreter list cannot be read)";
+		return -1;
+	}
+	if (!interp)
+		return 0; /* not initialised yet */
+	int threads = 0, tids = 0, bad_stacks = 0, examined = 0, verified = 0;
+	pid_t pid = getpid();
+	for (int i = 0; interp && i < 16; i++) {
+		uintptr_t ts, prev = 0;
+		if (!read_ptr(rd, interp + (uintptr_t)o->is_threads_head, &ts))
+			return -1;
+		for (int j = 0; ts && j < 256; j++) {
+			unsigned char tb[TSTATE_NEAR];
+			if ((ts & 7) || !rd(tb, ts, (size_t)o->ts_size)) {
+				*why = " (debug offsets do not match the thread list)";
+				return -1;
+			}
+			if (get_ptr(tb, live.ts_interp) != interp ||
+			    get_ptr(tb, live.ts_prev) != prev) {
+				*why = " (debug offsets do not match the thread states)";
+				return -1;
+			}
+			uintptr_t tid = get_ptr(tb, o->ts_native_thread_id);
+			if (tid > 0 && tid < (1u << 30) &&
+			    syscall(SYS_tgkill, pid, (pid_t)tid, 0) == 0)
+				tids++;
+			uintptr_t chunk = get_ptr(tb, o->ts_datastack_chunk);
+			uintptr_t top = get_ptr(tb, o->ts_datastack_top);
+			uintptr_t size;
+			if (chunk && ((chunk & 7) ||
+				      !read_ptr(rd, chunk + (uintptr_t)o->sc_size, &size) ||
+				      size > CODE_BYTES_MAX ||
+				      top < chunk + (uintptr_t)o->sc_data ||
+				      top > chunk + size))
+				bad_stacks++;
+			uintptr_t frame = get_ptr(tb, o->ts_frame);
+			for (int k = 0; frame && k < 32; k++) {
+				unsigned char fb[HDR_MAX], cb[HDR_MAX];
+				if ((frame & 7) || !rd(fb, frame, (size_t)o->fr_size))
+					break;
+				int owner = fb[o->fr_owner];
+				uintptr_t code = get_ptr(fb, o->fr_code) &
+						 ~(uintptr_t)o->tag_bits;
+				uintptr_t ip = get_ptr(fb, o->fr_instr);
+				frame = get_ptr(fb, o->fr_previous);
+				if (owner >= o->owner_entry)
+					continue; /* entry or base frame */
+				examined++;
+				uintptr_t name, file, lt, t1, t2, t3;
+				int64_t units;
+				if (!read_code(rd, code, cb))
+					continue;
+				name = get_ptr(cb, o->co_name);
+				file = get_ptr(cb, o->co_filename);
+				lt = get_ptr(cb, o->co_linetable);
+				memcpy(&units, cb + o->bytes_size, sizeof(units));
+				uintptr_t start = code + (uintptr_t)o->co_code_adaptive;
+				int32_t first = get_i32(cb, o->co_firsttraceable);
+				if (read_ptr(rd, name + (uintptr_t)o->ob_type, &t1) &&
+				    read_ptr(rd, file + (uintptr_t)o->ob_type, &t2) &&
+				    read_ptr(rd, lt + (uintptr_t)o->ob_type, &t3) &&
+				    t1 == unicode_type && t2 == unicode_type &&
+				    t3 == bytes_type && units > 0 &&
+				    units < CODE_BYTES_MAX / 2 && first >= 0 &&
+				    first <= units && ip >= start &&
+				    ip <= start + (uintptr_t)units * 2)
+					verified++;
+			}
+			threads++;
+			prev = ts;
+			ts = get_ptr(tb, o->ts_next);
+		}
+		if (!read_ptr(rd, interp + (uintptr_t)o->is_next, &interp))
+			return -1;
+	}
+	if (threads == 0)
+		return 0;
+	if (tids == 0) {
+		*why = " (debug offsets do not match the thread ids)";
+		return -1;
+	}
+	if (bad_stacks == threads) {
+		*why = " (debug offsets do not match the frame stacks)";
+		return -1;
+	}
+	if (verified > 0)
+		return 1;
+	if (examined >= 3) {
+		*why = " (debug offsets do not match its frames)";
+		return -1;
+	}
+	return 0;
+}
+
+/* Watchdog: whether an interpreter exists yet (0 before Py_Initialize). */
+static bool live_started(void)
+{
+	uintptr_t interp;
+	return read_ptr(mem_read_safe, runtime_addr + (uintptr_t)off.rt_interp_head,
+			&interp) && interp;
+}
+
+/* Threads run meanwhile: refuted only when three looks in a row say so. */
+static int live_check(const char **why)
+{
+	int r = 0;
+	for (int i = 0; i < 3; i++) {
+		r = live_check_once(why);
+		if (r >= 0)
+			return r;
+	}
+	return r;
+}
+
 /* ---- thread states ------------------------------------------------------- */
 
 /* Whether tstate has a Python frame: false also when it cannot be read. */
@@ -1218,6 +1463,15 @@ static bool tstate_running(mem_reader rd, uintptr_t ts)
 	uintptr_t p, frame;
 	if (!read_ptr(rd, ts + (uintptr_t)off.ts_frame, &p) || !p)
 		return false;
+	if (off.cf_current_frame < 0 && off.layout >= PY_LAYOUT_313) {
+		/* 3.15+: an idle thread's current frame is its base frame,
+		 * owned by the interpreter, with nothing before it. */
+		unsigned char fb[HDR_MAX];
+		if (!rd(fb, p, (size_t)off.fr_size))
+			return false;
+		return !(fb[off.fr_owner] >= off.owner_entry &&
+			 get_ptr(fb, off.fr_previous) == 0);
+	}
 	if (off.cf_current_frame < 0)
 		return true;
 	return read_ptr(rd, p + (uintptr_t)off.cf_current_frame, &frame) &&

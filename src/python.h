@@ -1,7 +1,9 @@
 /*
  * Python frames without the GIL: a walker of slowdog's own over CPython's
- * frame chain, for CPython 3.8 to 3.13 (per-version offset tables for
- * 3.8-3.12, _PyRuntime.debug_offsets for 3.13 and later).
+ * frame chain, for CPython 3.8 to 3.15 (per-version offset tables for
+ * 3.8-3.12, _PyRuntime.debug_offsets for 3.13 and later, checked against
+ * the running interpreter; a newer release whose debug offsets keep the
+ * layout of the newest known one and pass the same checks is read too).
  *
  * Every read goes through a mem_reader, so the walk never faults; every
  * object is type-checked before use; the walk is bounded.
@@ -65,8 +67,14 @@ bool py_init(void);
 bool py_present(void);
 
 /* NULL when frames are available; otherwise a line for the report, such as
- * "Python frames unavailable: CPython 3.14". NULL too when no Python. */
+ * "Python frames unavailable: CPython 3.7" or "... CPython 3.14.1
+ * (free-threaded build: its frames are not read)". NULL too when no Python
+ * (or none initialised yet). */
 const char *py_unavailable(void);
+
+/* NULL, or for a release newer than slowdog knows whose frames are read
+ * all the same, a line for the report saying so. */
+const char *py_untested(void);
 
 /* "3.11.7" etc., "" before py_init found one. */
 const char *py_version_string(void);

@@ -274,6 +274,9 @@ static void put_traceback(struct out *o, const struct capture *c)
 {
 	const struct py_walk_info *w = &c->pyinfo;
 	PUTS(o, "Traceback (most recent call last):\n");
+	/* An interpreter newer than any tested, read all the same. */
+	if (py_untested())
+		putf(o, "  [%s]\n", py_untested());
 	if (w->damaged)
 		PUTS(o, "  [older frames unavailable: the frame chain is damaged]\n");
 	for (int i = w->n - 1; i >= w->head; i--)
@@ -322,6 +325,8 @@ static void put_split(struct out *o, const struct capture *c)
 static void put_merged(struct out *o, const struct capture *c)
 {
 	PUTS(o, "Stack (most recent call first, Python and native merged):\n");
+	if (c->py_walked && py_untested())
+		putf(o, "  [%s]\n", py_untested());
 	const struct py_walk_info *w = &c->pyinfo;
 	int n = c->py_walked ? w->n : 0;
 	int omitted = c->py_walked && w->total > n ? w->total - n : 0;
@@ -768,6 +773,8 @@ static void put_jpython(struct out *o, const struct capture *c)
 	put_jstrz(o, py_present() ? py_version_string() : NULL);
 	PUTS(o, ",\"unavailable\":");
 	put_jstrz(o, py_unavailable());
+	PUTS(o, ",\"untested\":");
+	put_jstrz(o, py_untested());
 	/* Traceback order: outermost first. */
 	PUTS(o, ",\"frames\":[");
 	bool first = true;

@@ -740,9 +740,21 @@ static bool debug_find(struct elf_file *g, const struct elf_file *obj,
 	size_t i, o;
 	int n;
 
-	if (id_len >= 2) {
-		o = (size_t)snprintf(path, sizeof(path),
-				     DEBUG_ROOT "/.build-id/%02x/", id[0]);
+	/* By build id under /usr/lib/debug, then under the tree the object
+	 * was installed in when that is not / (packages unpacked into a
+	 * directory of their own: DIR/usr/bin/x has DIR/usr/lib/debug). */
+	for (int pass = 0; pass < 2 && id_len >= 2; pass++) {
+		const char *usr = obj_path ? strstr(obj_path, "/usr/") : NULL;
+		size_t plen = 0;
+		if (pass == 1) {
+			if (!usr || usr == obj_path || obj_path[0] != '/' ||
+			    (size_t)(usr - obj_path) >= sizeof(path) / 2)
+				break;
+			plen = (size_t)(usr - obj_path);
+			memcpy(path, obj_path, plen);
+		}
+		o = plen + (size_t)snprintf(path + plen, sizeof(path) - plen,
+					    DEBUG_ROOT "/.build-id/%02x/", id[0]);
 		for (i = 1; i < id_len && o + 3 < sizeof(path); i++)
 			o += (size_t)snprintf(path + o, sizeof(path) - o,
 					      "%02x", id[i]);
@@ -987,6 +999,8 @@ struct scan {
 	size_t page;
 	const char *exe_path;
 	const char *exe_real;
+	const char *exe_file; /* what to open: /proc/self/exe, or the program
+	                         the loader was told to run */
 	unsigned long long adds;
 	unsigned long long subs;
 	int err;
@@ -1110,7 +1124,7 @@ static int scan_cb(struct dl_phdr_info *info, size_t size, void *data)
 		/* /proc/self/exe opens the mapped file even if the path was
 		 * replaced or deleted since. */
 		o->path = strdup(s->exe_path);
-		o->file = strdup("/proc/self/exe");
+		o->file = strdup(s->exe_file);
 		o->real_path = s->exe_real ? strdup(s->exe_real) : NULL;
 		if (!o->file || (s->exe_real && !o->real_path))
 			goto nomem_obj;
@@ -1219,6 +1233,19 @@ static int cache_rescan(void)
 		s.exe_real = exe_real;
 	} else {
 		strcpy(exe, "/proc/self/exe");
+	}
+	/* A program started by naming the dynamic loader ("ld.so PROGRAM"):
+	 * /proc/self/exe is the loader, the loader gave the program's own
+	 * path in AT_EXECFN. */
+	const char *execfn = (const char *)getauxval(AT_EXECFN);
+	static char prog[PATH_MAX];
+	s.exe_file = "/proc/self/exe";
+	if (n > 0 && execfn && execfn[0] == '/' && strstr(exe, "/ld-") &&
+	    realpath(execfn, prog) && strcmp(prog, exe_real) != 0 &&
+	    !strstr(prog, "/ld-")) {
+		memcpy(exe, prog, strlen(prog) + 1);
+		memcpy(exe_real, prog, strlen(prog) + 1);
+		s.exe_file = prog;
 	}
 	s.exe_path = exe;
 	s.at_phdr = getauxval(AT_PHDR);

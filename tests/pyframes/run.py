@@ -5,7 +5,8 @@ Usage: /usr/bin/python3 tests/pyframes/run.py BUILD_DIR [-j N] [-k WORD]...
                                              [-q] [-v] [--keep]
 
 For every interpreter on the machine (pyenv's 3.8 to 3.13, Debian's
-/usr/bin/python3) a threaded standard library WSGI server (wsgiserver.py,
+/usr/bin/python3, Debian unstable's 3.14 and 3.15 where scripts/newer-python
+put them) a threaded standard library WSGI server (wsgiserver.py,
 app pfapp.py) runs with BUILD_DIR/libslowdog.so preloaded and gets slow
 requests of many kinds at once: sleep, pure Python loop, regex holding the
 GIL, hashing without the GIL, recv, a child process, a 150-deep recursion, a
@@ -639,6 +640,14 @@ def find_interpreters():
         # Debian's interpreter is stripped: its static functions are "??".
         found.append(Interp("debian%s.%s" % tuple(out), "/usr/bin/python3",
                             tuple(map(int, out)), False))
+    # Debian unstable's, with their debug symbols (by build id).
+    newer = os.environ.get("SLOWDOG_NEWER_PYTHON", "/opt/slowdog-python")
+    for minor in (14, 15):
+        path = os.path.join(newer, "3.%d" % minor, "bin", "python3.%d" % minor)
+        if os.access(path, os.X_OK):
+            found.append(Interp("unstable3.%d" % minor, path, (3, minor), True))
+        else:
+            missing.append("3.%d" % minor)
     return found, missing
 
 

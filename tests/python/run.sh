@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the Python walker's test shared object with cc and runs
-# test_pywalk.py under every CPython found: pyenv's 3.8-3.13 and Debian's
-# /usr/bin/python3; pyenv's 3.6/3.7 must be refused; libpython loaded with
+# test_pywalk.py under every CPython found: pyenv's 3.8-3.13, Debian's
+# /usr/bin/python3, and Debian unstable's 3.14 and 3.15 where
+# scripts/newer-python put them ($SLOWDOG_NEWER_PYTHON); pyenv's 3.6/3.7 must be refused; libpython loaded with
 # RTLD_LOCAL (as uWSGI may) must still be found. Exit status 1 on any failure.
 #
 #   tests/python/run.sh [python ...]     (default: all found)
@@ -50,6 +51,10 @@ else
 		done
 	done
 	[ -x /usr/bin/python3 ] && pythons="$pythons /usr/bin/python3"
+	newer=${SLOWDOG_NEWER_PYTHON:-/opt/slowdog-python}
+	for v in 3.14 3.15; do
+		[ -x "$newer/$v/bin/python$v" ] && pythons="$pythons $newer/$v/bin/python$v"
+	done
 fi
 
 for py in $pythons; do

@@ -51,6 +51,9 @@ for _l in (lib, clib):
                                   ctypes.c_char_p, ctypes.c_int]
 
 BUFSIZE = 4 << 20
+# Whether dladdr names the eval loop's native frames here (this module runs
+# in one): not in the stripped executables of Debian's 3.14+.
+EVAL_NAMED = lib.sd_test_native_evals() > 0
 _buf = ctypes.create_string_buffer(BUFSIZE)
 PY_FRAME_ENTRY = 1
 FILE_MAX, FUNC_MAX = 256, 128
@@ -164,13 +167,15 @@ class TestInit(unittest.TestCase):
     def test_tstate_fast(self):
         # The handler reads the thread's own state from CPython's key,
         # found at the first call: the same as CPython's answer, on the
-        # main thread and on a new one.
-        self.assertEqual(lib.sd_test_tstate_fast(), 1)
+        # main thread and on a new one. 3.15 keeps it in a thread-local
+        # variable, no key: the handler asks CPython (0), rightly.
+        want = 0 if sys.version_info >= (3, 15) else 1
+        self.assertEqual(lib.sd_test_tstate_fast(), want)
         got = []
         t = threading.Thread(target=lambda: got.append(lib.sd_test_tstate_fast()))
         t.start()
         t.join()
-        self.assertEqual(got, [1])
+        self.assertEqual(got, [want])
 
     def test_eval_symbols(self):
         self.assertTrue(lib.sd_test_is_eval(b"_PyEval_EvalFrameDefault"))
@@ -425,7 +430,9 @@ class TestEntryFlags(unittest.TestCase):
         flags = w.flags()
         # The outermost frame always ends a group.
         self.assertTrue(flags[-1] & PY_FRAME_ENTRY)
-        self.assertEqual(sum(1 for f in flags if f & PY_FRAME_ENTRY), nev)
+        # Counted only where dladdr can name the eval loop.
+        if EVAL_NAMED:
+            self.assertEqual(sum(1 for f in flags if f & PY_FRAME_ENTRY), nev)
         if sys.version_info < (3, 11):
             self.assertTrue(all(f & PY_FRAME_ENTRY for f in flags))
         return flags

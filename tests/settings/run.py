@@ -105,6 +105,7 @@ def check_schema(obj):
     py = need(obj, "python", dict) or {}
     need(py, "version", str, None)
     need(py, "unavailable", str, None)
+    need(py, "untested", str, None)
     frames = need(py, "frames", list) or []
     for f in frames:
         need(f, "file", str)

@@ -12,6 +12,11 @@ for v in 3.8 3.9 3.10 3.11 3.12 3.13; do
 	[ -n "$p" ] && pythons+=("$p")
 done
 [ -x /usr/bin/python3 ] && pythons+=(/usr/bin/python3)
+# Debian unstable's, as scripts/newer-python unpacks them.
+newer=${SLOWDOG_NEWER_PYTHON:-/opt/slowdog-python}
+for v in 3.14 3.15; do
+	[ -x "$newer/$v/bin/python$v" ] && pythons+=("$newer/$v/bin/python$v")
+done
 fail=0
 for py in "${pythons[@]}"; do
 	log=$(mktemp /tmp/slowdog-stress.XXXXXX)
