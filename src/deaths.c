@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "metrics.h"
 #include "real.h"
 #include "report.h"
 #include "share.h"
@@ -106,6 +107,29 @@ static void out_line(const char *buf, size_t len)
 	(void)!real_write(fd, buf, len);
 	if (fd != 2)
 		real_close(fd);
+}
+
+/* statsd's counter of requests that died, by endpoint when known. */
+static void count_death(const char *line)
+{
+	static bool open;
+	if (!conf()->statsd[0])
+		return;
+	if (!open) {
+		metrics_open(conf(), sys_warn);
+		open = true;
+	}
+	struct reqinfo info;
+	memset(&info, 0, sizeof(info));
+	if (line) {
+		size_t m = strcspn(line, " ");
+		if (m < sizeof(info.method) && line[m] == ' ') {
+			memcpy(info.method, line, m);
+			snprintf(info.target, sizeof(info.target), "%s", line + m + 1);
+			info.proto = PROTO_HTTP;
+		}
+	}
+	metrics_died(line ? &info : NULL);
 }
 
 struct how {
@@ -232,6 +256,7 @@ static void write_record(const struct share_slot *s, const struct share_req *r,
 	}
 	if (n > 0)
 		out_line(buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+	count_death(known ? line : NULL);
 }
 
 void deaths_reaped(pid_t pid, int status, bool keep)

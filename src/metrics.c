@@ -120,6 +120,11 @@ static void send_metric(const char *name, const char *value,
 	(void)!real_send(sock, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
+void metrics_died(const struct reqinfo *info)
+{
+	send_metric("died_requests", "1|c", info, NULL);
+}
+
 void metrics_slow(const struct reqinfo *info, const char *label)
 {
 	send_metric("slow_requests", "1|c", info, label);

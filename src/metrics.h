@@ -1,7 +1,7 @@
 /*
  * statsd metrics (SLOWDOG_STATSD): a counter for each slow request and a
  * timer with each reported request's final duration, over UDP, never
- * blocking. Watchdog thread only.
+ * blocking. The watchdog thread, or the master's reaping thread.
  */
 #pragma once
 
@@ -17,6 +17,9 @@ void metrics_open(const struct config *cfg, void (*warn)(const char *line));
 
 /* A request was reported slow (its first capture). */
 void metrics_slow(const struct reqinfo *info, const char *label);
+
+/* A request never finished: its worker died (the master counts it). */
+void metrics_died(const struct reqinfo *info);
 
 /* A reported request ended after total_ns. */
 void metrics_finished(const struct reqinfo *info, const char *label,

@@ -4,7 +4,10 @@ A log is a sequence of records, each written with one write():
 
   * a report block, from "--- slowdog: slow request ---" to
     "--- end of slowdog report <id> ---";
-  * a finished line, "slowdog: request <id> finished after <s> s: <request>".
+  * a finished line, "slowdog: request <id> finished after <s> s: <request>";
+  * a death record, written by the master that reaped a worker:
+    "slowdog: request <id> never finished: worker <pid> <how>, <s> s into
+    the request: <request>".
 
 Blank lines between records are tolerated; anything else is an error.
 parse() never raises on bad input: it returns the records it understood
@@ -18,10 +21,21 @@ END_RE = re.compile(r"^--- end of slowdog report (\d+-\d+) ---$")
 FINISHED_RE = re.compile(
     r"^slowdog: request (\d+-\d+) finished after (\d+\.\d{3}) s(?:: (\S.*))?$")
 
-# Header fields in the order they must appear; Host is optional.
+DIED_RE = re.compile(
+    r"^slowdog: request (\d+-\d+) never finished: worker (\d+) (.+), "
+    r"(\d+\.\d{3}) s into the request: (\S.*)$")
+
+# Header fields in the order they must appear; Host and Last-Words are
+# optional.
 FIELDS = ["Time", "Request", "Host", "Request-Id", "Process", "Parent",
-          "Thread", "Started", "Running", "Capture"]
-OPTIONAL = {"Host"}
+          "Thread", "Started", "Running", "Last-Words", "Capture"]
+OPTIONAL = {"Host", "Last-Words"}
+LAST_WORDS_RE = re.compile(
+    r"^SIG[A-Z0-9+]+ (?:from pid \d+ \((?:the parent|this process|another process)\)"
+    r"|from (?:the kernel|the parent|this process|another process)"
+    r"|coming from pid \d+ \(the parent\)"
+    r"|in this thread \(address 0x[0-9a-f]+\), a crash)"
+    r", \d+\.\d{3} s into the request$")
 FIELD_RE = re.compile(r"^([A-Z][A-Za-z-]*):( +)(.*)$")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC$")
 RUNNING_RE = re.compile(r"^(\d+\.\d{3}) s \(threshold (\d+\.\d{3}) s\)$")
@@ -32,6 +46,7 @@ CAPTURE_RE = re.compile(
     r"^(blocked in ([A-Za-z0-9_.@]+)\(\)"
     r"|asleep in ([A-Za-z0-9_]+)\(\) \(system call \d+\)"
     r"|signal(?: \(thread stopped for \d+(?:\.\d+)? us\))?"
+    r"|in the handler of the deadly signal \(thread stopped for \d+(?:\.\d+)? us\)"
     r"|syscall|failed: .+)$")
 PROCESS_RE = re.compile(r"^(\d+) (.*)$")
 THREAD_RE = re.compile(r"^(\d+) \((.*)\)$")
@@ -180,6 +195,22 @@ class Finished(object):
         return "<finished %s %.3f %s>" % (self.request_id, self.seconds, self.request)
 
 
+class Died(object):
+    """A request that never finished: its worker died (the master says)."""
+
+    def __init__(self, lineno, request_id, pid, how, seconds, request):
+        self.lineno = lineno
+        self.request_id = request_id
+        self.pid = int(pid)
+        self.how = how
+        self.seconds = seconds
+        self.request = request
+
+    def __repr__(self):
+        return "<died %s %s %.3f %s>" % (self.request_id, self.how, self.seconds,
+                                        self.request)
+
+
 def _check_fields(rep, err):
     f = rep.fields
     if not TIME_RE.match(f.get("Time", "")):
@@ -207,11 +238,20 @@ def _check_fields(rep, err):
         err("bad Running: %r" % f.get("Running"))
     if not CAPTURE_RE.match(f.get("Capture", "")):
         err("bad Capture: %r" % f.get("Capture"))
+    if "Last-Words" in f and not LAST_WORDS_RE.match(f["Last-Words"]):
+        err("bad Last-Words: %r" % f["Last-Words"])
 
 
 def parse(text):
-    """Returns (reports, finished, errors)."""
-    reports, finished, errors = [], [], []
+    """Returns (reports, finished, errors); death records are accepted
+    (parse_all returns them)."""
+    reports, finished, _died, errors = parse_all(text)
+    return reports, finished, errors
+
+
+def parse_all(text):
+    """Returns (reports, finished, died, errors)."""
+    reports, finished, died, errors = [], [], [], []
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -230,12 +270,18 @@ def parse(text):
             finished.append(Finished(i + 1, fm.group(1), float(fm.group(2)), fm.group(3)))
             i += 1
             continue
+        dm = DIED_RE.match(line)
+        if dm:
+            died.append(Died(i + 1, dm.group(1), dm.group(2), dm.group(3),
+                             float(dm.group(4)), dm.group(5)))
+            i += 1
+            continue
         if line != BEGIN:
             errors.append("line %d: not part of a record: %r" % (i + 1, line[:200]))
             i += 1
             continue
         i = _parse_report(lines, i, reports, errors)
-    return reports, finished, errors
+    return reports, finished, died, errors
 
 
 def _native(m):

@@ -638,9 +638,14 @@ def test_gunicorn_timeout():
         # gunicorn's timeout is SIGABRT, which the worker handles: it exits
         # through Python and closes the connection, so a finished line may
         # come, with the time to the kill (not the 5 s the view asked for).
+        # Reported at the threshold, then again with its last words when
+        # gunicorn's SIGABRT came.
         fins = [f for f in finished if "s=5" in f.request]
         check("gunicorn timeout: reported before the kill, finished (if at all) "
-              "at the kill", len(killed) == 1 and len(fins) <= 1 and
+              "at the kill", len(killed) == 2 and "Last-Words" not in killed[0].fields and
+              killed[1].fields.get("Last-Words", "").startswith("SIGABRT from pid %d "
+                                                                 "(the parent)" % s.p.pid) and
+              len(fins) <= 1 and
               all(1.9 <= f.seconds <= took + 0.2 for f in fins),
               repr(killed) + repr(fins))
         check("gunicorn timeout: the new worker reports", after == "ok" and
@@ -678,9 +683,17 @@ def test_uwsgi_harakiri():
               body != "ok" and took < 4.9 and "HARAKIRI" in err,
               "%r after %.1f s" % (body, took))
         check("harakiri: log well formed", not errors, repr(errors[:3]))
+        # Reported at the threshold, then with its last words when the
+        # master said SIGKILL was coming; the master's record of its death.
+        died = slowlog.parse_all(s.logtext())[2]
         check("harakiri: reported before the kill, no finished line",
-              len(killed) == 1 and not [f for f in finished if "s=5" in f.request],
+              len(killed) == 2 and "Last-Words" not in killed[0].fields and
+              killed[1].fields.get("Last-Words", "").startswith("SIGKILL coming from pid") and
+              not [f for f in finished if "s=5" in f.request],
               repr(killed))
+        check("harakiri: the master's record of the death",
+              [d.how for d in died] == ["killed by SIGKILL from the parent"] and
+              died[0].request == "GET /sleep?s=5", repr(died))
         check("harakiri: the new worker reports", after == "ok" and
               len(later) == 1 and killed and later[0].pid != killed[0].pid,
               "%r %r; log: %r; stderr: %s" % (after, later, s.logtext()[-1500:],
