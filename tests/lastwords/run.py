@@ -81,6 +81,16 @@ class Case(object):
         self.servers.append(s)
         return s
 
+    def uvicorn_worker(self, preload=True):
+        s = harness.Server(
+            [PY, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", "1",
+             "--timeout", "3", "-b", "127.0.0.1:PORT", "lwasgi:app"],
+            self.env("1s", preload),
+            os.path.join(self.dir, "uvicorn%s.out" % ("" if preload else "-plain")),
+            cwd=HERE, session=True, log=self.log)
+        self.servers.append(s)
+        return s
+
     def uwsgi(self, harakiri=3, threshold="8s"):
         s = harness.Server(
             ["uwsgi", "--plugin", "python3", "--master", "--processes", "2",
@@ -307,6 +317,36 @@ def case_json(c):
         c.check(False, "slowdog-top --json: %r" % top)
 
 
+def case_uvicorn_worker(c):
+    """UvicornWorker resets SIGABRT to its default: gunicorn's timeout
+    kills the worker with SIGABRT and a core, with slowdog as without; the
+    report comes first."""
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        c.check(False, "uvicorn is not installed (python3-uvicorn)")
+        return
+    line = re.compile(r"Worker with pid \d+ was terminated due to signal (\d+)")
+    seen = []
+    for preload in (False, True):
+        s = c.uvicorn_worker(preload)
+        fire(s.port, "/block")
+        harness.wait_for(lambda: line.search(s.output()), 15)
+        seen.append(line.findall(s.output()))
+        if preload:
+            c.check(c.wait_died(1, 5), "no death record")
+        s.stop()
+    c.check(seen == [["6"], ["6"]], "gunicorn's lines: %r without, %r with" % tuple(seen))
+    reports, finished, died = c.parsed()
+    r = c.report_for(reports, "/block")
+    if c.check(r, "no last-words report: %r" % reports):
+        c.check(r.fields["Last-Words"].startswith("SIGABRT from pid"), r.fields["Last-Words"])
+        c.check(c.has_func(r, "block_the_loop"), "block_the_loop not in the stack")
+    c.check([d.how for d in died] == ["killed by SIGABRT from the parent"] or
+            [d.how for d in died] == ["killed by SIGABRT from the parent (core dumped)"],
+            "death records: %r" % died)
+
+
 def case_quiet(c):
     """Nothing in flight: an idle worker killed, a graceful shutdown, a
     fast request finished: nothing is written at all."""
@@ -347,7 +387,8 @@ def case_signals_unchanged(c):
 
 CASES = [case_gunicorn_timeout_sleep, case_gunicorn_timeout_c_code, case_gunicorn_regex,
          case_crash, case_crash_faulthandler, case_threshold_under_timeout,
-         case_uwsgi_harakiri, case_kill9_outside, case_json, case_quiet, case_off,
+         case_uwsgi_harakiri, case_kill9_outside, case_json, case_uvicorn_worker,
+         case_quiet, case_off,
          case_signals_unchanged]
 
 
