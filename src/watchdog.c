@@ -301,6 +301,22 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	return REPORTED;
 }
 
+/* The request t serves (0: none, or a thread never reported: an event
+ * loop's), with its start, read consistently. */
+static uint64_t live_request(struct sd_thread *t, int64_t *start)
+{
+	if (atomic_load_explicit(&t->state, memory_order_acquire) != THREAD_LIVE)
+		return 0;
+	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_acquire);
+	if (!id || t->mux)
+		return 0;
+	*start = t->req_start_ns;
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&t->req_id, memory_order_relaxed) != id)
+		return 0;
+	return id;
+}
+
 static const char *sender_of(const struct lastwords_event *ev)
 {
 	if (ev->code > 0)
@@ -345,13 +361,9 @@ static void last_words(pid_t pid, int64_t threshold)
 	int high = atomic_load(&thread_high);
 	for (int i = 0; i < high; i++) {
 		struct sd_thread *t = &thread_table[i];
-		if (atomic_load_explicit(&t->state, memory_order_acquire) != THREAD_LIVE)
-			continue;
-		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_acquire);
-		if (!id || t->mux)
-			continue;
-		int64_t start = t->req_start_ns;
-		if (!all && at - start < threshold)
+		int64_t start;
+		uint64_t id = live_request(t, &start);
+		if (!id || (!all && at - start < threshold))
 			continue;
 		d.into_ns = at - start;
 		bool from_slot = caught && ev->snapped && t->tid == ev->tid &&
@@ -411,14 +423,9 @@ static void *watchdog_main(void *arg)
 		int high = atomic_load(&thread_high);
 		for (int i = 0; i < high; i++) {
 			struct sd_thread *t = &thread_table[i];
-			if (atomic_load_explicit(&t->state, memory_order_acquire) != THREAD_LIVE)
-				continue;
-			uint64_t id = atomic_load_explicit(&t->req_id, memory_order_acquire);
-			if (!id || t->mux)
-				continue;
-			int64_t start = t->req_start_ns;
-			atomic_thread_fence(memory_order_acquire);
-			if (atomic_load_explicit(&t->req_id, memory_order_relaxed) != id)
+			int64_t start;
+			uint64_t id = live_request(t, &start);
+			if (!id)
 				continue;
 			struct due *d = &dues[i];
 			if (d->id != id) {
