@@ -356,7 +356,13 @@ def case_quiet(c):
     for p in worker_pids(s)[:1]:
         os.kill(p, signal.SIGKILL)
     time.sleep(1.5)
+    # A graceful shutdown while a request under the threshold runs: it
+    # finishes, answered, and nothing is said.
+    box = fire(s.port, "/sleep?s=1")
+    time.sleep(0.3)
     s.stop()
+    box["thread"].join(5)
+    c.check(box.get("body") == b"ok\n", "the draining request: %r" % box)
     c.check(s.returncode == 0, "gunicorn exited with %r" % s.returncode)
     text = harness.read_log(c.log)
     c.check(text == "", "the log is not empty: %r" % text[:500])
