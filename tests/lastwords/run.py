@@ -71,9 +71,10 @@ class Case(object):
         e["PYTHONPATH"] = HERE
         return e
 
-    def gunicorn(self, timeout=3, threshold="8s", preload=True, workers=1, **extra):
+    def gunicorn(self, timeout=3, threshold="8s", preload=True, workers=1, args=(),
+                 **extra):
         s = harness.Server(
-            [PY, "-m", "gunicorn", "-w", str(workers), "--timeout", str(timeout),
+            [PY, "-m", "gunicorn"] + list(args) + ["-w", str(workers), "--timeout", str(timeout),
              "--graceful-timeout", "2", "-b", "127.0.0.1:PORT", "lwapp:app"],
             self.env(threshold, preload, **extra),
             os.path.join(self.dir, "gunicorn%s.out" % ("" if preload else "-plain")),
@@ -285,6 +286,29 @@ def case_kill9_outside(c):
             "death records: %r" % died)
 
 
+def case_gthread_shutdown(c):
+    """gthread, a graceful shutdown that runs out of time: the master sends
+    SIGTERM, then SIGKILL after --graceful-timeout and exits without reaping;
+    the workers' last words come at the SIGTERM (the requests are past the
+    threshold), the death records from the master's exit."""
+    s = c.gunicorn(timeout=30, threshold="1s", args=["-k", "gthread", "--threads", "4"])
+    fire(s.port, "/sleep?s=20")
+    fire(s.port, "/pbkdf")
+    c.check(harness.wait_for(lambda: len(slowlog.parse_all(harness.read_log(c.log))[0]) >= 2,
+                             10), "no slow reports")
+    s.stop(timeout=15)
+    c.check(c.wait_died(2, 5), "fewer than two death records")
+    reports, finished, died = c.parsed()
+    for path in ("/sleep?s=20", "/pbkdf"):
+        r = c.report_for(reports, path)
+        c.check(r and r.fields["Last-Words"].startswith("SIGTERM from pid %d (the parent)"
+                                                        % s.pid), "last words of %s: %r" % (path, r))
+        d = [x for x in died if x.request == "GET " + path]
+        c.check(len(d) == 1 and re.match(
+            r"killed by SIGKILL from the parent [23]\.\d{3} s after SIGTERM$", d[0].how),
+            "death records of %s: %r" % (path, died))
+
+
 def case_json(c):
     """JSON lines: the report's last_words and capture mode, the master's
     "died" record; slowdog-top reads both."""
@@ -393,7 +417,7 @@ def case_signals_unchanged(c):
 
 CASES = [case_gunicorn_timeout_sleep, case_gunicorn_timeout_c_code, case_gunicorn_regex,
          case_crash, case_crash_faulthandler, case_threshold_under_timeout,
-         case_uwsgi_harakiri, case_kill9_outside, case_json, case_uvicorn_worker,
+         case_uwsgi_harakiri, case_kill9_outside, case_gthread_shutdown, case_json, case_uvicorn_worker,
          case_quiet, case_off,
          case_signals_unchanged]
 
