@@ -13,7 +13,7 @@ out=${SD_PYWALK_OUT:-$(mktemp -d /tmp/sd-pywalk.XXXXXX)}
 cc=${CC:-cc}
 cflags="-std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -O2 -g -Wall -Wextra
 	-Werror -Wshadow -Wno-missing-field-initializers -I$top/src -I$top/include"
-core="$top/src/python.c $top/src/pyoffsets.c $top/src/mem.c"
+core="$top/src/python.c $top/src/pyoffsets.c $top/src/mem.c $top/src/real.c"
 
 # shellcheck disable=SC2086
 $cc $cflags -shared -fPIC -fvisibility=hidden -o "$out/pywalk_test.so" \
