@@ -18,6 +18,10 @@
 #include "config.h"
 #include "python.h"
 
+/* Everything declared here lives in libslowdog.so itself: reached
+ * without the GOT. */
+#pragma GCC visibility push(hidden)
+
 #define SNAP_MAX (512 * 1024) /* stack bytes copied at most */
 
 enum slot_state { SLOT_IDLE, SLOT_PENDING, SLOT_BUSY, SLOT_DONE, SLOT_CANCELLED };
@@ -71,3 +75,5 @@ void capture_signal_taken(void);
 
 /* Child after fork: the handler is inherited; the slot starts afresh. */
 void capture_sig_atfork_child(void);
+
+#pragma GCC visibility pop

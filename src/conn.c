@@ -382,33 +382,29 @@ void conn_read_enter_slow(struct conn *c)
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
-bool conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
+void conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
 {
 	(void)fd;
 	if (n == 0)
-		return false;
-	bool began = c->state == CONN_IDLE;
-	if (began)
+		return;
+	if (c->state == CONN_IDLE)
 		req_start(c, clock_coarse_ns());
 	parse_request(c, buf, n);
-	return began;
 }
 
-bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
+void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
 		   size_t n)
 {
 	(void)fd;
 	if (n == 0)
-		return false;
-	bool began = c->state == CONN_IDLE;
-	if (began)
+		return;
+	if (c->state == CONN_IDLE)
 		req_start(c, clock_coarse_ns());
 	for (int i = 0; i < cnt && n > 0; i++) {
 		size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
 		parse_request(c, iov[i].iov_base, k);
 		n -= k;
 	}
-	return began;
 }
 
 void conn_wait_input(struct conn *c)

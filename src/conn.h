@@ -27,6 +27,10 @@
 #include "reqinfo.h"
 #include "uwsgi.h"
 
+/* Everything declared here lives in libslowdog.so itself: reached
+ * without the GOT. */
+#pragma GCC visibility push(hidden)
+
 struct sd_thread;
 
 enum conn_state {
@@ -105,10 +109,11 @@ static inline void conn_read_enter(struct conn *c)
 	if (c->state == CONN_RESP || (c->state == CONN_REQ && c->pipelined))
 		conn_read_enter_slow(c);
 }
-/* true: the read began a request (the entry points then see that the
- * watchdog runs and that the thread's Python state is known) */
-bool conn_read_done(struct conn *c, int fd, const void *buf, size_t n);
-bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
+/* Bytes read on c. A read on an idle connection (CONN_IDLE) begins a
+ * request: the entry points then see that the watchdog runs and that the
+ * thread's Python state is known. */
+void conn_read_done(struct conn *c, int fd, const void *buf, size_t n);
+void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
 		   size_t n);
 void conn_wait_input(struct conn *c);      /* poll/select for input on fd */
 void conn_epoll_wait(int epfd);            /* the thread waits on epfd */
@@ -140,3 +145,5 @@ void conn_atfork_child(void);
 /* A request id for a thread without a record (see thread_next_id);
  * exposed for unit tests. */
 uint64_t conn_next_id(void);
+
+#pragma GCC visibility pop

@@ -26,6 +26,10 @@
 
 #include "capture_sig.h"
 
+/* Everything declared here lives in libslowdog.so itself: reached
+ * without the GOT. */
+#pragma GCC visibility push(hidden)
+
 enum lastwords_state {
 	LW_NONE = 0,  /* no deadly signal yet */
 	LW_TAKING,    /* a handler is filling the event */
@@ -69,3 +73,5 @@ void lastwords_finish(void);
 
 /* Child after fork: a new process, no event yet. */
 void lastwords_atfork_child(void);
+
+#pragma GCC visibility pop

@@ -314,12 +314,18 @@ static inline bool still(struct tracked k)
 	}                                                               \
 	return tracked_call;
 
-/* A read that began a request. */
-static inline void read_seen(bool began)
-{
-	if (began)
-		watchdog_began(thread_self());
-}
+/* Bytes read on a tracked connection (call: conn_read_done or
+ * conn_read_iov); on an idle one they begin a request. The common case, a
+ * read within a request, pays one compare. */
+#define READ_SEEN(call)                                   \
+	do {                                              \
+		if (unlikely(k.c->state == CONN_IDLE)) {  \
+			call;                             \
+			watchdog_began(thread_self());    \
+		} else {                                  \
+			call;                             \
+		}                                         \
+	} while (0)
 
 #define READ_TRACKED(fn, call)                                          \
 	conn_read_enter(k.c);                                           \
@@ -332,7 +338,7 @@ static __attribute__((noinline)) ssize_t tracked_read(struct tracked k, int fd, 
 {
 	READ_TRACKED(CALL_READ, real_read(fd, buf, n));
 	if (r > 0 && still(k))
-		read_seen(conn_read_done(k.c, fd, buf, (size_t)r));
+		READ_SEEN(conn_read_done(k.c, fd, buf, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -348,7 +354,7 @@ static __attribute__((noinline)) ssize_t tracked_recv(struct tracked k, int fd, 
 {
 	READ_TRACKED(CALL_RECV, real_recv(fd, buf, n, fl));
 	if (r > 0 && still(k) && !(fl & MSG_PEEK))
-		read_seen(conn_read_done(k.c, fd, buf, (size_t)r));
+		READ_SEEN(conn_read_done(k.c, fd, buf, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -365,7 +371,7 @@ static __attribute__((noinline)) ssize_t tracked_recvfrom(struct tracked k, int 
 {
 	READ_TRACKED(CALL_RECVFROM, real_recvfrom(fd, buf, n, fl, a, al));
 	if (r > 0 && still(k) && !(fl & MSG_PEEK))
-		read_seen(conn_read_done(k.c, fd, buf, (size_t)r));
+		READ_SEEN(conn_read_done(k.c, fd, buf, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -382,7 +388,7 @@ static __attribute__((noinline)) ssize_t tracked_readv(struct tracked k, int fd,
 {
 	READ_TRACKED(CALL_READV, real_readv(fd, iov, cnt));
 	if (r > 0 && still(k))
-		read_seen(conn_read_iov(k.c, fd, iov, cnt, (size_t)r));
+		READ_SEEN(conn_read_iov(k.c, fd, iov, cnt, (size_t)r));
 	errno = e;
 	return r;
 }
@@ -398,7 +404,7 @@ static __attribute__((noinline)) ssize_t tracked_recvmsg(struct tracked k, int f
 {
 	READ_TRACKED(CALL_RECVMSG, real_recvmsg(fd, m, fl));
 	if (r > 0 && still(k) && !(fl & MSG_PEEK) && m)
-		read_seen(conn_read_iov(k.c, fd, m->msg_iov, (int)m->msg_iovlen, (size_t)r));
+		READ_SEEN(conn_read_iov(k.c, fd, m->msg_iov, (int)m->msg_iovlen, (size_t)r));
 	errno = e;
 	return r;
 }

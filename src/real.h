@@ -27,6 +27,10 @@
 
 #include "calls.h"
 
+/* Everything declared here lives in libslowdog.so itself: reached
+ * without the GOT. */
+#pragma GCC visibility push(hidden)
+
 /* The interposed calls a thread can be blocked in (a blocked capture
  * names its call by this number). */
 enum call_fn {
@@ -60,3 +64,5 @@ uintptr_t real_call_addr(int fn);
  * (preload.c), which hand them down once with real_set_stubs. */
 uintptr_t real_stub_addr(int fn);
 void real_set_stubs(const uintptr_t stubs[CALL_COUNT]);
+
+#pragma GCC visibility pop

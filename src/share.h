@@ -20,6 +20,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* Everything declared here lives in libslowdog.so itself: reached
+ * without the GOT. */
+#pragma GCC visibility push(hidden)
+
 #define SHARE_SLOTS 512
 #define SHARE_REQS 32   /* threads per worker with an entry */
 #define SHARE_LINE 200
@@ -83,3 +87,5 @@ void share_wake(_Atomic uint32_t *w);
 
 /* Sleeps while *w == seen, until deadline_ns (CLOCK_MONOTONIC). */
 void share_wait(_Atomic uint32_t *w, uint32_t seen, int64_t deadline_ns);
+
+#pragma GCC visibility pop

@@ -12,6 +12,10 @@
 
 #include "share.h"
 
+/* Everything declared here lives in libslowdog.so itself: reached
+ * without the GOT. */
+#pragma GCC visibility push(hidden)
+
 /* What the interposer's entry stub records: where the caller resumes. */
 struct call_regs {
 	uint64_t rbx, rbp, r12, r13, r14, r15;
@@ -185,3 +189,5 @@ void thread_bell_wait(uint32_t seen, int64_t deadline_ns);
 /* Set by capture_sig.c: a real-time signal that registered threads keep
  * unblocked (0: none). */
 extern int thread_keep_signal;
+
+#pragma GCC visibility pop

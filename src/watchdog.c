@@ -75,11 +75,6 @@ void watchdog_setup(void)
 	pthread_once(&setup_once, setup);
 }
 
-void watchdog_learn_tstate(struct sd_thread *t)
-{
-	atomic_store_explicit(&t->tstate, py_tstate_self(), memory_order_relaxed);
-}
-
 /* The thread's entry in the shared table (the worker claimed its slot at
  * its first request, after the thread took its record), with the request
  * it has just begun. */

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "python.h"
 #include "thread.h"
 
 extern bool slowdog_off;           /* SLOWDOG_DISABLE or setup failed */
@@ -31,7 +32,6 @@ static inline void watchdog_ensure(void)
  * connection, or slowdog_begin): the watchdog must run in this process,
  * and t's Python thread state is learned once, on t itself.
  */
-void watchdog_learn_tstate(struct sd_thread *t);
 void watchdog_learn_share(struct sd_thread *t);
 static inline void watchdog_began(struct sd_thread *t)
 {
@@ -39,7 +39,7 @@ static inline void watchdog_began(struct sd_thread *t)
 	if (!t)
 		return;
 	if (!atomic_load_explicit(&t->tstate, memory_order_relaxed))
-		watchdog_learn_tstate(t);
+		atomic_store_explicit(&t->tstate, py_tstate_self(), memory_order_relaxed);
 	if (__builtin_expect(!t->share && share_mine, 0))
 		watchdog_learn_share(t);
 }
