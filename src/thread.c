@@ -116,6 +116,7 @@ struct sd_thread *thread_register(void)
 		c->call_depth = 0;
 		c->req_next = c->req_end = 0;
 		c->mux = false;
+		c->tstate_misses = 0;
 		c->share = share_entry(i);
 		c->fd = -1;
 		atomic_store(&c->req_id, 0);

@@ -60,6 +60,8 @@ struct sd_thread {
 	int64_t req_start_ns;    /* CLOCK_MONOTONIC */
 	bool mux;                /* serves many connections at once (an event
 	                            loop): never reported */
+	uint8_t tstate_misses;   /* owner only: requests begun while tstate
+	                            was not found (a thread of C code) */
 	struct share_req *share; /* this thread's entry in the table the master
 	                            reads when the worker dies, or NULL; the
 	                            owner stores req_id/start_ns there too */

@@ -54,6 +54,32 @@ static const char *env_get(const char *name)
 	return secure_getenv(name);
 }
 
+/* A worker of a master that forked it: its slot in the table they share,
+ * and the bell the master can ring. Threads that take their record later
+ * find their entry then (thread.c); t took it before, and has begun a
+ * request. */
+void watchdog_learn_tstate(struct sd_thread *t)
+{
+	uintptr_t ts = py_tstate_self();
+	if (ts)
+		atomic_store_explicit(&t->tstate, ts, memory_order_relaxed);
+	else
+		t->tstate_misses++;
+}
+
+static void share_join(struct sd_thread *t)
+{
+	if (!share_claim())
+		return;
+	thread_bell_share(&share_mine->bell);
+	if (t && !t->share) {
+		t->share = share_entry((int)(t - thread_table));
+		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+		if (id)
+			thread_share_begin(t, id, t->req_start_ns);
+	}
+}
+
 static void setup(void)
 {
 	config_load(&watchdog_cfg, env_get, sys_warn);
@@ -65,6 +91,8 @@ static void setup(void)
 	/* After the capture signal is known: it is kept out of the deadly
 	 * signals' handlers. */
 	lastwords_arm(watchdog_cfg.last_words_ns, watchdog_cfg.threshold_ns);
+	/* Before the first request, so that every thread finds its entry. */
+	share_join(NULL);
 	/* Now, so that the first request already records its thread's Python
 	 * thread state (uWSGI's workers have one thread state each). */
 	py_init();
@@ -75,16 +103,6 @@ void watchdog_setup(void)
 	pthread_once(&setup_once, setup);
 }
 
-/* The thread's entry in the shared table (the worker claimed its slot at
- * its first request, after the thread took its record), with the request
- * it has just begun. */
-void watchdog_learn_share(struct sd_thread *t)
-{
-	t->share = share_entry((int)(t - thread_table));
-	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
-	if (id)
-		thread_share_begin(t, id, t->req_start_ns);
-}
 
 /* ---- reported requests, for their "finished" lines ---- */
 
@@ -466,17 +484,14 @@ static void *watchdog_main(void *arg)
 	return NULL;
 }
 
-void watchdog_start(void)
+void watchdog_start(struct sd_thread *t)
 {
 	int expect = 0;
 	if (!atomic_compare_exchange_strong(&watchdog_running, &expect, 1))
 		return;
 	if (slowdog_off)
 		return;
-	/* A worker of a master that forked it: its slot in the table they
-	 * share, and the bell the master can ring. */
-	if (share_claim())
-		thread_bell_share(&share_mine->bell);
+	share_join(t);
 	sigset_t all, old;
 	sigfillset(&all);
 	real_pthread_sigmask(SIG_SETMASK, &all, &old);
