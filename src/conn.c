@@ -382,29 +382,35 @@ void conn_read_enter_slow(struct conn *c)
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
-void conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
+void conn_read_begin(struct conn *c, const void *buf, size_t n)
 {
-	(void)fd;
-	if (n == 0)
-		return;
-	if (c->state == CONN_IDLE)
-		req_start(c, clock_coarse_ns());
+	req_start(c, clock_coarse_ns());
 	parse_request(c, buf, n);
 }
 
-void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
-		   size_t n)
+void conn_read_more(struct conn *c, const void *buf, size_t n)
 {
-	(void)fd;
-	if (n == 0)
-		return;
-	if (c->state == CONN_IDLE)
-		req_start(c, clock_coarse_ns());
+	parse_request(c, buf, n);
+}
+
+static void read_iov(struct conn *c, const struct iovec *iov, int cnt, size_t n)
+{
 	for (int i = 0; i < cnt && n > 0; i++) {
 		size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
 		parse_request(c, iov[i].iov_base, k);
 		n -= k;
 	}
+}
+
+void conn_read_iov_begin(struct conn *c, const struct iovec *iov, int cnt, size_t n)
+{
+	req_start(c, clock_coarse_ns());
+	read_iov(c, iov, cnt, n);
+}
+
+void conn_read_iov_more(struct conn *c, const struct iovec *iov, int cnt, size_t n)
+{
+	read_iov(c, iov, cnt, n);
 }
 
 void conn_wait_input(struct conn *c)

@@ -109,12 +109,39 @@ static inline void conn_read_enter(struct conn *c)
 	if (c->state == CONN_RESP || (c->state == CONN_REQ && c->pipelined))
 		conn_read_enter_slow(c);
 }
-/* Bytes read on c. A read on an idle connection (CONN_IDLE) begins a
- * request: the entry points then see that the watchdog runs and that the
- * thread's Python state is known. */
-void conn_read_done(struct conn *c, int fd, const void *buf, size_t n);
-void conn_read_iov(struct conn *c, int fd, const struct iovec *iov, int cnt,
-		   size_t n);
+/* Bytes read on c (n > 0), which begin a request on an idle connection:
+ * true then, and the entry points see that the watchdog runs and that the
+ * thread's Python state is known. Inline, so that telling the two apart
+ * costs the caller nothing more. */
+void conn_read_begin(struct conn *c, const void *buf, size_t n);
+void conn_read_more(struct conn *c, const void *buf, size_t n);
+static inline bool conn_read_done(struct conn *c, int fd, const void *buf, size_t n)
+{
+	(void)fd;
+	if (n == 0)
+		return false;
+	if (c->state == CONN_IDLE) {
+		conn_read_begin(c, buf, n);
+		return true;
+	}
+	conn_read_more(c, buf, n);
+	return false;
+}
+void conn_read_iov_begin(struct conn *c, const struct iovec *iov, int cnt, size_t n);
+void conn_read_iov_more(struct conn *c, const struct iovec *iov, int cnt, size_t n);
+static inline bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov,
+				 int cnt, size_t n)
+{
+	(void)fd;
+	if (n == 0)
+		return false;
+	if (c->state == CONN_IDLE) {
+		conn_read_iov_begin(c, iov, cnt, n);
+		return true;
+	}
+	conn_read_iov_more(c, iov, cnt, n);
+	return false;
+}
 void conn_wait_input(struct conn *c);      /* poll/select for input on fd */
 void conn_epoll_wait(int epfd);            /* the thread waits on epfd */
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events);

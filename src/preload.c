@@ -315,16 +315,11 @@ static inline bool still(struct tracked k)
 	return tracked_call;
 
 /* Bytes read on a tracked connection (call: conn_read_done or
- * conn_read_iov); on an idle one they begin a request. The common case, a
- * read within a request, pays one compare. */
-#define READ_SEEN(call)                                   \
-	do {                                              \
-		if (unlikely(k.c->state == CONN_IDLE)) {  \
-			call;                             \
-			watchdog_began(thread_self());    \
-		} else {                                  \
-			call;                             \
-		}                                         \
+ * conn_read_iov, true when they began a request). */
+#define READ_SEEN(call)                                \
+	do {                                           \
+		if (unlikely(call))                    \
+			watchdog_began(thread_self()); \
 	} while (0)
 
 #define READ_TRACKED(fn, call)                                          \
