@@ -401,3 +401,19 @@ void capture_atfork_child(void)
 {
 	capture_sig_atfork_child();
 }
+
+void capture_suspended(struct sd_thread *t, uintptr_t glet, struct capture *out)
+{
+	(void)t;
+	memset(out, 0, offsetof(struct capture, ip));
+	out->py = capture_slot.py;
+	out->mode = CAPTURE_SUSPENDED;
+	if (!glet)
+		snprintf(out->why, sizeof(out->why),
+			 "suspended: its coroutine or greenlet is not known, "
+			 "so its stack cannot be shown");
+	else
+		snprintf(out->why, sizeof(out->why),
+			 "suspended greenlet 0x%lx: its frames cannot be read",
+			 (unsigned long)glet);
+}

@@ -23,6 +23,12 @@ struct report {
 	const struct reqinfo *info; /* NULL: not known */
 	const char *label;     /* explicit work (slowdog_begin) instead of info */
 	const struct capture *cap;
+	/* Event loops: "stall" for a stalled loop (its request, if known,
+	 * is the culprit), "await" for a request waiting on a free loop, NULL
+	 * otherwise; loop_lines: lines that say so (Loop:, Culprit:,
+	 * Starved:), each ending in a newline. */
+	const char *loop_kind;
+	const char *loop_lines;
 };
 
 /* Formats into buf (NUL-terminated); returns the length. A report longer

@@ -114,6 +114,11 @@ struct sd_thread *thread_register(void)
 		c->call_depth = 0;
 		c->req_next = c->req_end = 0;
 		c->mux = false;
+		c->loop = false;
+		c->loop_epfd = c->last_epfd = -1;
+		atomic_store(&c->in_loop_wait, 0);
+		atomic_store(&c->stall_at, 0);
+		atomic_store(&c->stall_done, 0);
 		c->fd = -1;
 		atomic_store(&c->req_id, 0);
 		atomic_store(&c->reported_id, 0);
@@ -153,6 +158,11 @@ void thread_atfork_child(void)
 		atomic_store(&me->reported_id, 0);
 		atomic_store(&me->done_id, 0);
 		me->mux = false;
+		me->loop = false;
+		me->loop_epfd = me->last_epfd = -1;
+		atomic_store(&me->in_loop_wait, 0);
+		atomic_store(&me->stall_at, 0);
+		atomic_store(&me->stall_done, 0);
 	}
 }
 

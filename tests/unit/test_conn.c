@@ -428,6 +428,15 @@ static void expect_conn_idle(int fd)
 	cr_assert_null(c->owner);
 }
 
+/* fd still has request id in flight (a thread that serves many). */
+static void expect_conn_req(int fd, uint64_t id)
+{
+	struct conn *c = conn_get(fd);
+	cr_assert_not_null(c, "fd %d is not tracked", fd);
+	cr_assert_eq(c->state, CONN_REQ, "fd %d: state %d", fd, c->state);
+	cr_assert_eq(c->req_id, id);
+}
+
 static void expect_gone(int fd)
 {
 	cr_assert_null(conn_get(fd), "fd %d still tracked", fd);
@@ -1699,7 +1708,8 @@ Test(conn, router_reads_second_request_before_answering)
 	cr_assert(mux(M));
 	uint64_t idb = expect_req(M, b, "GET", "/b", NULL);
 	cr_assert_neq(ida, idb);
-	expect_conn_idle(a);
+	/* Each request stays in flight on its own connection. */
+	expect_conn_req(a, ida);
 }
 
 Test(conn, router_reads_on_two_accepted_fds)
@@ -1711,9 +1721,10 @@ Test(conn, router_reads_on_two_accepted_fds)
 	cr_assert_not(mux(M));
 	do_read(M, a, REQ_GET("/a"));
 	cr_assert_not(mux(M));
+	uint64_t ida = conn_get(a)->req_id;
 	do_read(M, b, REQ_GET("/b"));
 	cr_assert(mux(M));
-	expect_conn_idle(a);
+	expect_conn_req(a, ida);
 	expect_req(M, b, "GET", "/b", NULL);
 }
 
