@@ -516,3 +516,8 @@ void capture_suspended(struct sd_thread *t, uintptr_t glet, struct capture *out)
 	snprintf(out->why, sizeof(out->why), "suspended greenlet 0x%lx: no frames: %s",
 		 (unsigned long)glet, why);
 }
+
+struct py_frame *capture_py_buffer(void)
+{
+	return capture_slot.py;
+}

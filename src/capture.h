@@ -68,6 +68,9 @@ bool capture_thread(struct sd_thread *t, struct capture *out);
  */
 void capture_suspended(struct sd_thread *t, uintptr_t glet, struct capture *out);
 
+/* Watchdog: the buffer of frames captures fill (capture_thread_init). */
+struct py_frame *capture_py_buffer(void);
+
 /* Watchdog, idle: gives the pages of the capture buffers back to the
  * system (they are zero when next touched). */
 void capture_release(void);

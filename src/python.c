@@ -1226,6 +1226,16 @@ int py_walk_suspended(uintptr_t frame, struct py_frame *out, int max,
 	return n;
 }
 
+uintptr_t py_current_frame(uintptr_t tstate)
+{
+	uintptr_t frame, outer;
+	bool check;
+	if (!ready() || !tstate ||
+	    !first_frame(mem_read_safe, tstate, &frame, &outer, &check))
+		return 0;
+	return frame;
+}
+
 bool py_frame_layout(uintptr_t *frame_type, int *f_frame)
 {
 	if (!ready() || !frame_type_addr)

@@ -104,6 +104,10 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 int py_walk_suspended(uintptr_t frame, struct py_frame *out, int max,
 		      struct py_walk_info *info);
 
+/* Watchdog: the innermost frame of a running thread (fault-tolerant
+ * reads: it may change under the reader), 0 if none. */
+uintptr_t py_current_frame(uintptr_t tstate);
+
 /* Watchdog: PyFrame_Type's address and the offset of PyFrameObject's
  * f_frame (-1 before 3.11, where frame objects are the chain); false when
  * frames cannot be walked. */

@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "aio.h"
 #include "capture.h"
 #include "capture_sig.h"
 #include "common.h"
@@ -427,6 +428,21 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 			if (loopreqs[i].c->owner == t && loopreqs[i].glet == g1 &&
 			    loopreq_alive(&loopreqs[i]))
 				culprit = &loopreqs[i];
+	/* asyncio: the request whose ASGI scope the running frames hold,
+	 * looked for before and after the capture. */
+	const char *aio_why = NULL;
+	if (!g1 && !atomic_load(&glet_modid)) {
+		static int fds[LOOPREQ_MAX];
+		int nfds = 0;
+		for (int i = 0; i < nloopreqs; i++)
+			if (loopreqs[i].c->owner == t)
+				fds[nfds++] = loopreqs[i].fd;
+		int fd = aio_running_fd(t, fds, nfds, &aio_why);
+		for (int i = 0; fd >= 0 && i < nloopreqs; i++)
+			if (loopreqs[i].fd == fd && loopreqs[i].c->owner == t &&
+			    loopreq_alive(&loopreqs[i]))
+				culprit = &loopreqs[i];
+	}
 	size_t len = 0;
 	put_line(loop_lines, sizeof(loop_lines), &len,
 		 "Loop:       stalled %.3f s: thread %d out of its wait since ",
@@ -445,10 +461,16 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 	char rl[REQ_METHOD_MAX + REQ_TARGET_MAX + 64];
 	if (culprit) {
 		loopreq_line(culprit, pid, rl, sizeof(rl), &cinfo, &chave);
-		put_line(loop_lines, sizeof(loop_lines), &len,
-			 "Culprit:    %s running %.3f s (its greenlet 0x%lx runs)\n",
-			 rl, (double)(now - culprit->start) / NS_PER_SEC,
-			 (unsigned long)g1);
+		if (g1)
+			put_line(loop_lines, sizeof(loop_lines), &len,
+				 "Culprit:    %s running %.3f s (its greenlet 0x%lx runs)\n",
+				 rl, (double)(now - culprit->start) / NS_PER_SEC,
+				 (unsigned long)g1);
+		else
+			put_line(loop_lines, sizeof(loop_lines), &len,
+				 "Culprit:    %s running %.3f s (its ASGI scope is in "
+				 "the running frames)\n",
+				 rl, (double)(now - culprit->start) / NS_PER_SEC);
 	} else if (g1 && g1 == g2) {
 		put_line(loop_lines, sizeof(loop_lines), &len,
 			 "Culprit:    no request: greenlet 0x%lx runs (%s)\n",
@@ -459,8 +481,9 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 			 "Culprit:    not known: the running greenlet changed during the capture\n");
 	} else {
 		put_line(loop_lines, sizeof(loop_lines), &len,
-			 "Culprit:    not told apart (no greenlets: an asyncio loop); the "
-			 "Python stack below runs the culprit's code\n");
+			 "Culprit:    not told apart (%s); the Python stack below "
+			 "runs the culprit's code\n",
+			 aio_why ? aio_why : "no greenlets");
 	}
 	int starved = 0;
 	for (int i = 0; i < nloopreqs; i++) {
@@ -570,7 +593,11 @@ static bool report_awaiting(struct sd_thread *t, struct loopreq *q, pid_t pid,
 		capture_thread(t, &cap);
 		live = glet_current_of(t->pthread, &main) == q->glet;
 	}
-	if (!live) {
+	if (!live && !q->glet && !atomic_load(&glet_modid)) {
+		memset(&cap, 0, offsetof(struct capture, ip));
+		cap.py = capture_py_buffer();
+		aio_capture_task(t, q->fd, &cap);
+	} else if (!live) {
 		capture_suspended(t, q->glet, &cap);
 	}
 	put_line(loop_lines, sizeof(loop_lines), &len,

@@ -283,10 +283,8 @@ def check_log(srv, text):
         if "spin_cpu" not in funcs:
             bad.append("the stall's Python stack lacks spin_cpu: %s" % funcs)
         culprit = " ".join(field(st, "Culprit"))
-        if srv.greenlets and "GET /spin" not in culprit:
+        if "GET /spin" not in culprit or field(st, "Request") != ["GET /spin"]:
             bad.append("the stall's culprit is not /spin: %s" % culprit)
-        if not srv.greenlets and "not told apart" not in culprit:
-            bad.append("asyncio stall culprit line: %s" % culprit)
         starved = " ".join(field(st, "Starved"))
         if "GET /starve" not in starved:
             bad.append("/starve is not listed as starved: %s" % starved)
@@ -311,13 +309,12 @@ def check_log(srv, text):
             bad.append("/sleep reported late: %s" % run)
         cap = " ".join(field(w, "Capture"))
         funcs = pyfuncs(w)
-        if srv.greenlets:
-            pairs = list(zip(funcs, funcs[1:]))
-            if ("await_level1", "await_level2") not in pairs:
-                bad.append("/sleep's greenlet stack does not end in "
-                           "await_level1, await_level2: %s (%s)" % (funcs[-4:], cap))
-        elif "await_level2" not in funcs and not cap.startswith("suspended"):
-            bad.append("/sleep's capture: %s" % cap)
+        # greenlets: the greenlet's frames; asyncio: the task's coroutines,
+        # innermost awaited last
+        pairs = list(zip(funcs, funcs[1:]))
+        if ("await_level1", "await_level2") not in pairs:
+            bad.append("/sleep's stack lacks await_level1 -> await_level2: %s (%s)"
+                       % (funcs[-4:], cap))
     for l in slows:
         req = " ".join(field(l, "Request"))
         if req != "GET /sleep":
@@ -325,7 +322,7 @@ def check_log(srv, text):
     fin = [l for l in other if re.match(r"slowdog: request \d+-\d+ finished after", l)]
     if not any(l.endswith("GET /sleep") for l in fin):
         bad.append("no finished line for /sleep")
-    if srv.greenlets and not any(l.endswith("GET /spin") for l in fin):
+    if not any(l.endswith("GET /spin") for l in fin):
         bad.append("no finished line for /spin")
     for l in other:
         if l.startswith("slowdog: event loop stall") or l.startswith("slowdog: request"):
