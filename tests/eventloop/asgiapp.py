@@ -19,6 +19,22 @@ async def await_level1(sec):
     await await_level2(sec)
 
 
+def block_sleep(sec):
+    time.sleep(sec)  # blocks the loop
+
+
+def cpu_in_c(n):
+    return sum(range(n))  # C code that holds the GIL
+
+
+async def wait_socket(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        return await reader.read(1)  # never answers; closed after 2 s
+    finally:
+        writer.close()
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -37,8 +53,15 @@ async def app(scope, receive, send):
                 return
             await send({"type": "websocket.send", "text": msg.get("text") or ""})
     path = scope["path"]
+    query = scope.get("query_string", b"").decode()
     if path == "/spin":
         spin_cpu(2.0)
+    elif path == "/block":
+        block_sleep(2.0)
+    elif path == "/cpu_c":
+        cpu_in_c(int(query or "50000000"))
+    elif path == "/socket":
+        await wait_socket(int(query))
     elif path == "/sleep":
         await await_level1(2.0)
     elif path == "/starve":

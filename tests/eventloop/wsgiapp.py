@@ -20,10 +20,34 @@ def await_level1(sec):
     await_level2(sec)
 
 
+def block_sleep(sec):
+    time.sleep(sec)  # monkey-patched: cooperative
+
+
+def cpu_in_c(n):
+    return sum(range(n))  # C code that holds the GIL
+
+
+def wait_socket(port):
+    import socket
+    s = socket.create_connection(("127.0.0.1", port))
+    try:
+        return s.recv(1)  # the peer never answers; it closes after 2 s
+    finally:
+        s.close()
+
+
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "/")
+    query = environ.get("QUERY_STRING", "")
     if path == "/spin":
         spin_cpu(2.0)
+    elif path == "/block":
+        block_sleep(2.0)
+    elif path == "/cpu_c":
+        cpu_in_c(int(query or "50000000"))
+    elif path == "/socket":
+        wait_socket(int(query))
     elif path == "/sleep":
         await_level1(2.0)
     elif path == "/starve":
