@@ -24,8 +24,12 @@ def block_sleep(sec):
     time.sleep(sec)  # monkey-patched: cooperative
 
 
-def cpu_in_c(n):
-    return sum(range(n))  # C code that holds the GIL
+def cpu_in_c(sec):
+    # C code that holds the GIL (sum over a range), in calls of about
+    # 50 ms until sec have passed
+    end = time.perf_counter() + sec
+    while time.perf_counter() < end:
+        sum(range(5000000))
 
 
 def wait_socket(port):
@@ -45,7 +49,7 @@ def app(environ, start_response):
     elif path == "/block":
         block_sleep(2.0)
     elif path == "/cpu_c":
-        cpu_in_c(int(query or "50000000"))
+        cpu_in_c(2.0)
     elif path == "/socket":
         wait_socket(int(query))
     elif path == "/sleep":
