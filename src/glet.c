@@ -4,6 +4,7 @@
 #include <link.h>
 #include <string.h>
 
+#include "common.h"
 #include "mem.h"
 
 _Atomic size_t glet_modid;
@@ -77,8 +78,16 @@ bool glet_setup(unsigned long pthread_id)
 {
 	if (atomic_load(&glet_modid))
 		return true;
-	if (!found_modid)
+	if (!found_modid) {
+		/* Looked for again at most once a second: most processes
+		 * never load greenlet. */
+		static int64_t last;
+		int64_t now = clock_mono_ns();
+		if (last && now - last < NS_PER_SEC)
+			return false;
+		last = now;
 		dl_iterate_phdr(find_module, NULL);
+	}
 	if (!found_modid)
 		return false;
 	uintptr_t blk = tls_block(pthread_id, found_modid);

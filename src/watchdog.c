@@ -627,6 +627,18 @@ static bool report_awaiting(struct sd_thread *t, struct loopreq *q, pid_t pid,
 	return true;
 }
 
+/* The thread is stopped (SIGSTOP, a debugger): its loop is not stalled
+ * by a request. */
+static bool thread_stopped(pid_t tid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	size_t n = sys_read_small(path, buf, sizeof(buf) - 1);
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
+}
+
 /* The loop threads' part of a pass; returns the next time it is due. */
 static int64_t loop_pass(pid_t pid, int64_t next)
 {
@@ -665,7 +677,9 @@ static int64_t loop_pass(pid_t pid, int64_t next)
 				next = now + loop_threshold;
 		} else if (left != ls->reported_left) {
 			int64_t due = left + loop_threshold;
-			if (due <= now) {
+			if (due <= now && thread_stopped(t->tid)) {
+				ls->reported_left = left; /* not a request's doing */
+			} else if (due <= now) {
 				report_stall(t, ls, left, pid);
 				now = clock_mono_ns();
 			} else if (due < next) {
