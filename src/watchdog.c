@@ -65,6 +65,10 @@ static void setup(void)
 	/* Now, so that the first request already records its thread's Python
 	 * thread state (uWSGI's workers have one thread state each). */
 	py_init();
+	/* And the greenlet each request begins in, from the first request
+	 * on: an event loop of greenlets accepts on the thread that runs
+	 * them. Once per process, at its first accepted connection. */
+	glet_setup(pthread_self());
 }
 
 void watchdog_setup(void)
