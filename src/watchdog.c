@@ -563,11 +563,20 @@ static void drain_stalls(pid_t pid)
 		if (!atomic_compare_exchange_strong(&t->stall_done, &at, 0))
 			continue;
 		char line[256];
-		int n = snprintf(line, sizeof(line),
-				 "slowdog: event loop stall %d-%llu on thread %d ended "
-				 "after %.3f s\n", (int)pid,
-				 (unsigned long long)loopst[i].stall_id, (int)t->tid,
-				 (double)(end - at) / NS_PER_SEC);
+		int n;
+		if (watchdog_cfg.format == FORMAT_JSON)
+			n = snprintf(line, sizeof(line),
+				     "{\"schema\":1,\"type\":\"stall_ended\","
+				     "\"request_id\":\"%d-%llu\",\"tid\":%d,"
+				     "\"total_s\":%.3f}\n", (int)pid,
+				     (unsigned long long)loopst[i].stall_id, (int)t->tid,
+				     (double)(end - at) / NS_PER_SEC);
+		else
+			n = snprintf(line, sizeof(line),
+				     "slowdog: event loop stall %d-%llu on thread %d ended "
+				     "after %.3f s\n", (int)pid,
+				     (unsigned long long)loopst[i].stall_id, (int)t->tid,
+				     (double)(end - at) / NS_PER_SEC);
 		if (n > 0)
 			sink_write(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, false);
 	}
