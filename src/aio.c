@@ -32,6 +32,7 @@
 #define SET_TABLE 40          /* PySetObject.table */
 #define WR_OBJECT 16          /* PyWeakReference.wr_object */
 #define TASK_CORO 136         /* TaskObj.task_coro */
+#define FUTITER_FUTURE 16     /* futureiterobject.future */
 #define GEN_FRAME_STATE 75    /* PyGenObject.gi_frame_state (int8) */
 #define GEN_IFRAME 80         /* PyGenObject.gi_iframe */
 #define FR_CODE 32            /* _PyInterpreterFrame.f_code */
@@ -219,6 +220,15 @@ static int chain_of(uintptr_t coro, uintptr_t *frames)
 	int n = 0;
 	while (n < CHAIN_MAX) {
 		uintptr_t t = type_of(coro), st, top, next;
+		if (t && t != t_coro && t != t_gen && type_named(t, "_asyncio.FutureIter")) {
+			/* await task: on into the task's coroutine */
+			uintptr_t fut;
+			if (!rd(coro + FUTITER_FUTURE, &fut) ||
+			    !type_named(type_of(fut), "_asyncio.Task") ||
+			    !rd(fut + TASK_CORO, &coro))
+				break;
+			t = type_of(coro);
+		}
 		if (t != t_coro && t != t_gen)
 			break;
 		if (!rd(coro + GEN_FRAME_STATE - 3, &st) ||

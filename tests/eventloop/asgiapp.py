@@ -64,6 +64,8 @@ async def app(scope, receive, send):
         block_sleep(2.0)
     elif path == "/cpu_c":
         cpu_in_c(2.0)
+    elif path == "/subtask":
+        await asyncio.ensure_future(await_level1(2.0))
     elif path == "/socket":
         await wait_socket(int(query))
     elif path == "/sleep":

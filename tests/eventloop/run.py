@@ -226,6 +226,9 @@ def shapes(srv):
     # time.sleep: monkey-patched under greenlets (cooperative), blocking
     # on an asyncio loop
     out.append(("/block", "await" if srv.greenlets else "stall", "block_sleep"))
+    if not srv.greenlets:
+        # awaits a task of its own: its stack goes on into that task's
+        out.append(("/subtask", "await", "await_level2"))
     return out
 
 
