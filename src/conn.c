@@ -476,6 +476,15 @@ bool conn_epoll_wait(int epfd)
 			return false;
 		struct conn *o = slot_of(t->fd);
 		bool held = o && o->req_id == id && o->state == CONN_REQ;
+		if (o && id && o->req_id == id && o->state == CONN_RESP &&
+		    o->epfd == epfd && o->ep_in && o->owner == t) {
+			/* Waiting for input on its own connection, in the set
+			 * it serves from, once it has answered (an asyncio
+			 * loop between one client's requests): the server's
+			 * next step, the request is over. */
+			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
+			return false;
+		}
 		/* Waiting on the very epoll set that holds its own request's
 		 * socket, or on one that holds connections, before answering
 		 * its request: an event loop, not a request thread. */
@@ -498,9 +507,12 @@ void conn_loop_left(struct sd_thread *t)
 
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
 {
-	if (op == EPOLL_CTL_DEL)
+	if (op == EPOLL_CTL_DEL) {
+		c->ep_in = false;
 		return;
+	}
 	c->epfd = epfd;
+	c->ep_in = (events & EPOLLIN) && !(events & EPOLLOUT);
 	loop_set_mark(epfd);
 	req_cancel_unserved(c);
 	/* gthread parks a keep-alive connection this way after its response

@@ -53,6 +53,7 @@ struct conn {
 	                         info[cur ^ 1], not parsed yet (conn_lazy) */
 	bool upgraded;        /* a loop thread answered 101: not HTTP any more,
 	                         no further request on it */
+	bool ep_in;           /* in epfd for input only (no EPOLLOUT) */
 	uintptr_t glet;       /* loop threads: the greenlet current when the
 	                         request began (glet.h), 0 unknown */
 	struct sd_thread *owner;

@@ -233,6 +233,8 @@ def shapes(srv):
 
 
 def scenario(srv, port):
+    # idle keep-alive before the worker has served two requests at once
+    keepalive_idle(port, 1.6)
     for _ in range(5):
         get(port, "/warm")
     stop = threading.Event()
@@ -396,7 +398,8 @@ def run_one(srv, lib, tmp):
         deadline = time.time() + 30
         while True:
             try:
-                get(port, "/ready", timeout=2)
+                # a connection, no request: the worker serves none yet
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
                 break
             except (IOError, OSError):
                 if proc.poll() is not None or time.time() > deadline:

@@ -1744,6 +1744,22 @@ Test(conn, event_loop_epoll_wait_on_own_set_is_mux)
 	cr_assert(mux(M));
 }
 
+/* One client's requests on an asyncio loop, one after the other: the
+ * connection waits in the loop's set for input only; going back to that
+ * wait after the response is the server's next step. */
+Test(conn, answered_then_waiting_for_input_in_its_set_ends)
+{
+	int a = 1000;
+
+	do_accept(M, a);
+	do_epoll_ctl(M, EPFD, EPOLL_CTL_ADD, a, EPOLLIN);
+	do_read(M, a, REQ_GET("/a"));
+	do_write(M, a, RESP_5);
+	do_epoll_wait(M, EPFD);
+	expect_conn_idle(a);
+	cr_assert_eq(atomic_load(&M->rec->req_id), 0);
+}
+
 /* An event loop: requests interleave, each tracked and ended on its own
  * connection, by its response's framing. */
 Test(conn, event_loop_requests_end_each_on_their_connection)
