@@ -20,6 +20,7 @@
 
 #include "capture_sig.h"
 #include "common.h"
+#include "glet.h"
 #include "mem.h"
 #include "real.h"
 #include "sys.h"
@@ -415,4 +416,123 @@ void capture_release(void)
 void capture_atfork_child(void)
 {
 	capture_sig_atfork_child();
+}
+
+/* ---- suspended greenlets ----
+ *
+ * A greenlet is {PyObject_HEAD; weakreflist; dict; pimpl} (greenlet.h):
+ * pimpl at +32, a C++ object whose layout changed between greenlet
+ * releases. When a greenlet is switched out, its PythonState keeps
+ * _top_frame (a frame object) and, on 3.11+, current_frame (the
+ * _PyInterpreterFrame it resumes in): the first word of pimpl[16..256)
+ * that is a frame object, and the word within 64 bytes after it equal to
+ * that frame object's f_frame. Found once, on the first suspended greenlet
+ * seen, and checked again at every read.
+ */
+static int gl_top_off = -1, gl_cur_off = -1;
+
+static bool rdp(uintptr_t a, uintptr_t *v)
+{
+	return a >= 4096 && mem_read_safe(v, a, sizeof(*v));
+}
+
+/* The frame greenlet g resumes in, and its top frame object; NULL or why
+ * not. */
+static const char *glet_frame(uintptr_t g, uintptr_t *frame, uintptr_t *top_out)
+{
+	uintptr_t ftype;
+	int ff;
+	if (!py_frame_layout(&ftype, &ff))
+		return "Python frames cannot be read in this interpreter";
+	if (!glet_is_greenlet(g))
+		return "it is not a greenlet any more";
+	uintptr_t pimpl;
+	if (!rdp(g + 32, &pimpl) || pimpl < 4096)
+		return "the greenlet cannot be read";
+	if (gl_top_off < 0) {
+		for (int o = 16; o < 256 && gl_top_off < 0; o += 8) {
+			uintptr_t f, ty, ifr;
+			if (!rdp(pimpl + (uintptr_t)o, &f) || !rdp(f + 8, &ty) ||
+			    ty != ftype)
+				continue;
+			if (ff < 0) {
+				gl_top_off = o;
+				break;
+			}
+			if (!rdp(f + (uintptr_t)ff, &ifr) || !ifr)
+				continue;
+			for (int k = o + 8; k <= o + 64; k += 8) {
+				uintptr_t v;
+				if (rdp(pimpl + (uintptr_t)k, &v) && v == ifr) {
+					gl_top_off = o;
+					gl_cur_off = k;
+					break;
+				}
+			}
+		}
+		if (gl_top_off < 0)
+			return "this greenlet version's layout is not recognised";
+	}
+	uintptr_t top, ty;
+	if (!rdp(pimpl + (uintptr_t)gl_top_off, &top) || !top)
+		return "the greenlet keeps no frame (not started, or running)";
+	if (!rdp(top + 8, &ty) || ty != ftype)
+		return "the greenlet's saved frame is not a frame";
+	*top_out = top;
+	if (ff < 0) {
+		*frame = top;
+		return NULL;
+	}
+	uintptr_t ifr, cur;
+	if (!rdp(top + (uintptr_t)ff, &ifr) ||
+	    !rdp(pimpl + (uintptr_t)gl_cur_off, &cur) || !cur || ifr != cur)
+		return "the greenlet's saved frames disagree";
+	*frame = cur;
+	return NULL;
+}
+
+void capture_suspended(struct sd_thread *t, uintptr_t glet, struct capture *out)
+{
+	memset(out, 0, offsetof(struct capture, ip));
+	out->py = capture_slot.py;
+	out->mode = CAPTURE_SUSPENDED;
+	if (!glet) {
+		snprintf(out->why, sizeof(out->why),
+			 "suspended: the coroutine that serves it is not known "
+			 "(asyncio tasks are not located), so its stack cannot be shown");
+		return;
+	}
+	if (!out->py) {
+		snprintf(out->why, sizeof(out->why), "no capture buffers");
+		return;
+	}
+	const char *why = NULL;
+	for (int tries = 0; tries < 3; tries++) {
+		uintptr_t frame = 0, top = 0, top2 = 0, pimpl = 0, main;
+		why = glet_frame(glet, &frame, &top);
+		if (why)
+			break;
+		py_walk_suspended(frame, out->py, capture_slot.py_max, &out->pyinfo);
+		/* Still switched out, with the same frames, after the walk:
+		 * the frames read were its own. */
+		if (glet_current_of(t->pthread, &main) != glet &&
+		    rdp(glet + 32, &pimpl) &&
+		    rdp(pimpl + (uintptr_t)gl_top_off, &top2) && top2 == top) {
+			out->py_walked = true;
+			py_resolve_lines(mem_read_safe, out->py, out->pyinfo.n);
+			snprintf(out->why, sizeof(out->why),
+				 "suspended greenlet 0x%lx (its Python frames; it "
+				 "waits in the loop)", (unsigned long)glet);
+			return;
+		}
+		why = "the greenlet kept running while it was read";
+		memset(&out->pyinfo, 0, sizeof(out->pyinfo));
+	}
+	snprintf(out->why, sizeof(out->why), "suspended greenlet 0x%lx: no frames: %s",
+		 (unsigned long)glet, why);
+}
+
+struct py_frame *capture_py_buffer(void)
+{
+	return capture_slot.py;
 }

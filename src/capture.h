@@ -38,6 +38,9 @@ enum capture_mode {
 	CAPTURE_FAILED,
 	CAPTURE_HANDLER, /* snapshot taken by slowdog's handler of a deadly
 	                    signal, on the thread itself */
+	CAPTURE_SUSPENDED, /* not a thread's stack: the Python frames of a
+	                      suspended greenlet or coroutine (why says which,
+	                      or why there are none) */
 };
 
 struct capture {
@@ -67,6 +70,17 @@ bool capture_thread_init(const struct config *cfg);
 
 /* Watchdog thread: captures t. Returns false with out->why set on failure. */
 bool capture_thread(struct sd_thread *t, struct capture *out);
+
+/*
+ * Watchdog: the Python frames of greenlet glet (0: unknown) of thread t,
+ * which is not running (suspended in its loop), into out as
+ * CAPTURE_SUSPENDED; out->why says whose frames they are, or why there
+ * are none.
+ */
+void capture_suspended(struct sd_thread *t, uintptr_t glet, struct capture *out);
+
+/* Watchdog: the buffer of frames captures fill (capture_thread_init). */
+struct py_frame *capture_py_buffer(void);
 
 /* Watchdog, idle: gives the pages of the capture buffers back to the
  * system (they are zero when next touched). */

@@ -446,6 +446,25 @@ static void config_load_threshold(struct config *c,
 		    "10s");
 }
 
+/* After SLOWDOG_THRESHOLD: its default is the request threshold. */
+static void config_load_loop_threshold(struct config *c,
+				       const char *(*get)(const char *name),
+				       void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_LOOP_THRESHOLD");
+	int64_t ns;
+
+	c->loop_threshold_ns = c->threshold_ns;
+	if (!v)
+		return;
+	if (config_parse_duration(v, &ns)) {
+		c->loop_threshold_ns = ns;
+		return;
+	}
+	config_warn(warn, "SLOWDOG_LOOP_THRESHOLD", v, "is not a valid duration",
+		    "SLOWDOG_THRESHOLD");
+}
+
 static void config_load_log(struct config *c,
 			    const char *(*get)(const char *name),
 			    void (*warn)(const char *line))
@@ -596,6 +615,7 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 
 	config_load_disable(c, get, warn);
 	config_load_threshold(c, get, warn);
+	config_load_loop_threshold(c, get, warn);
 	config_load_log(c, get, warn);
 	config_load_signal(c, get, warn);
 	config_load_max_frames(c, get, warn);

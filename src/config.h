@@ -20,6 +20,7 @@ enum log_format {
 struct config {
 	bool disabled;           /* SLOWDOG_DISABLE */
 	int64_t threshold_ns;    /* SLOWDOG_THRESHOLD */
+	int64_t loop_threshold_ns; /* SLOWDOG_LOOP_THRESHOLD */
 	char log_path[PATH_MAX]; /* SLOWDOG_LOG; "" = standard error */
 	int signal;              /* SLOWDOG_SIGNAL; 0 = choose (SIGRTMIN+3 first) */
 	int max_frames;          /* SLOWDOG_MAX_FRAMES */

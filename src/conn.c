@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "escape.h"
+#include "glet.h"
 #include "thread.h"
 
 _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
@@ -15,6 +16,30 @@ _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
 uint64_t conn_next_id(void)
 {
 	return thread_take_ids(1);
+}
+
+/*
+ * Loop sets: the epoll sets that hold a connection (epoll_ctl ADD/MOD of
+ * one) or a listener (the set a thread waited in before it accepted). A
+ * thread that waits in one while a request it read is unanswered serves
+ * many connections: an event loop. A bit per fd number, cleared on close.
+ */
+#define LOOP_SETS_MAX 65536
+static _Atomic uint64_t loop_sets[LOOP_SETS_MAX / 64];
+
+static inline bool loop_set_has(int epfd)
+{
+	return (unsigned)epfd < LOOP_SETS_MAX &&
+	       (atomic_load_explicit(&loop_sets[(unsigned)epfd / 64],
+				     memory_order_relaxed) >> (epfd % 64) & 1);
+}
+
+static void loop_set_mark(int epfd)
+{
+	if ((unsigned)epfd < LOOP_SETS_MAX && !loop_set_has(epfd))
+		atomic_fetch_or_explicit(&loop_sets[(unsigned)epfd / 64],
+					 (uint64_t)1 << (epfd % 64),
+					 memory_order_relaxed);
 }
 
 static struct conn *slot_of(int fd)
@@ -61,6 +86,7 @@ static inline __attribute__((always_inline)) void req_publish(struct conn *c, st
 	http_resp_init(&c->resp, c->info[c->cur].is_head);
 	if (!t)
 		return;
+	c->glet = glet_current_self();
 	t->fd = c->fd;
 	t->conn_gen = atomic_load_explicit(&c->gen, memory_order_relaxed);
 	t->req_start_ns = now;
@@ -108,6 +134,12 @@ static void req_end(struct conn *c, int64_t end_ns)
 			thread_ring();
 		}
 	}
+	if (t && t->mux && id &&
+	    unlikely(atomic_load_explicit(&c->reported_id, memory_order_acquire) == id)) {
+		c->done_ns = end_ns - c->start_ns;
+		atomic_store_explicit(&c->done_id, id, memory_order_release);
+		thread_ring();
+	}
 	c->owner = NULL;
 	c->req_id = 0;
 	c->state = CONN_IDLE;
@@ -139,9 +171,12 @@ static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
 			return;
 		if (o->state == CONN_REQ) {
 			/* Reading a new request while the previous one has had
-			 * no answer: this thread juggles connections. */
+			 * no answer: this thread juggles connections, each
+			 * request ends on its own connection. */
 			t->mux = true;
 		}
+		if (t->mux)
+			return;
 		req_end(o, o->last_write_ns ? o->last_write_ns : now);
 	} else if (!o || o != c) {
 		atomic_store_explicit(&t->req_id, 0, memory_order_release);
@@ -342,12 +377,16 @@ static void slot_reset(int fd, bool accepted)
 	/* The accepting thread is done with any answered request. */
 	struct sd_thread *t = accepted ? thread_self() : NULL;
 	if (t) {
+		/* It waited for the listener there. */
+		if (t->last_epfd >= 0)
+			loop_set_mark(t->last_epfd);
 		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
-		struct conn *o = id ? slot_of(t->fd) : NULL;
+		struct conn *o = id && !t->mux ? slot_of(t->fd) : NULL;
 		if (o && o != c && o->req_id == id && !req_cancel_unserved(o)) {
 			if (o->state == CONN_REQ)
 				t->mux = true;
-			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
+			else
+				req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
 		}
 	}
 
@@ -418,29 +457,75 @@ void conn_wait_input(struct conn *c)
 	conn_read_enter(c);
 }
 
-void conn_epoll_wait(int epfd)
+static inline void loop_enter(struct sd_thread *t)
+{
+	if (unlikely(atomic_load_explicit(&t->stall_at, memory_order_relaxed))) {
+		/* A stall the watchdog reported ends here. */
+		int64_t at = atomic_exchange(&t->stall_at, 0);
+		if (at) {
+			t->stall_end_ns = clock_coarse_ns();
+			atomic_store_explicit(&t->stall_done, at, memory_order_release);
+			thread_ring();
+		}
+	}
+	atomic_store_explicit(&t->in_loop_wait, 1, memory_order_release);
+}
+
+bool conn_epoll_wait(int epfd)
 {
 	struct sd_thread *t = thread_self();
-	if (!t || t->mux)
-		return;
-	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
-	if (!id)
-		return;
-	struct conn *o = slot_of(t->fd);
-	/* Waiting on the very epoll set that holds its own request's socket,
-	 * before answering it: an event loop, not a request thread. */
-	if (o && o->req_id == id && o->epfd == epfd && o->state == CONN_REQ)
+	if (!t)
+		return false;
+	t->last_epfd = epfd;
+	if (likely(!t->loop || t->loop_epfd != epfd)) {
+		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+		if (!id && !t->mux)
+			return false;
+		struct conn *o = slot_of(t->fd);
+		bool held = o && o->req_id == id && o->state == CONN_REQ;
+		if (o && id && o->req_id == id && o->state == CONN_RESP &&
+		    o->epfd == epfd && o->ep_in && o->owner == t) {
+			/* Waiting for input on its own connection, in the set
+			 * it serves from, once it has answered (an asyncio
+			 * loop between one client's requests): the server's
+			 * next step, the request is over. */
+			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
+			return false;
+		}
+		/* Waiting on the very epoll set that holds its own request's
+		 * socket, or on one that holds connections, before answering
+		 * its request: an event loop, not a request thread. */
+		bool set = loop_set_has(epfd) || (held && o->epfd == epfd);
+		if (!set || !(held || t->mux))
+			return false;
 		t->mux = true;
+		t->loop_epfd = epfd;
+		t->loop = true;
+	}
+	loop_enter(t);
+	return true;
+}
+
+void conn_loop_left(struct sd_thread *t)
+{
+	atomic_store_explicit(&t->loop_left_ns, clock_coarse_ns(), memory_order_relaxed);
+	atomic_store_explicit(&t->in_loop_wait, 0, memory_order_release);
 }
 
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
 {
-	if (op == EPOLL_CTL_DEL)
+	if (op == EPOLL_CTL_DEL) {
+		c->ep_in = false;
 		return;
+	}
 	c->epfd = epfd;
+	c->ep_in = (events & EPOLLIN) && !(events & EPOLLOUT);
+	loop_set_mark(epfd);
 	req_cancel_unserved(c);
-	/* gthread parks a keep-alive connection this way after its response. */
-	if (c->state == CONN_RESP && (events & EPOLLIN))
+	/* gthread parks a keep-alive connection this way after its response
+	 * (an event loop's response ends by its framing). */
+	if (c->state == CONN_RESP && (events & EPOLLIN) &&
+	    !(c->owner && c->owner->mux))
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
@@ -454,10 +539,12 @@ static void write_bytes(struct conn *c, const char *buf, size_t n)
 			return;
 		}
 		/* Where a response ends matters only when another request,
-		 * read with this one, waits its turn behind it. Otherwise the
-		 * request ends at the server's next step, as one whose
-		 * response has no framing does: no parsing on the way. */
-		if (c->state == CONN_REQ && conn_alone(c) &&
+		 * read with this one, waits its turn behind it, or on an event
+		 * loop (whose next step on the connection may be long after).
+		 * Otherwise the request ends at the server's next step, as one
+		 * whose response has no framing does: no parsing on the way. */
+		bool loop = c->owner && c->owner->mux;
+		if (c->state == CONN_REQ && conn_alone(c) && !loop &&
 		    http_resp_final_start(&c->resp, buf, n)) {
 			c->resp_unframed = true;
 			c->state = CONN_RESP;
@@ -476,6 +563,14 @@ static void write_bytes(struct conn *c, const char *buf, size_t n)
 		if (c->resp.final) {
 			c->state = CONN_RESP;
 			c->pipelined = false;
+			if (loop && c->resp.status == 101) {
+				/* A WebSocket (or other protocol) from here on:
+				 * the request was the upgrade. */
+				c->upgraded = true;
+				c->next_ready = false;
+				req_end(c, c->last_write_ns);
+				return;
+			}
 		}
 		if (ev != HTTP_RESP_DONE)
 			return;
@@ -549,6 +644,13 @@ void conn_shutdown(struct conn *c)
 
 void conn_closed(int fd)
 {
+	if (unlikely(loop_set_has(fd))) {
+		atomic_fetch_and(&loop_sets[(unsigned)fd / 64],
+				 ~((uint64_t)1 << (fd % 64)));
+		struct sd_thread *t = thread_self();
+		if (t && t->last_epfd == fd)
+			t->last_epfd = -1;
+	}
 	struct conn *c = conn_get(fd);
 	if (!c)
 		return;
@@ -622,6 +724,20 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 		return true;
 	}
 	return false;
+}
+
+struct conn *conn_slot(int fd)
+{
+	return slot_of(fd);
+}
+
+int conn_fd_limit(void)
+{
+	int hi = 0;
+	for (unsigned ci = 0; ci < CONN_CHUNKS; ci++)
+		if (atomic_load_explicit(&conn_chunks[ci], memory_order_acquire))
+			hi = (int)(ci + 1) * CONN_CHUNK;
+	return hi;
 }
 
 void conn_atfork_child(void)

@@ -55,6 +55,11 @@ struct conn {
 	                         read with the previous one, not by a read */
 	uint16_t lazy_len;    /* >0: info[cur] is the head kept in
 	                         info[cur ^ 1], not parsed yet (conn_lazy) */
+	bool upgraded;        /* a loop thread answered 101: not HTTP any more,
+	                         no further request on it */
+	bool ep_in;           /* in epfd for input only (no EPOLLOUT) */
+	uintptr_t glet;       /* loop threads: the greenlet current when the
+	                         request began (glet.h), 0 unknown */
 	struct sd_thread *owner;
 	uint64_t req_id;
 	int64_t start_ns;
@@ -71,6 +76,21 @@ struct conn {
 	 * must be (by the watchdog when it describes the request, or here when
 	 * more bytes come before the response). */
 	struct reqraw info[2];
+
+	/*
+	 * Requests of loop threads are reported from here (not from the
+	 * thread's record, which holds one request). Not cleared with the
+	 * slot: ids are unique in the process. The watchdog stores
+	 * reported_id (release) when it reports the request; req_end then
+	 * stores done_ns, then done_id (release), and rings.
+	 */
+	_Atomic uint64_t reported_id;
+	int64_t done_ns;
+	_Atomic uint64_t done_id;
+	/* The watchdog's own: when the request wd_id is next due. */
+	uint64_t wd_id;
+	int wd_count;   /* reports so far; -1: no more */
+	int64_t wd_at;
 };
 
 /* Where a kept head is, and how long it can be. */
@@ -121,6 +141,8 @@ static inline bool conn_read_done(struct conn *c, int fd, const void *buf, size_
 	if (n == 0)
 		return false;
 	if (c->state == CONN_IDLE) {
+		if (c->upgraded)
+			return false; /* past a 101: not HTTP any more */
 		conn_read_begin(c, buf, n);
 		return true;
 	}
@@ -136,6 +158,8 @@ static inline bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov
 	if (n == 0)
 		return false;
 	if (c->state == CONN_IDLE) {
+		if (c->upgraded)
+			return false; /* past a 101: not HTTP any more */
 		conn_read_iov_begin(c, iov, cnt, n);
 		return true;
 	}
@@ -143,7 +167,11 @@ static inline bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov
 	return false;
 }
 void conn_wait_input(struct conn *c);      /* poll/select for input on fd */
-void conn_epoll_wait(int epfd);            /* the thread waits on epfd */
+/* The thread waits on epfd: true if that is its event loop's wait
+ * (conn_loop_left after it). */
+bool conn_epoll_wait(int epfd);
+/* A loop thread's wait returned. */
+void conn_loop_left(struct sd_thread *t);
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events);
 void conn_write_done(struct conn *c, const void *buf, size_t n);
 void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt,
@@ -165,6 +193,11 @@ void conn_end_label(struct sd_thread *t);
 /* Watchdog: copies the request's description if fd still carries the
  * connection gen and request req_id. */
 bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out);
+
+/* Watchdog: the connection on fd, tracked or not (NULL: never mapped). */
+struct conn *conn_slot(int fd);
+/* Watchdog: one past the highest fd the table has room for so far. */
+int conn_fd_limit(void);
 
 /* Child after fork: forget every connection. */
 void conn_atfork_child(void);

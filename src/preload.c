@@ -769,13 +769,15 @@ STUB(pselect);
 __attribute__((used, visibility("hidden"))) int sd_body_epoll_wait(int epfd, struct epoll_event *ev, int max, int ms)
 {
 	RESOLVE(epoll_wait);
-	conn_epoll_wait(epfd);
+	bool loop = conn_epoll_wait(epfd);
 	struct sd_thread *t = call_enter(CALL_EPOLL_WAIT);
 	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
 	int ms0 = ms, r;
 	WAIT_AGAIN(t, r, real_epoll_wait(epfd, ev, max, ms), EINTR_RESULT(r),
 		   if (ms > 0) ms = remaining_ms(deadline, ms0));
 	int e = errno;
+	if (loop)
+		conn_loop_left(t);
 	call_leave(t);
 	errno = e;
 	return r;
@@ -786,13 +788,15 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_pwait(int epfd, st
 			       const sigset_t *mask)
 {
 	RESOLVE(epoll_pwait);
-	conn_epoll_wait(epfd);
+	bool loop = conn_epoll_wait(epfd);
 	struct sd_thread *t = call_enter(CALL_EPOLL_PWAIT);
 	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
 	int ms0 = ms, r;
 	WAIT_AGAIN(t, r, real_epoll_pwait(epfd, ev, max, ms, mask), EINTR_RESULT(r),
 		   if (ms > 0) ms = remaining_ms(deadline, ms0));
 	int e = errno;
+	if (loop)
+		conn_loop_left(t);
 	call_leave(t);
 	errno = e;
 	return r;

@@ -47,7 +47,7 @@ enum py_state {
  */
 static struct py_offsets off;
 static uintptr_t runtime_addr;
-static uintptr_t code_type, unicode_type, bytes_type;
+static uintptr_t code_type, unicode_type, bytes_type, frame_type_addr;
 static void *(*gilstate_get)(void);
 static char version_str[32];
 static char unavailable_msg[160];
@@ -390,6 +390,7 @@ bool py_init(void)
 	code_type = (uintptr_t)dlsym(h, "PyCode_Type");
 	unicode_type = (uintptr_t)dlsym(h, "PyUnicode_Type");
 	bytes_type = (uintptr_t)dlsym(h, "PyBytes_Type");
+	frame_type_addr = (uintptr_t)dlsym(h, "PyFrame_Type");
 	gilstate_get = (void *(*)(void))dlsym(h, "PyGILState_GetThisThreadState");
 	const struct py_offsets *t = pyoffsets_get(major, minor);
 	const struct py_offsets *newest = pyoffsets_newest();
@@ -1061,14 +1062,15 @@ void py_read_names(struct py_record *rec, struct py_frame *out,
  * chain has proved whole: a system call costs microseconds there, the
  * first one of a handler ten.
  */
-static int walk(mem_reader rd, uintptr_t tstate, struct py_record *r, int max,
-		bool leave_codes, struct py_walk_info *info)
+static int walk(mem_reader rd, uintptr_t tstate, uintptr_t from,
+		struct py_record *r, int max, bool leave_codes,
+		struct py_walk_info *info)
 {
 	info->n = info->total = info->head = 0;
 	info->damaged = false;
 	info->codes_left = false;
 	info->pending = -1;
-	if (!ready() || !tstate || max < 0)
+	if (!ready() || (!tstate && !from) || max < 0)
 		return 0;
 	bool paged = false, handler = rd == mem_read_mapped;
 	bool deferred = false;
@@ -1096,8 +1098,12 @@ static int walk(mem_reader rd, uintptr_t tstate, struct py_record *r, int max,
 	 * slots after them for the outermost ones. */
 	int inner = max - max / 2, outer = max / 2;
 	uintptr_t frame, enclosing;
-	bool check;
-	if (!first_frame(rd, tstate, &frame, &enclosing, &check)) {
+	bool check = false;
+	if (from) {
+		/* A suspended chain: no thread state, no enclosing loop. */
+		frame = from;
+		enclosing = 0;
+	} else if (!first_frame(rd, tstate, &frame, &enclosing, &check)) {
 		info->damaged = true;
 		goto out;
 	}
@@ -1307,7 +1313,7 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 		       "records fit packed in the frames' buffer");
 	struct py_record *rec = (struct py_record *)(void *)out;
 	bool handler = rd == mem_read_mapped;
-	int n = walk(rd, tstate, rec, max, false, info);
+	int n = walk(rd, tstate, 0, rec, max, false, info);
 	spread(rec, out, n);
 	/* A chain that held together is the thread's own, alive while it is
 	 * stopped, and so are its code objects and their names: in a
@@ -1321,7 +1327,38 @@ int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 int py_walk_records(uintptr_t tstate, struct py_record *rec, int max,
 		    struct py_walk_info *info)
 {
-	return walk(mem_read_mapped, tstate, rec, max, true, info);
+	return walk(mem_read_mapped, tstate, 0, rec, max, true, info);
+}
+
+int py_walk_suspended(uintptr_t frame, struct py_frame *out, int max,
+		      struct py_walk_info *info)
+{
+	struct py_record *rec = (struct py_record *)(void *)out;
+	int n = walk(mem_read_safe, 0, frame, rec, max, false, info);
+	spread(rec, out, n);
+	read_names(mem_read_safe, out, n, info);
+	return n;
+}
+
+uintptr_t py_current_frame(uintptr_t tstate)
+{
+	uintptr_t frame, outer;
+	bool check;
+	if (!ready() || !tstate ||
+	    !first_frame(mem_read_safe, tstate, &frame, &outer, &check))
+		return 0;
+	return frame;
+}
+
+bool py_frame_layout(uintptr_t *frame_type, int *f_frame)
+{
+	if (!ready() || !frame_type_addr)
+		return false;
+	*frame_type = frame_type_addr;
+	/* PyFrameObject.f_frame (3.11-3.13: after ob_refcnt, ob_type,
+	 * f_back); before 3.11 frame objects chain themselves. */
+	*f_frame = off.layout >= PY_LAYOUT_311 ? 24 : -1;
+	return off.layout <= PY_LAYOUT_313;
 }
 
 /*

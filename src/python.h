@@ -104,6 +104,23 @@ uintptr_t py_tstate_find(mem_reader rd, pid_t tid, unsigned long pthread_id);
 int py_walk(mem_reader rd, uintptr_t tstate, struct py_frame *out, int max,
 	    struct py_walk_info *info);
 
+/*
+ * Watchdog: walks a chain no thread runs (a suspended greenlet's), from
+ * frame: a _PyInterpreterFrame on 3.11+, a PyFrameObject before. Every
+ * read fault tolerant, as py_walk; the chain ends at NULL. Returns info->n.
+ */
+int py_walk_suspended(uintptr_t frame, struct py_frame *out, int max,
+		      struct py_walk_info *info);
+
+/* Watchdog: the innermost frame of a running thread (fault-tolerant
+ * reads: it may change under the reader), 0 if none. */
+uintptr_t py_current_frame(uintptr_t tstate);
+
+/* Watchdog: PyFrame_Type's address and the offset of PyFrameObject's
+ * f_frame (-1 before 3.11, where frame objects are the chain); false when
+ * frames cannot be walked. */
+bool py_frame_layout(uintptr_t *frame_type, int *f_frame);
+
 /* What a walk records of a frame; py_read_names makes a py_frame of it. */
 struct py_record {
 	uintptr_t code;

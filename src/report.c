@@ -531,7 +531,11 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	char reqline[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
 	report_request_line(reqline, sizeof(reqline), r->info, r->label);
 
-	PUTS(&o, "--- slowdog: slow request ---\n");
+	bool stall = r->loop_kind && strcmp(r->loop_kind, "stall") == 0;
+	if (stall)
+		PUTS(&o, "--- slowdog: event loop stalled ---\n");
+	else
+		PUTS(&o, "--- slowdog: slow request ---\n");
 	PUTS(&o, "Time:       ");
 	put_time(&o, r->now_real_ns);
 	putf(&o, "\nRequest:    %s\n", reqline);
@@ -557,12 +561,17 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	putf(&o, "\nRunning:    %.3f s (threshold %.3f s)\n",
 	     (double)r->running_ns / NS_PER_SEC,
 	     (double)cfg->threshold_ns / NS_PER_SEC);
+	if (r->loop_lines)
+		put(&o, r->loop_lines, strlen(r->loop_lines));
 
 	if (r->death)
 		put_death(&o, r->death);
 	const struct capture *c = r->cap;
 	PUTS(&o, "Capture:    ");
 	switch (c->mode) {
+	case CAPTURE_SUSPENDED:
+		putf(&o, "%s\n", c->why);
+		break;
 	case CAPTURE_BLOCKED:
 		putf(&o, "blocked in %s()\n", real_call_name(c->call_fn));
 		break;
@@ -583,7 +592,11 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 		break;
 	}
 	PUTS(&o, "\n");
-	if (c->mode != CAPTURE_FAILED && c->mode != CAPTURE_NONE) {
+	if (c->mode == CAPTURE_SUSPENDED) {
+		/* No thread runs it: Python frames only. */
+		if (c->py_walked && (c->pyinfo.n > 0 || c->pyinfo.damaged))
+			put_traceback(&o, c);
+	} else if (c->mode != CAPTURE_FAILED && c->mode != CAPTURE_NONE) {
 		if (cfg->stack_view == STACK_MERGED)
 			put_merged(&o, c);
 		else
@@ -832,8 +845,8 @@ static size_t report_json(struct out *o, const struct report *r,
 	     (double)cfg->threshold_ns / NS_PER_SEC);
 
 	static const char *const modes[] = {"none", "blocked", "signal", "syscall",
-					    "failed", "handler"};
-	int mode = c->mode >= 0 && c->mode <= CAPTURE_HANDLER ? c->mode : CAPTURE_FAILED;
+					    "failed", "handler", "suspended"};
+	int mode = c->mode >= 0 && c->mode <= CAPTURE_SUSPENDED ? c->mode : CAPTURE_FAILED;
 	PUTS(o, "\"capture\":{\"mode\":");
 	put_jstrz(o, modes[mode]);
 	PUTS(o, ",\"call\":");
@@ -844,8 +857,18 @@ static size_t report_json(struct out *o, const struct report *r,
 	else
 		PUTS(o, ",\"pause_us\":null");
 	PUTS(o, ",\"error\":");
-	put_jstrz(o, c->mode == CAPTURE_FAILED ? c->why : NULL);
-	PUTS(o, "},");
+	put_jstrz(o, c->mode == CAPTURE_FAILED || c->mode == CAPTURE_SUSPENDED ? c->why : NULL);
+	PUTS(o, "},\"event_loop\":");
+	if (r->loop_kind) {
+		PUTS(o, "{\"kind\":");
+		put_jstrz(o, r->loop_kind);
+		PUTS(o, ",\"lines\":");
+		put_jstrz(o, r->loop_lines);
+		PUTS(o, "}");
+	} else {
+		PUTS(o, "null");
+	}
+	PUTS(o, ",");
 	if (r->death)
 		put_jdeath(o, r->death);
 	put_jpython(o, c);

@@ -35,6 +35,12 @@ struct report {
 	const char *label;     /* explicit work (slowdog_begin) instead of info */
 	const struct capture *cap;
 	const struct report_death *death; /* last words, or NULL */
+	/* Event loops: "stall" for a stalled loop (its request, if known,
+	 * is the culprit), "await" for a request waiting on a free loop, NULL
+	 * otherwise; loop_lines: lines that say so (Loop:, Culprit:,
+	 * Starved:), each ending in a newline. */
+	const char *loop_kind;
+	const char *loop_lines;
 };
 
 /* "SIGABRT", "SIGRTMIN+3", "signal 77". */

@@ -118,6 +118,11 @@ struct sd_thread *thread_register(void)
 		c->mux = false;
 		c->tstate_misses = 0;
 		c->share = share_entry(i);
+		c->loop = false;
+		c->loop_epfd = c->last_epfd = -1;
+		atomic_store(&c->in_loop_wait, 0);
+		atomic_store(&c->stall_at, 0);
+		atomic_store(&c->stall_done, 0);
 		c->fd = -1;
 		atomic_store(&c->req_id, 0);
 		atomic_store(&c->reported_id, 0);
@@ -160,6 +165,11 @@ void thread_atfork_child(void)
 		atomic_store(&me->done_id, 0);
 		me->mux = false;
 		me->share = NULL;
+		me->loop = false;
+		me->loop_epfd = me->last_epfd = -1;
+		atomic_store(&me->in_loop_wait, 0);
+		atomic_store(&me->stall_at, 0);
+		atomic_store(&me->stall_done, 0);
 	}
 }
 

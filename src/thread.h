@@ -59,12 +59,34 @@ struct sd_thread {
 	uint32_t conn_gen;
 	int64_t req_start_ns;    /* CLOCK_MONOTONIC */
 	bool mux;                /* serves many connections at once (an event
-	                            loop): never reported */
+	                            loop): its requests are tracked on their
+	                            connections (conn.h), not here */
 	uint8_t tstate_misses;   /* owner only: requests begun while tstate
 	                            was not found (a thread of C code) */
 	struct share_req *share; /* this thread's entry in the table the master
 	                            reads when the worker dies, or NULL; the
 	                            owner stores req_id/start_ns there too */
+
+	/*
+	 * Event loop. A mux thread that waits in an epoll set holding
+	 * connections or a listener is a loop thread: loop is set and
+	 * loop_epfd is that set (owner writes). Around each wait in it the
+	 * owner stores in_loop_wait = 1 (release) before, and after it
+	 * loop_left_ns, then in_loop_wait = 0 (release); the watchdog reads
+	 * in_loop_wait (acquire), then loop_left_ns.
+	 * stall_at: the watchdog stores the loop_left_ns of a stall it
+	 * reported; whoever exchanges it with 0 first writes the stall's end:
+	 * the owner entering its wait stores stall_end_ns, then stall_done =
+	 * that value (release), and rings.
+	 */
+	bool loop;
+	int loop_epfd;
+	int last_epfd;           /* owner: the epoll set of its last wait, -1 */
+	_Atomic uint32_t in_loop_wait;
+	_Atomic int64_t loop_left_ns; /* coarse clock */
+	_Atomic int64_t stall_at;
+	int64_t stall_end_ns;
+	_Atomic int64_t stall_done;
 
 	/* Written by the watchdog: the id of the request it has reported. */
 	_Atomic uint64_t reported_id;

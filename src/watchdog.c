@@ -14,10 +14,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "aio.h"
 #include "capture.h"
 #include "capture_sig.h"
 #include "common.h"
 #include "conn.h"
+#include "glet.h"
 #include "lastwords.h"
 #include "metrics.h"
 #include "python.h"
@@ -96,6 +98,10 @@ static void setup(void)
 	/* Now, so that the first request already records its thread's Python
 	 * thread state (uWSGI's workers have one thread state each). */
 	py_init();
+	/* And the greenlet each request begins in, from the first request
+	 * on: an event loop of greenlets accepts on the thread that runs
+	 * them. Once per process, at its first accepted connection. */
+	glet_setup(pthread_self());
 }
 
 void watchdog_setup(void)
@@ -314,14 +320,14 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	return REPORTED;
 }
 
-/* The request t serves (0: none, or a thread never reported: an event
- * loop's), with its start, read consistently. */
+/* The request t serves (0: none, or an event loop's thread, whose
+ * requests are on their connections), with its start, read consistently. */
 static uint64_t live_request(struct sd_thread *t, int64_t *start)
 {
 	if (atomic_load_explicit(&t->state, memory_order_acquire) != THREAD_LIVE)
 		return 0;
 	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_acquire);
-	if (!id || t->mux)
+	if (!id || t->mux || t->loop)
 		return 0;
 	*start = t->req_start_ns;
 	atomic_thread_fence(memory_order_acquire);
@@ -394,6 +400,484 @@ static void last_words(pid_t pid, int64_t threshold)
 	}
 }
 
+
+/* ---- event loops ----
+ *
+ * A loop thread (thread.h) serves many requests at once, each tracked on
+ * its own connection. Two kinds of report: the loop stalled (out of its
+ * wait past SLOWDOG_LOOP_THRESHOLD with requests in flight: one request's
+ * code holds the thread, every other request waits), and a request past
+ * the threshold while its loop is free (it awaits something: its stack is
+ * a suspended greenlet or coroutine, on no thread).
+ */
+
+struct loopreq {
+	struct conn *c;
+	int fd;
+	uint32_t gen;
+	uint64_t id;
+	int64_t start;
+	uintptr_t glet;
+};
+
+#define LOOPREQ_MAX 1024
+static struct loopreq loopreqs[LOOPREQ_MAX];
+static int nloopreqs;
+
+/* Per loop thread, the watchdog's own. */
+static struct loopst {
+	int64_t reported_left; /* loop_left_ns of the last stall reported */
+	uint64_t stall_id;     /* its Request-Id */
+	int64_t stall_start_real;
+} loopst[THREADS_MAX];
+
+/* A loop counts as stalled for the requests on it once it has been out of
+ * its wait this long: shorter turns are the loop's ordinary work. */
+#define LOOP_BUSY_NS (100 * NS_PER_MS)
+
+static int64_t loop_threshold;
+
+/* One pass over the connections: finished lines of reported loop requests,
+ * and the requests in flight on loop threads, into loopreqs. */
+static void loop_scan(pid_t pid)
+{
+	nloopreqs = 0;
+	int limit = conn_fd_limit();
+	for (int fd = 0; fd < limit; fd++) {
+		struct conn *c = conn_slot(fd);
+		if (!c)
+			continue;
+		uint64_t done = atomic_load_explicit(&c->done_id, memory_order_acquire);
+		if (done) {
+			int64_t total = c->done_ns;
+			if (atomic_compare_exchange_strong(&c->done_id, &done, 0)) {
+				struct reported *rep = reported_take(done);
+				if (rep) {
+					struct finished f = {
+						.id = done,
+						.pid = pid,
+						.now_real_ns = clock_real_ns(),
+						.total_ns = total,
+						.request_line = rep->line,
+						.info = rep->have_info ? &rep->info : NULL,
+						.label = NULL,
+					};
+					char line[2 * (REQ_METHOD_MAX + REQ_TARGET_MAX + REQ_HOST_MAX) + 512];
+					size_t n = report_finished(line, sizeof(line), &f, &watchdog_cfg);
+					sink_write(line, n, false);
+					metrics_finished(f.info, NULL, total);
+				}
+			}
+		}
+		uint32_t gen = atomic_load_explicit(&c->gen, memory_order_acquire);
+		if (!gen)
+			continue;
+		struct sd_thread *o = c->owner;
+		uint64_t id = c->req_id;
+		int64_t start = c->start_ns;
+		uintptr_t glet = c->glet;
+		uint8_t state = c->state;
+		atomic_thread_fence(memory_order_acquire);
+		if (!o || !id || state == CONN_IDLE || !o->loop ||
+		    atomic_load_explicit(&c->gen, memory_order_relaxed) != gen ||
+		    c->req_id != id)
+			continue;
+		if (nloopreqs == LOOPREQ_MAX)
+			continue;
+		loopreqs[nloopreqs++] = (struct loopreq){
+			.c = c, .fd = fd, .gen = gen, .id = id, .start = start,
+			.glet = glet,
+		};
+	}
+}
+
+/* Whether r is still in flight as it was scanned. */
+static bool loopreq_alive(const struct loopreq *r)
+{
+	return atomic_load_explicit(&r->c->gen, memory_order_acquire) == r->gen &&
+	       r->c->req_id == r->id && r->c->state != CONN_IDLE;
+}
+
+static void loopreq_line(const struct loopreq *r, pid_t pid, char *buf,
+			 size_t cap, struct reqinfo *info, bool *have)
+{
+	*have = conn_describe(r->fd, r->gen, r->id, info);
+	if (*have && watchdog_cfg.strip_query) {
+		char *q = strchr(info->target, '?');
+		if (q)
+			*q = '\0';
+	}
+	char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
+	report_request_line(line, sizeof(line), *have ? info : NULL, NULL);
+	snprintf(buf, cap, "%d-%llu %s", (int)pid, (unsigned long long)r->id, line);
+}
+
+static void put_line(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void put_line(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+	if (*len >= cap)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*len += (size_t)n < cap - *len ? (size_t)n : cap - *len - 1;
+}
+
+static char loop_lines[64 * 1024];
+
+static void report_emit(struct report *r, bool first, const char *label)
+{
+	symbols_refresh();
+	size_t n = report_format(report_buf, REPORT_BUF, r, &watchdog_cfg);
+	sink_write(report_buf, n, true);
+	last_report_ns = clock_mono_ns();
+	holding = true;
+	if (first) {
+		char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
+		report_request_line(line, sizeof(line), r->info, label);
+		reported_add(r->id, line, r->info, label);
+		metrics_slow(r->info, label);
+	}
+}
+
+/* The loop thread t has been out of its wait since left (coarse clock)
+ * with requests in flight: one report. */
+static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
+			 pid_t pid)
+{
+	static struct capture cap;
+	uintptr_t main1, main2;
+	uintptr_t g1 = glet_current_of(t->pthread, &main1);
+	capture_thread(t, &cap);
+	uintptr_t g2 = glet_current_of(t->pthread, &main2);
+	int64_t now = clock_mono_ns();
+	/* Still the same stall? */
+	bool ended = atomic_load_explicit(&t->in_loop_wait, memory_order_acquire) ||
+		     atomic_load_explicit(&t->loop_left_ns, memory_order_relaxed) != left;
+
+	struct loopreq *culprit = NULL;
+	if (g1 && g1 == g2)
+		for (int i = 0; i < nloopreqs; i++)
+			if (loopreqs[i].c->owner == t && loopreqs[i].glet == g1 &&
+			    loopreq_alive(&loopreqs[i]))
+				culprit = &loopreqs[i];
+	/* asyncio: the request whose ASGI scope the running frames hold,
+	 * looked for before and after the capture. */
+	const char *aio_why = NULL;
+	if (!g1 && !atomic_load(&glet_modid)) {
+		static int fds[LOOPREQ_MAX];
+		int nfds = 0;
+		for (int i = 0; i < nloopreqs; i++)
+			if (loopreqs[i].c->owner == t)
+				fds[nfds++] = loopreqs[i].fd;
+		int fd = aio_running_fd(t, fds, nfds, &aio_why);
+		for (int i = 0; fd >= 0 && i < nloopreqs; i++)
+			if (loopreqs[i].fd == fd && loopreqs[i].c->owner == t &&
+			    loopreq_alive(&loopreqs[i]))
+				culprit = &loopreqs[i];
+	}
+	size_t len = 0;
+	put_line(loop_lines, sizeof(loop_lines), &len,
+		 "Loop:       stalled %.3f s: thread %d out of its wait since ",
+		 (double)(now - left) / NS_PER_SEC, (int)t->tid);
+	int64_t left_real = clock_real_ns() - (now - left);
+	time_t sec = (time_t)(left_real / NS_PER_SEC);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	put_line(loop_lines, sizeof(loop_lines), &len,
+		 "%02d:%02d:%02d.%03d UTC (loop threshold %.3f s)%s\n", tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, (int)(left_real % NS_PER_SEC / NS_PER_MS),
+		 (double)watchdog_cfg.loop_threshold_ns / NS_PER_SEC,
+		 ended ? "; it has resumed since" : "");
+	struct reqinfo cinfo;
+	bool chave = false;
+	char rl[REQ_METHOD_MAX + REQ_TARGET_MAX + 64];
+	if (culprit) {
+		loopreq_line(culprit, pid, rl, sizeof(rl), &cinfo, &chave);
+		if (g1)
+			put_line(loop_lines, sizeof(loop_lines), &len,
+				 "Culprit:    %s running %.3f s (its greenlet 0x%lx runs)\n",
+				 rl, (double)(now - culprit->start) / NS_PER_SEC,
+				 (unsigned long)g1);
+		else
+			put_line(loop_lines, sizeof(loop_lines), &len,
+				 "Culprit:    %s running %.3f s (its ASGI scope is in "
+				 "the running frames)\n",
+				 rl, (double)(now - culprit->start) / NS_PER_SEC);
+	} else if (g1 && g1 == g2) {
+		put_line(loop_lines, sizeof(loop_lines), &len,
+			 "Culprit:    no request: greenlet 0x%lx runs (%s)\n",
+			 (unsigned long)g1,
+			 g1 == main1 ? "the main greenlet" : "the hub, or a greenlet that serves no request");
+	} else if (atomic_load(&glet_modid)) {
+		put_line(loop_lines, sizeof(loop_lines), &len,
+			 "Culprit:    not known: the running greenlet changed during the capture\n");
+	} else {
+		put_line(loop_lines, sizeof(loop_lines), &len,
+			 "Culprit:    not told apart (%s); the Python stack below "
+			 "runs the culprit's code\n",
+			 aio_why ? aio_why : "no greenlets");
+	}
+	int starved = 0;
+	for (int i = 0; i < nloopreqs; i++) {
+		struct loopreq *r = &loopreqs[i];
+		if (r->c->owner != t || r == culprit || !loopreq_alive(r))
+			continue;
+		struct reqinfo info;
+		bool have;
+		loopreq_line(r, pid, rl, sizeof(rl), &info, &have);
+		if (starved++ < 50)
+			put_line(loop_lines, sizeof(loop_lines), &len,
+				 "Starved:    %s waiting %.3f s\n", rl,
+				 (double)(now - r->start) / NS_PER_SEC);
+		/* Listed here: no report of its own while this lasts. */
+		r->c->wd_id = r->id;
+		r->c->wd_count = -1;
+	}
+	if (starved > 50)
+		put_line(loop_lines, sizeof(loop_lines), &len,
+			 "Starved:    ... %d more\n", starved - 50);
+	if (!starved)
+		put_line(loop_lines, sizeof(loop_lines), &len,
+			 "Starved:    none\n");
+
+	uint64_t id = culprit ? culprit->id : thread_take_ids(1);
+	if (culprit) {
+		atomic_store_explicit(&culprit->c->reported_id, id, memory_order_release);
+		culprit->c->wd_id = id;
+		culprit->c->wd_count = -1;
+	}
+	int64_t real_now = clock_real_ns();
+	struct report r = {
+		.id = id,
+		.pid = pid,
+		.tid = t->tid,
+		.now_real_ns = real_now,
+		.start_real_ns = culprit ? real_now - (now - culprit->start) : left_real,
+		.running_ns = culprit ? now - culprit->start : now - left,
+		.repeat = 1,
+		.info = chave ? &cinfo : NULL,
+		.label = culprit ? NULL : "event loop",
+		.cap = &cap,
+		.loop_kind = "stall",
+		.loop_lines = loop_lines,
+	};
+	report_emit(&r, culprit != NULL, NULL);
+	if (culprit && !loopreq_alive(culprit))
+		reported_take(id); /* ended meanwhile: no finished line */
+	ls->reported_left = left;
+	ls->stall_id = id;
+	/* Its end: written by the loop thread as it enters its wait, or here
+	 * if it did already. */
+	atomic_store(&t->stall_at, left);
+	if (atomic_load(&t->in_loop_wait) ||
+	    atomic_load(&t->loop_left_ns) != left) {
+		int64_t at = atomic_exchange(&t->stall_at, 0);
+		if (at) {
+			t->stall_end_ns = clock_coarse_ns();
+			atomic_store_explicit(&t->stall_done, at, memory_order_release);
+		}
+	}
+}
+
+static void drain_stalls(pid_t pid)
+{
+	int high = atomic_load(&thread_high);
+	for (int i = 0; i < high; i++) {
+		struct sd_thread *t = &thread_table[i];
+		int64_t at = atomic_load_explicit(&t->stall_done, memory_order_acquire);
+		if (!at)
+			continue;
+		int64_t end = t->stall_end_ns;
+		if (!atomic_compare_exchange_strong(&t->stall_done, &at, 0))
+			continue;
+		char line[256];
+		int n;
+		if (watchdog_cfg.format == FORMAT_JSON)
+			n = snprintf(line, sizeof(line),
+				     "{\"schema\":1,\"type\":\"stall_ended\","
+				     "\"request_id\":\"%d-%llu\",\"tid\":%d,"
+				     "\"total_s\":%.3f}\n", (int)pid,
+				     (unsigned long long)loopst[i].stall_id, (int)t->tid,
+				     (double)(end - at) / NS_PER_SEC);
+		else
+			n = snprintf(line, sizeof(line),
+				     "slowdog: event loop stall %d-%llu on thread %d ended "
+				     "after %.3f s\n", (int)pid,
+				     (unsigned long long)loopst[i].stall_id, (int)t->tid,
+				     (double)(end - at) / NS_PER_SEC);
+		if (n > 0)
+			sink_write(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, false);
+	}
+}
+
+/* A request on a free loop past the threshold. */
+static bool report_awaiting(struct sd_thread *t, struct loopreq *q, pid_t pid,
+			    int repeat)
+{
+	static struct capture cap;
+	struct reqinfo info;
+	bool have = conn_describe(q->fd, q->gen, q->id, &info);
+	if (have && ignored(&info))
+		return false;
+	if (have && watchdog_cfg.strip_query) {
+		char *qs = strchr(info.target, '?');
+		if (qs)
+			*qs = '\0';
+	}
+	atomic_store_explicit(&q->c->reported_id, q->id, memory_order_release);
+	uintptr_t main;
+	uintptr_t cur = glet_current_of(t->pthread, &main);
+	size_t len = 0;
+	bool live = false;
+	if (q->glet && cur == q->glet) {
+		/* Its greenlet runs right now: the thread's stack is its. */
+		capture_thread(t, &cap);
+		live = glet_current_of(t->pthread, &main) == q->glet;
+	}
+	if (!live && !q->glet && !atomic_load(&glet_modid)) {
+		memset(&cap, 0, offsetof(struct capture, ip));
+		cap.py = capture_py_buffer();
+		aio_capture_task(t, q->fd, &cap);
+	} else if (!live) {
+		capture_suspended(t, q->glet, &cap);
+	}
+	put_line(loop_lines, sizeof(loop_lines), &len,
+		 "Loop:      %s on the event loop of thread %d (the loop is free)\n",
+		 live ? " running" : " awaiting", (int)t->tid);
+	if (!loopreq_alive(q)) {
+		debug_line("request %d-%llu ended during its capture", (int)pid,
+			   (unsigned long long)q->id);
+		return false;
+	}
+	int64_t now = clock_mono_ns();
+	int64_t real_now = clock_real_ns();
+	struct report r = {
+		.id = q->id,
+		.pid = pid,
+		.tid = t->tid,
+		.now_real_ns = real_now,
+		.start_real_ns = real_now - (now - q->start),
+		.running_ns = now - q->start,
+		.repeat = repeat,
+		.info = have ? &info : NULL,
+		.cap = &cap,
+		.loop_kind = "await",
+		.loop_lines = loop_lines,
+	};
+	report_emit(&r, repeat == 1, NULL);
+	return true;
+}
+
+/* The thread is stopped (SIGSTOP, a debugger): its loop is not stalled
+ * by a request. */
+static bool thread_stopped(pid_t tid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	size_t n = sys_read_small(path, buf, sizeof(buf) - 1);
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
+}
+
+/* The loop threads' part of a pass; returns the next time it is due. */
+static int64_t loop_pass(pid_t pid, int64_t next)
+{
+	int64_t threshold = watchdog_cfg.threshold_ns + (loop_threshold - watchdog_cfg.loop_threshold_ns);
+	bool any = false;
+	int high = atomic_load(&thread_high);
+	for (int i = 0; i < high; i++) {
+		struct sd_thread *t = &thread_table[i];
+		if (atomic_load_explicit(&t->state, memory_order_acquire) != THREAD_LIVE)
+			continue;
+		/* Before a thread is known to be a loop: the greenlet of each
+		 * of its requests is recorded from the start. */
+		if (!atomic_load_explicit(&glet_modid, memory_order_relaxed))
+			glet_setup(t->pthread);
+		any |= t->loop;
+	}
+	if (!any)
+		return next;
+	loop_scan(pid);
+	int64_t now = clock_mono_ns();
+	for (int i = 0; i < high; i++) {
+		struct sd_thread *t = &thread_table[i];
+		if (!t->loop || atomic_load_explicit(&t->state, memory_order_acquire) != THREAD_LIVE)
+			continue;
+		int inflight = 0;
+		for (int k = 0; k < nloopreqs; k++)
+			inflight += loopreqs[k].c->owner == t;
+		if (!inflight)
+			continue;
+		bool in_wait = atomic_load_explicit(&t->in_loop_wait, memory_order_acquire);
+		int64_t left = atomic_load_explicit(&t->loop_left_ns, memory_order_relaxed);
+		struct loopst *ls = &loopst[i];
+		if (in_wait) {
+			/* A stall may begin at any moment: look again then. */
+			if (now + loop_threshold < next)
+				next = now + loop_threshold;
+		} else if (left != ls->reported_left) {
+			int64_t due = left + loop_threshold;
+			if (due <= now && thread_stopped(t->tid)) {
+				ls->reported_left = left; /* not a request's doing */
+			} else if (due <= now) {
+				report_stall(t, ls, left, pid);
+				now = clock_mono_ns();
+			} else if (due < next) {
+				next = due;
+			}
+		}
+		bool stalled = !in_wait && now - left >= LOOP_BUSY_NS;
+		for (int k = 0; k < nloopreqs; k++) {
+			struct loopreq *q = &loopreqs[k];
+			struct conn *c = q->c;
+			if (c->owner != t)
+				continue;
+			if (c->wd_id != q->id) {
+				c->wd_id = q->id;
+				c->wd_count = 0;
+				c->wd_at = q->start + threshold;
+			}
+			if (c->wd_count < 0)
+				continue;
+			if (c->wd_at > now) {
+				if (c->wd_at < next)
+					next = c->wd_at;
+				continue;
+			}
+			if (stalled) {
+				/* The stall's report names it, when due. */
+				int64_t due = left + loop_threshold;
+				if (due < now + NS_PER_MS)
+					due = now + 10 * NS_PER_MS;
+				if (due < next)
+					next = due;
+				continue;
+			}
+			if (!report_awaiting(t, q, pid, c->wd_count + 1)) {
+				c->wd_count = -1;
+				continue;
+			}
+			now = clock_mono_ns();
+			c->wd_count++;
+			if (!watchdog_cfg.repeat_ns || c->wd_count >= watchdog_cfg.repeat_max) {
+				c->wd_count = -1;
+				continue;
+			}
+			c->wd_at += watchdog_cfg.repeat_ns;
+			if (c->wd_at <= now)
+				c->wd_at = now + watchdog_cfg.repeat_ns;
+			if (c->wd_at < next)
+				next = c->wd_at;
+		}
+	}
+	return next;
+}
+
 static void *watchdog_main(void *arg)
 {
 	(void)arg;
@@ -424,6 +908,8 @@ static void *watchdog_main(void *arg)
 	clock_getres(CLOCK_MONOTONIC_COARSE, &res);
 	const int64_t threshold = watchdog_cfg.threshold_ns +
 				  res.tv_sec * NS_PER_SEC + res.tv_nsec;
+	loop_threshold = watchdog_cfg.loop_threshold_ns +
+			 res.tv_sec * NS_PER_SEC + res.tv_nsec;
 
 	for (;;) {
 		uint32_t seen = thread_bell_seen();
@@ -471,7 +957,9 @@ static void *watchdog_main(void *arg)
 			if (d->at < next)
 				next = d->at;
 		}
+		next = loop_pass(pid, next);
 		drain_done(pid);
+		drain_stalls(pid);
 		if (holding) {
 			int64_t at = last_report_ns + RELEASE_AFTER_NS;
 			if (clock_mono_ns() >= at)

@@ -304,6 +304,30 @@ Test(config, disable)
 			 "(1/0, yes/no, true/false, on/off); using 1 (disabled)");
 }
 
+Test(config, loop_threshold)
+{
+	struct config c;
+
+	load(&c);
+	cr_assert_eq(c.loop_threshold_ns, CONFIG_DEFAULT_THRESHOLD_NS);
+	setenv_fake("SLOWDOG_THRESHOLD", "2s");
+	load(&c);
+	cr_assert_eq(c.loop_threshold_ns, 2000000000LL, "follows SLOWDOG_THRESHOLD");
+	setenv_fake("SLOWDOG_THRESHOLD", "2s");
+	setenv_fake("SLOWDOG_LOOP_THRESHOLD", "300ms");
+	load(&c);
+	cr_assert_eq(nwarn, 0);
+	cr_assert_eq(c.threshold_ns, 2000000000LL);
+	cr_assert_eq(c.loop_threshold_ns, 300000000LL);
+	setenv_fake("SLOWDOG_THRESHOLD", "2s");
+	setenv_fake("SLOWDOG_LOOP_THRESHOLD", "soon");
+	load(&c);
+	cr_assert_eq(nwarn, 1);
+	cr_assert_str_eq(warns[0], "slowdog: SLOWDOG_LOOP_THRESHOLD=\"soon\" is "
+				   "not a valid duration; using SLOWDOG_THRESHOLD");
+	cr_assert_eq(c.loop_threshold_ns, 2000000000LL);
+}
+
 Test(config, threshold)
 {
 	struct config c;

@@ -209,7 +209,8 @@ static void op_exec(void *arg)
 			conn_epoll_ctl(c, o->fd2, o->epop, o->events);
 		break;
 	case OP_EPOLL_WAIT:
-		conn_epoll_wait(o->fd);
+		if (conn_epoll_wait(o->fd)) /* the loop's wait, returned */
+			conn_loop_left(thread_self());
 		break;
 	case OP_SHUTDOWN:
 		if (c)
@@ -426,6 +427,15 @@ static void expect_conn_idle(int fd)
 	cr_assert_eq(c->state, CONN_IDLE, "fd %d: state %d", fd, c->state);
 	cr_assert_eq(c->req_id, 0);
 	cr_assert_null(c->owner);
+}
+
+/* fd still has request id in flight (a thread that serves many). */
+static void expect_conn_req(int fd, uint64_t id)
+{
+	struct conn *c = conn_get(fd);
+	cr_assert_not_null(c, "fd %d is not tracked", fd);
+	cr_assert_eq(c->state, CONN_REQ, "fd %d: state %d", fd, c->state);
+	cr_assert_eq(c->req_id, id);
 }
 
 static void expect_gone(int fd)
@@ -1699,7 +1709,8 @@ Test(conn, router_reads_second_request_before_answering)
 	cr_assert(mux(M));
 	uint64_t idb = expect_req(M, b, "GET", "/b", NULL);
 	cr_assert_neq(ida, idb);
-	expect_conn_idle(a);
+	/* Each request stays in flight on its own connection. */
+	expect_conn_req(a, ida);
 }
 
 Test(conn, router_reads_on_two_accepted_fds)
@@ -1711,9 +1722,10 @@ Test(conn, router_reads_on_two_accepted_fds)
 	cr_assert_not(mux(M));
 	do_read(M, a, REQ_GET("/a"));
 	cr_assert_not(mux(M));
+	uint64_t ida = conn_get(a)->req_id;
 	do_read(M, b, REQ_GET("/b"));
 	cr_assert(mux(M));
-	expect_conn_idle(a);
+	expect_conn_req(a, ida);
 	expect_req(M, b, "GET", "/b", NULL);
 }
 
@@ -1730,6 +1742,88 @@ Test(conn, event_loop_epoll_wait_on_own_set_is_mux)
 	cr_assert_not(mux(M));
 	do_epoll_wait(M, EPFD);
 	cr_assert(mux(M));
+}
+
+/* One client's requests on an asyncio loop, one after the other: the
+ * connection waits in the loop's set for input only; going back to that
+ * wait after the response is the server's next step. */
+Test(conn, answered_then_waiting_for_input_in_its_set_ends)
+{
+	int a = 1000;
+
+	do_accept(M, a);
+	do_epoll_ctl(M, EPFD, EPOLL_CTL_ADD, a, EPOLLIN);
+	do_read(M, a, REQ_GET("/a"));
+	do_write(M, a, RESP_5);
+	do_epoll_wait(M, EPFD);
+	expect_conn_idle(a);
+	cr_assert_eq(atomic_load(&M->rec->req_id), 0);
+}
+
+/* An event loop: requests interleave, each tracked and ended on its own
+ * connection, by its response's framing. */
+Test(conn, event_loop_requests_end_each_on_their_connection)
+{
+	int a = 1000, b = 1001;
+
+	do_accept(M, a);
+	do_epoll_ctl(M, EPFD, EPOLL_CTL_ADD, a, EPOLLIN);
+	do_read(M, a, REQ_GET("/a"));
+	uint64_t ida = expect_req(M, a, "GET", "/a", NULL);
+	do_epoll_wait(M, EPFD);
+	cr_assert(mux(M));
+	cr_assert(M->rec->loop, "a loop thread");
+	cr_assert_eq(M->rec->loop_epfd, EPFD);
+	cr_assert_eq(atomic_load(&M->rec->in_loop_wait), 0);
+	cr_assert_gt(atomic_load(&M->rec->loop_left_ns), 0);
+	do_accept(M, b);
+	do_read(M, b, REQ_GET("/b"));
+	uint64_t idb = expect_req(M, b, "GET", "/b", NULL);
+	expect_conn_req(a, ida);
+	/* /b answered in full: over at its last byte, /a still runs. */
+	do_write(M, b, RESP_5);
+	expect_conn_idle(b);
+	expect_conn_req(a, ida);
+	cr_assert_neq(ida, idb);
+	do_write(M, a, RESP_5);
+	expect_conn_idle(a);
+}
+
+/* On a loop, 101 ends the request it answers; the WebSocket's frames
+ * after it start none. */
+Test(conn, event_loop_upgrade_ends_the_request)
+{
+	int a = 1000, b = 1001;
+
+	do_accept(M, a);
+	do_epoll_ctl(M, EPFD, EPOLL_CTL_ADD, a, EPOLLIN);
+	do_accept(M, b);
+	do_epoll_ctl(M, EPFD, EPOLL_CTL_ADD, b, EPOLLIN);
+	do_read(M, b, REQ_GET("/b"));
+	do_epoll_wait(M, EPFD);
+	cr_assert(M->rec->loop);
+	do_read(M, a, "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\n"
+		      "Connection: Upgrade\r\n\r\n");
+	expect_req(M, a, "GET", "/ws", NULL);
+	do_write(M, a, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+		       "Connection: Upgrade\r\n\r\n");
+	expect_conn_idle(a);
+	do_read(M, a, "\x81\x82\x00\x00\x00\x00hi");
+	expect_conn_idle(a);
+}
+
+/* A request thread that waits in an epoll set of its own (no connection
+ * in it) is no loop. */
+Test(conn, epoll_wait_on_a_private_set_is_no_loop)
+{
+	int a = 1000;
+
+	do_accept(M, a);
+	do_read(M, a, REQ_GET("/a"));
+	do_epoll_wait(M, EPFD_LISTEN + 7);
+	cr_assert_not(mux(M));
+	cr_assert_not(M->rec->loop);
+	expect_req(M, a, "GET", "/a", NULL);
 }
 
 /* The same wait after the response started is not multiplexing. */
