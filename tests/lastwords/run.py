@@ -377,6 +377,9 @@ def case_quiet(c):
     s = c.gunicorn(timeout=30, threshold="2s", workers=2)
     for _ in range(5):
         harness.get(s.port, "/sleep?s=0.01")
+    # A request ends at the worker's next step after its response (its
+    # close, here): give it that moment before the kill (slowdog(7) LIMITS).
+    time.sleep(0.5)
     for p in worker_pids(s)[:1]:
         os.kill(p, signal.SIGKILL)
     time.sleep(1.5)
