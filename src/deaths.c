@@ -168,7 +168,7 @@ static void describe(const struct share_slot *s, int status, int64_t now,
 		h->sent_by = "kernel";
 		snprintf(from, sizeof(from), " (a crash)");
 	} else if (sig == SIGKILL) {
-		h->oom_after = sys_oom_kills();
+		h->oom_after = sys_oom_kills(s->oom_file);
 		h->oom_before = s->oom_base;
 		if (h->oom_after > h->oom_before && h->oom_before >= 0) {
 			h->sent_by = "oom";

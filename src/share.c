@@ -38,7 +38,9 @@ bool share_claim(void)
 		    !atomic_compare_exchange_strong(&s->pid, &expect, me))
 			continue;
 		s->parent = parent;
-		s->oom_base = sys_oom_kills();
+		if (!sys_oom_file(s->oom_file, sizeof(s->oom_file)))
+			s->oom_file[0] = '\0';
+		s->oom_base = sys_oom_kills(s->oom_file);
 		atomic_store(&s->want_words, 0);
 		atomic_store(&s->words_done, 0);
 		atomic_store(&s->caught_sig, 0);

@@ -49,7 +49,8 @@ struct share_slot {
 	_Atomic uint32_t bell;
 	_Atomic uint32_t want_words;
 	_Atomic uint32_t words_done;
-	long oom_base;            /* the cgroup's oom_kill count at the claim */
+	char oom_file[200];       /* the worker's cgroup file of OOM kills, "" */
+	long oom_base;            /* its count at the claim */
 	/* Worker: the first deadly signal it caught, by whom, when. */
 	_Atomic int caught_sig;
 	pid_t caught_from;

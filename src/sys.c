@@ -87,19 +87,38 @@ size_t sys_read_small(const char *path, char *buf, size_t cap)
 	return have;
 }
 
-long sys_oom_kills(void)
+bool sys_oom_file(char *path, size_t cap)
 {
-	char cg[512], path[700], buf[1024];
+	char cg[1024];
 	size_t n = sys_read_small("/proc/self/cgroup", cg, sizeof(cg) - 1);
 	cg[n] = '\0';
-	char *p = strstr(cg, "0::");
-	if (!p)
+	/* cgroup v1's memory controller (memory.oom_control), else v2's
+	 * unified hierarchy (memory.events); both count "oom_kill N". */
+	const char *v1 = strstr(cg, ":memory:/");
+	if (v1) {
+		v1 += 8;
+		int len = (int)strcspn(v1, "\n");
+		snprintf(path, cap, "/sys/fs/cgroup/memory%.*s/memory.oom_control",
+			 len == 1 ? 0 : len, v1);
+		return true;
+	}
+	const char *v2 = strncmp(cg, "0::/", 4) == 0 ? cg + 3 : strstr(cg, "\n0::/");
+	if (!v2)
+		return false;
+	if (v2[0] == '\n')
+		v2 += 4;
+	int len = (int)strcspn(v2, "\n");
+	snprintf(path, cap, "/sys/fs/cgroup%.*s/memory.events",
+		 len == 1 ? 0 : len, v2);
+	return true;
+}
+
+long sys_oom_kills(const char *path)
+{
+	char buf[1024];
+	if (!path[0])
 		return -1;
-	p += 3;
-	p[strcspn(p, "\n")] = '\0';
-	snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.events",
-		 strcmp(p, "/") == 0 ? "" : p);
-	n = sys_read_small(path, buf, sizeof(buf) - 1);
+	size_t n = sys_read_small(path, buf, sizeof(buf) - 1);
 	buf[n] = '\0';
 	char *k = strstr(buf, "oom_kill ");
 	return k ? strtol(k + 9, NULL, 10) : -1;

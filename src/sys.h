@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Writes line and a newline to standard error in one write. The line is
@@ -24,6 +25,9 @@ int sys_udp_open(const char *spec, const char **why);
  * read, 0 on any error. */
 size_t sys_read_small(const char *path, char *buf, size_t cap);
 
-/* The count of OOM kills in this process's cgroup (v2 memory.events),
- * -1 if unknown. */
-long sys_oom_kills(void);
+/* The file that counts the OOM kills in this process's cgroup (v1
+ * memory.oom_control, or v2 memory.events); false if none. */
+bool sys_oom_file(char *path, size_t cap);
+
+/* Its count, -1 if unknown. */
+long sys_oom_kills(const char *path);

@@ -32,6 +32,13 @@ def crash_in_c():
     ctypes.string_at(0)
 
 
+def hog_memory():
+    time.sleep(0.5)  # reported first (the suite's threshold is 100 ms)
+    chunks = []
+    for _ in range(4096):  # 4 GiB at most, touched page by page
+        chunks.append(bytearray(1 << 20))
+
+
 def signals():
     out = []
     for name in ("SIGABRT", "SIGTERM", "SIGINT", "SIGQUIT", "SIGSEGV", "SIGBUS",
@@ -54,6 +61,8 @@ def app(environ, start_response):
         derive_key()
     elif path == "/segv":
         crash_in_c()
+    elif path == "/hog":
+        hog_memory()
     elif path == "/signals":
         body = (signals() + "\n").encode()
     start_response("200 OK", [("Content-Type", "text/plain"),

@@ -371,6 +371,75 @@ def case_uvicorn_worker(c):
             "death records: %r" % died)
 
 
+def memory_cgroup(name):
+    """A child memory cgroup of ours limited to 256 MiB without swap, as
+    (directory, procs file), or None where the machine allows none."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[1] == "memory":
+            d = "/sys/fs/cgroup/memory" + parts[2].rstrip("/") + "/" + name
+            limits = [("memory.limit_in_bytes", "268435456"),
+                      ("memory.memsw.limit_in_bytes", "268435456")]
+        elif parts[0] == "0" and parts[1] == "" and os.path.exists(
+                "/sys/fs/cgroup" + parts[2].rstrip("/") + "/memory.max"):
+            d = "/sys/fs/cgroup" + parts[2].rstrip("/") + "/" + name
+            limits = [("memory.max", "268435456"), ("memory.swap.max", "0")]
+        else:
+            continue
+        try:
+            os.mkdir(d)
+            for k, v in limits:
+                if os.path.exists(os.path.join(d, k)):
+                    with open(os.path.join(d, k), "w") as f:
+                        f.write(v)
+            return d
+        except OSError:
+            return None
+    return None
+
+
+def case_oom(c):
+    """Memory exhaustion under a cgroup limit: the OOM killer's SIGKILL,
+    told apart by the cgroup's count of OOM kills (where the machine lets
+    a test make a memory cgroup; otherwise the case says so and passes)."""
+    d = memory_cgroup("slowdog-oom-%d" % os.getpid())
+    if not d:
+        print("     oom: no memory cgroup can be made here; not run")
+        return
+    try:
+        e = c.env("100ms")
+        s = harness.Server(
+            ["sh", "-c", 'echo $$ > %s/cgroup.procs && exec "$@"' % d, "sh",
+             PY, "-m", "gunicorn", "-w", "1", "--timeout", "60", "-b",
+             "127.0.0.1:PORT", "lwapp:app"],
+            e, os.path.join(c.dir, "gunicorn.out"), cwd=HERE, session=True, log=c.log)
+        c.servers.append(s)
+        fire(s.port, "/hog")
+        c.check(c.wait_died(1, 30), "no death record within 30 s: %s" % s.output()[-500:])
+        reports, finished, died = c.parsed()
+        c.check(len(died) == 1 and re.match(
+            r"killed by SIGKILL by the OOM killer \(cgroup oom_kill (\d+) -> (\d+)\)$",
+            died[0].how) and died[0].request == "GET /hog", "death records: %r" % died)
+        c.check(re.search(r"terminated due to signal 9|was sent SIGKILL", s.output()),
+                "gunicorn's line about the kill")
+    finally:
+        c.close()
+        c.servers = []
+        for _ in range(50):
+            try:
+                os.rmdir(d)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def case_quiet(c):
     """Nothing in flight: an idle worker killed, a graceful shutdown, a
     fast request finished: nothing is written at all."""
@@ -420,7 +489,7 @@ def case_signals_unchanged(c):
 
 CASES = [case_gunicorn_timeout_sleep, case_gunicorn_timeout_c_code, case_gunicorn_regex,
          case_crash, case_crash_faulthandler, case_threshold_under_timeout,
-         case_uwsgi_harakiri, case_kill9_outside, case_gthread_shutdown, case_json, case_uvicorn_worker,
+         case_uwsgi_harakiri, case_kill9_outside, case_gthread_shutdown, case_json, case_uvicorn_worker, case_oom,
          case_quiet, case_off,
          case_signals_unchanged]
 
