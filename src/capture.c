@@ -345,6 +345,35 @@ void capture_from_slot(struct capture_slot *slot, struct capture *out)
 	out->mode = CAPTURE_HANDLER;
 }
 
+/*
+ * A damaged chain (caught mid-change) may end in records whose code object
+ * could not be read: such frames would show as "?"; they are left out, the
+ * report saying the chain is damaged. A whole chain keeps them: there they
+ * are real frames of code that could not be read.
+ */
+static bool named_only(struct capture *out)
+{
+	struct py_walk_info *pi = &out->pyinfo;
+	if (!out->py_walked || !pi->damaged || !out->py)
+		return true;
+	int k = 0, head = pi->head;
+	for (int i = 0; i < pi->n; i++) {
+		const struct py_frame *f = &out->py[i];
+		if (!f->file[0] && !f->func[0]) {
+			if (i < pi->head)
+				head--;
+			continue;
+		}
+		if (k != i)
+			out->py[k] = *f;
+		k++;
+	}
+	pi->total -= pi->n - k;
+	pi->n = k;
+	pi->head = head;
+	return true;
+}
+
 bool capture_thread(struct sd_thread *t, struct capture *out)
 {
 	memset(out, 0, offsetof(struct capture, ip));
@@ -360,9 +389,9 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 	bool ok = false, still = false;
 	for (int round = 0; round < 3 && !ok; round++) {
 		if (capture_blocked(t, out))
-			return true;
+			return named_only(out);
 		if (capture_syscall(t, out))
-			return true;
+			return named_only(out);
 		if (round == 0)
 			mem_maps_refresh();
 		ok = capture_signal(t, out, &still);
@@ -395,7 +424,7 @@ bool capture_thread(struct sd_thread *t, struct capture *out)
 			 * the buffers hold the first, which stands, damaged as it
 			 * says. */
 		}
-		return true;
+		return named_only(out);
 	}
 	out->mode = CAPTURE_FAILED;
 	return false;
