@@ -1,7 +1,6 @@
 /* asyncio tasks without the GIL, CPython 3.11. See aio.h. */
 #include "aio.h"
 
-#include <dlfcn.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -70,13 +69,13 @@ static bool find_types(void)
 {
 	if (types_ok)
 		return true;
-	t_dict = (uintptr_t)dlsym(RTLD_DEFAULT, "PyDict_Type");
-	t_set = (uintptr_t)dlsym(RTLD_DEFAULT, "PySet_Type");
-	t_coro = (uintptr_t)dlsym(RTLD_DEFAULT, "PyCoro_Type");
-	t_gen = (uintptr_t)dlsym(RTLD_DEFAULT, "PyGen_Type");
-	t_tuple = (uintptr_t)dlsym(RTLD_DEFAULT, "PyTuple_Type");
-	t_long = (uintptr_t)dlsym(RTLD_DEFAULT, "PyLong_Type");
-	t_weakref = (uintptr_t)dlsym(RTLD_DEFAULT, "_PyWeakref_RefType");
+	t_dict = py_symbol("PyDict_Type");
+	t_set = py_symbol("PySet_Type");
+	t_coro = py_symbol("PyCoro_Type");
+	t_gen = py_symbol("PyGen_Type");
+	t_tuple = py_symbol("PyTuple_Type");
+	t_long = py_symbol("PyLong_Type");
+	t_weakref = py_symbol("_PyWeakref_RefType");
 	types_ok = t_dict && t_set && t_coro && t_gen && t_tuple && t_long && t_weakref;
 	return types_ok;
 }

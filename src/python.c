@@ -49,6 +49,7 @@ static struct py_offsets off;
 static uintptr_t runtime_addr;
 static uintptr_t code_type, unicode_type, bytes_type, frame_type_addr;
 static void *(*gilstate_get)(void);
+static void *py_lib; /* the handle CPython's symbols come from */
 static char version_str[32];
 static char unavailable_msg[160];
 static char untested_msg[160];
@@ -383,6 +384,7 @@ bool py_init(void)
 	void *h;
 	if (!py_handle(&h))
 		goto out;
+	py_lib = h;
 	int major, minor;
 	if (!py_version(h, &major, &minor))
 		goto out;
@@ -439,6 +441,11 @@ bool py_init(void)
 out:
 	pthread_mutex_unlock(&init_lock);
 	return atomic_load_explicit(&state, memory_order_acquire) == PY_READY;
+}
+
+uintptr_t py_symbol(const char *name)
+{
+	return py_present() ? (uintptr_t)dlsym(py_lib, name) : 0;
 }
 
 bool py_present(void)

@@ -66,6 +66,10 @@ bool py_init(void);
 /* True once py_init found a CPython in the process (supported or not). */
 bool py_present(void);
 
+/* The address of one of CPython's symbols, looked up where py_init found
+ * the interpreter (a libpython loaded RTLD_LOCAL too); 0 if none. */
+uintptr_t py_symbol(const char *name);
+
 /* NULL when frames are available; otherwise a line for the report, such as
  * "Python frames unavailable: CPython 3.7" or "... CPython 3.14.1
  * (free-threaded build: its frames are not read)". NULL too when no Python
