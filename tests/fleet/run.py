@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -130,12 +131,12 @@ class Server(harness.Server):
     module:callable of tests/integration or tests/fleet) or gunicorn."""
 
     def __init__(self, tmp, name, env, app="app:app", gunicorn=False,
-                 prefix=()):
+                 prefix=(), timeout=60):
         self.name = name
         if gunicorn:
             cmd = ["/usr/bin/gunicorn", "--chdir", INTEG, "-b",
                    "127.0.0.1:PORT", "-w", "2", "-k", "sync",
-                   "--timeout", "60", app]
+                   "--timeout", str(timeout), app]
         else:
             cmd = [PY, STDSERVER, "PORT", app]
         self.err = ""
@@ -916,6 +917,36 @@ def statsd_runs(tmp, g, port):
         srv.stop()
         srv.check_fine("SLOWDOG_STATSD under gunicorn -w 2", r)
 
+    def died():
+        # A worker killed with SIGKILL mid-request (after its report): its
+        # master counts the request that never finished.
+        if not os.path.exists("/usr/bin/gunicorn"):
+            skip("SLOWDOG_STATSD died_requests", "no /usr/bin/gunicorn")
+            return
+        srv = Server(tmp, "statsd-died",
+                     env_with(SLOWDOG_STATSD=statsd, SLOWDOG_STATSD_PREFIX="died"),
+                     gunicorn=True)
+        box = []
+        th = threading.Thread(target=lambda: box.extend(srv.get(["/sleep?s=8&n=1"])))
+        th.start()
+        pid = []
+
+        def reported():
+            m = re.search(r"Request: +GET /sleep\?s=8&n=1\n(?:.*\n)*?Process: +(\d+)",
+                          srv.output())
+            if m:
+                pid.append(int(m.group(1)))
+            return bool(m)
+        if check("SLOWDOG_STATSD died_requests: the request is reported",
+                 wait_for(reported, 15), srv.output()[-800:]):
+            os.kill(pid[0], signal.SIGKILL)
+        th.join()
+        srv.stop()
+        check("SLOWDOG_STATSD died_requests: the killed worker's request "
+              "got no reply", box and box[0]["status"] is None, box)
+        check("SLOWDOG_STATSD died_requests: gunicorn exited cleanly",
+              srv.alive and srv.rc == 0, srv.err[-800:])
+
     def job():
         run_job(tmp, "statsd-job", {"SLOWDOG_STATSD": statsd})
 
@@ -947,7 +978,7 @@ def statsd_runs(tmp, g, port):
         srv.stop()
         srv.check_fine("SLOWDOG_STATSD_TAGS=1, odd paths", r)
 
-    parallel(names, prefixed, gunicorn, job, tags, tags_job, tags_odd_paths)
+    parallel(names, prefixed, gunicorn, died, job, tags, tags_job, tags_odd_paths)
 
     # What statsd flushed.
     want = {
@@ -959,6 +990,7 @@ def statsd_runs(tmp, g, port):
         "stats.counters.web.slow.slow_requests.GET.count": 1,
         "stats.counters.gunicorn.slow_requests.GET.sleep.count": 4,
         "stats.counters.tagged.slow_requests.count;method=GET;path=-sleep": 1,
+        "stats.counters.died.died_requests.GET.sleep.count": 1,
     }
     wait_for(lambda: all(g.total(k) >= v for k, v in want.items()), 5)
     flushes = g.flushes
