@@ -838,7 +838,9 @@ static void put_jnative(struct out *o, const struct capture *c)
 		const char *id, *help;
 		symbols_lookup(ips[k], &si);
 		help = symbols_help(ips[k], &id);
-		PUTS(o, k ? ",{\"object\":" : "{\"object\":");
+		if (k)
+			PUTS(o, ",");
+		PUTS(o, "{\"object\":");
 		put_jstrz(o, si.object);
 		PUTS(o, ",\"build_id\":");
 		put_jstrz(o, id);
