@@ -1675,90 +1675,147 @@ static bool usr_twin(const char *path, char *out, size_t cap)
 	return false;
 }
 
+struct dpkg_search {
+	char pat[2][PATH_MAX + 2]; /* "\nPATH\n" and its /usr twin */
+	size_t plen[2];
+	size_t npat;
+	size_t maxpat;
+	unsigned char *buf; /* DPKG_CHUNK + maxpat */
+	uint64_t bytes; /* read so far */
+	size_t files;
+};
+
+/* Whether the file list of package name (NAME.list, without the directory)
+ * has one of the paths. */
+static bool dpkg_list_has(struct dpkg_search *d, const char *name)
+{
+	char file[PATH_MAX];
+	size_t keep = 1;
+	bool found = false;
+	int fd, n;
+
+	if (++d->files > DPKG_MAX_FILES || d->bytes > DPKG_MAX_BYTES)
+		return false;
+	n = snprintf(file, sizeof(file), DPKG_INFO "/%s", name);
+	if (n <= 0 || (size_t)n >= sizeof(file))
+		return false;
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return false;
+	d->buf[0] = '\n'; /* the first line has no newline before it */
+	for (off_t at = 0; !found;) {
+		ssize_t r = pread(fd, d->buf + keep, DPKG_CHUNK, at);
+		size_t have;
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		d->bytes += (uint64_t)r;
+		at += r;
+		have = keep + (size_t)r;
+		for (size_t i = 0; i < d->npat && !found; i++)
+			found = memmem(d->buf, have, d->pat[i], d->plen[i]) != NULL;
+		if (d->bytes > DPKG_MAX_BYTES)
+			break;
+		keep = have < d->maxpat - 1 ? have : d->maxpat - 1;
+		memmove(d->buf, d->buf + have - keep, keep);
+	}
+	real_close(fd);
+	return found;
+}
+
+/* The package of a list file's name: "libc6:amd64.list" -> "libc6". */
+static bool dpkg_name(const char *list, char *pkg, size_t cap)
+{
+	size_t n = strlen(list) - 5, colon = strcspn(list, ":");
+
+	if (colon < n)
+		n = colon;
+	if (n == 0 || n >= cap)
+		return false;
+	memcpy(pkg, list, n);
+	pkg[n] = '\0';
+	return true;
+}
+
+/* The list a shared library's package usually has, by Debian's naming of
+ * library packages: libfoo.so.3 in libfoo3, libfoo-1.2.so.0 in
+ * libfoo-1.2-0. */
+static bool dpkg_guess(const char *path, char *out, size_t cap, bool arch)
+{
+	const char *b = strrchr(path, '/'), *so, *ver;
+	size_t stem;
+	int n;
+
+	b = b ? b + 1 : path;
+	so = strstr(b, ".so.");
+	if (!so || strncmp(b, "lib", 3) != 0 || so == b + 3)
+		return false;
+	stem = (size_t)(so - b);
+	ver = so + 4;
+	if (*ver < '0' || *ver > '9')
+		return false;
+	n = snprintf(out, cap, "%.*s%s%.*s%s.list", (int)stem, b,
+		     b[stem - 1] >= '0' && b[stem - 1] <= '9' ? "-" : "",
+		     (int)strspn(ver, "0123456789"), ver, arch ? ":amd64" : "");
+	return n > 0 && (size_t)n < cap;
+}
+
 /*
  * The Debian package that installed path, from dpkg's file lists: plain
- * file reads, at most DPKG_MAX_FILES files and DPKG_MAX_BYTES bytes; no
- * package tool is run. False when none is found within the bounds.
+ * file reads (no package tool is run), first of the list its name suggests,
+ * then of every list, at most DPKG_MAX_FILES files and DPKG_MAX_BYTES
+ * bytes. False when none is found within the bounds.
  */
 static bool dpkg_owner(const char *path, char *pkg, size_t cap)
 {
-	char pat[2][PATH_MAX + 2], twin[PATH_MAX];
-	size_t plen[2], npat = 0, maxpat = 0, files = 0;
-	uint64_t bytes = 0;
-	unsigned char *buf;
+	struct dpkg_search d = { .npat = 0 };
+	char twin[PATH_MAX], guess[NAME_MAX + 1];
 	struct dirent *de;
 	bool found = false;
 	DIR *dir;
 
 	if (path[0] != '/' || strlen(path) >= PATH_MAX)
 		return false;
-	plen[npat] = (size_t)snprintf(pat[npat], sizeof(pat[0]), "\n%s\n",
-				      path);
-	npat++;
+	/* Packages install into /usr (and the merged /lib, /bin), never into
+	 * /usr/local, /opt, home directories or virtual environments. */
+	if (strncmp(path, "/usr/local/", 11) == 0 ||
+	    (strncmp(path, "/usr/", 5) != 0 && !usr_twin(path, twin, sizeof(twin))))
+		return false;
+	d.plen[d.npat] = (size_t)snprintf(d.pat[d.npat], sizeof(d.pat[0]),
+					  "\n%s\n", path);
+	d.npat++;
 	if (usr_twin(path, twin, sizeof(twin))) {
-		plen[npat] = (size_t)snprintf(pat[npat], sizeof(pat[0]),
-					      "\n%s\n", twin);
-		npat++;
+		d.plen[d.npat] = (size_t)snprintf(d.pat[d.npat],
+						  sizeof(d.pat[0]), "\n%s\n",
+						  twin);
+		d.npat++;
 	}
-	for (size_t i = 0; i < npat; i++)
-		if (plen[i] > maxpat)
-			maxpat = plen[i];
-	dir = opendir(DPKG_INFO);
-	if (!dir)
+	for (size_t i = 0; i < d.npat; i++)
+		if (d.plen[i] > d.maxpat)
+			d.maxpat = d.plen[i];
+	d.buf = big_alloc(DPKG_CHUNK + d.maxpat);
+	if (!d.buf)
 		return false;
-	buf = big_alloc(DPKG_CHUNK + maxpat);
-	if (!buf) {
-		closedir(dir);
-		return false;
-	}
-	while (!found && (de = readdir(dir)) != NULL) {
-		size_t nl = strlen(de->d_name), keep = 1;
-		char file[PATH_MAX];
-		int fd;
+	for (int arch = 0; arch < 2 && !found; arch++)
+		if (dpkg_guess(path, guess, sizeof(guess), arch) &&
+		    dpkg_list_has(&d, guess))
+			found = dpkg_name(guess, pkg, cap);
+	dir = found ? NULL : opendir(DPKG_INFO);
+	while (dir && !found && (de = readdir(dir)) != NULL) {
+		size_t nl = strlen(de->d_name);
 
 		if (nl <= 5 || strcmp(de->d_name + nl - 5, ".list") != 0)
 			continue;
-		if (++files > DPKG_MAX_FILES || bytes > DPKG_MAX_BYTES)
+		if (d.files > DPKG_MAX_FILES || d.bytes > DPKG_MAX_BYTES)
 			break;
-		snprintf(file, sizeof(file), DPKG_INFO "/%s", de->d_name);
-		fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-		if (fd < 0)
-			continue;
-		buf[0] = '\n'; /* the first line has no newline before it */
-		for (off_t at = 0;;) {
-			ssize_t r = pread(fd, buf + keep, DPKG_CHUNK, at);
-
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0)
-				break;
-			bytes += (uint64_t)r;
-			at += r;
-			size_t have = keep + (size_t)r;
-			for (size_t i = 0; i < npat && !found; i++)
-				found = memmem(buf, have, pat[i], plen[i]) != NULL;
-			if (found || bytes > DPKG_MAX_BYTES)
-				break;
-			keep = have < maxpat - 1 ? have : maxpat - 1;
-			memmove(buf, buf + have - keep, keep);
-		}
-		real_close(fd);
-		if (found) {
-			size_t n = nl - 5, colon = strcspn(de->d_name, ":");
-
-			if (colon < n)
-				n = colon;
-			if (n == 0 || n >= cap)
-				found = false;
-			else {
-				memcpy(pkg, de->d_name, n);
-				pkg[n] = '\0';
-			}
-			break;
-		}
+		if (dpkg_list_has(&d, de->d_name))
+			found = dpkg_name(de->d_name, pkg, cap);
 	}
-	big_free(buf);
-	closedir(dir);
+	if (dir)
+		closedir(dir);
+	big_free(d.buf);
 	return found;
 }
 
