@@ -13,7 +13,6 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <dirent.h>
 #include <libelf.h>
 #include <limits.h>
 #include <link.h>
@@ -1545,10 +1544,9 @@ void symbols_flush(void)
 
 #define OS_RELEASE_MAX 8192
 #define DPKG_INFO "/var/lib/dpkg/info"
-/* dpkg's file lists read at most, per object (a desktop system has ~50 MB
- * of them; a server far less). */
-#define DPKG_MAX_FILES 20000
-#define DPKG_MAX_BYTES ((uint64_t)128 << 20)
+/* dpkg's file lists read at most, per object. */
+#define DPKG_MAX_FILES 8
+#define DPKG_MAX_BYTES ((uint64_t)16 << 20)
 #define DPKG_CHUNK 65536
 
 enum { OS_OTHER, OS_DEBIAN, OS_FEDORA };
@@ -1764,17 +1762,18 @@ static bool dpkg_guess(const char *path, char *out, size_t cap, bool arch)
 
 /*
  * The Debian package that installed path, from dpkg's file lists: plain
- * file reads (no package tool is run), first of the list its name suggests,
- * then of every list, at most DPKG_MAX_FILES files and DPKG_MAX_BYTES
- * bytes. False when none is found within the bounds.
+ * file reads (no package tool is run) of the lists its file name suggests
+ * (libfoo.so.3: libfoo3, with and without ":amd64"; a program: its own
+ * name), no more. Reading every list (some 10 to 50 MB) would hold up the
+ * watchdog's reports for a large part of a second on a busy machine.
  */
 static bool dpkg_owner(const char *path, char *pkg, size_t cap)
 {
 	struct dpkg_search d = { .npat = 0 };
 	char twin[PATH_MAX], guess[NAME_MAX + 1];
-	struct dirent *de;
+	const char *base = strrchr(path, '/');
 	bool found = false;
-	DIR *dir;
+	int n;
 
 	if (path[0] != '/' || strlen(path) >= PATH_MAX)
 		return false;
@@ -1802,19 +1801,10 @@ static bool dpkg_owner(const char *path, char *pkg, size_t cap)
 		if (dpkg_guess(path, guess, sizeof(guess), arch) &&
 		    dpkg_list_has(&d, guess))
 			found = dpkg_name(guess, pkg, cap);
-	dir = found ? NULL : opendir(DPKG_INFO);
-	while (dir && !found && (de = readdir(dir)) != NULL) {
-		size_t nl = strlen(de->d_name);
-
-		if (nl <= 5 || strcmp(de->d_name + nl - 5, ".list") != 0)
-			continue;
-		if (d.files > DPKG_MAX_FILES || d.bytes > DPKG_MAX_BYTES)
-			break;
-		if (dpkg_list_has(&d, de->d_name))
-			found = dpkg_name(de->d_name, pkg, cap);
-	}
-	if (dir)
-		closedir(dir);
+	n = snprintf(guess, sizeof(guess), "%s.list", base + 1);
+	if (!found && n > 5 && (size_t)n < sizeof(guess) && !strchr(guess, ':') &&
+	    dpkg_list_has(&d, guess))
+		found = dpkg_name(guess, pkg, cap);
 	big_free(d.buf);
 	return found;
 }
@@ -1852,11 +1842,18 @@ static void object_help(struct object *o)
 				 "debug archive, or %s-dbg where there is "
 				 "one (%s)",
 				 pkg, pkg, where);
-		else
+		else if (strncmp(o->path, "/usr/local/", 11) == 0 ||
+			 (strncmp(o->path, "/usr/", 5) != 0 &&
+			  !usr_twin(o->path, pkg, sizeof(pkg))))
 			snprintf(text, sizeof(text),
 				 "not from a Debian package: build it with "
 				 "symbols, or keep them in a debug file (%s)",
 				 where);
+		else
+			snprintf(text, sizeof(text),
+				 "install the -dbgsym package (the "
+				 "distribution's debug archive) of the package "
+				 "that dpkg -S %s names (%s)", o->path, where);
 		break;
 	case OS_FEDORA:
 		snprintf(text, sizeof(text),
