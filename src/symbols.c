@@ -7,6 +7,16 @@
  * checked against the file before use: a malformed or truncated object gives
  * no names, never a crash. Files are read with pread (ELF_C_READ), not
  * mmap'd, so a file truncated under us gives a short read, not SIGBUS.
+ *
+ * Why not elfutils' own symbolizer (libdw's Dwfl), which also finds debug
+ * files and reads MiniDebugInfo: naming the 11 frames of a report in
+ * Debian's python3.11 with its debug file cost Dwfl 60 M instructions and
+ * 2.6 MiB of the worker's memory against 13 M and 0.9 MiB here, and with
+ * source lines from DWARF (what it would add) 666 M instructions and 40 MiB
+ * per worker; without the debug file, 24 M and 8 MiB against 1.8 M and
+ * 0.5 MiB. And the fuzzer covers this file's parsers, not Debian's libdw,
+ * which is not instrumented: on the same seeds a Dwfl target ran blind at
+ * 820 inputs/s (150,000 in 3 minutes, nothing found) against 7,200/s here.
  */
 #include "symbols.h"
 
