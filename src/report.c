@@ -255,10 +255,57 @@ static void put_native(struct out *o, int i, uintptr_t ip, bool exact,
 		putf(o, "%s+0x%lx", si.name, (unsigned long)(si.offset + (ip - look)));
 	else
 		PUTS(o, "??");
-	if (known && si.object)
+	if (known && si.object && !si.name)
+		/* The address in the object's own terms, for addr2line. */
+		putf(o, " (%s+0x%lx)\n", si.object,
+		     (unsigned long)(ip - si.obj_base));
+	else if (known && si.object)
 		putf(o, " (%s)\n", si.object);
 	else
 		PUTS(o, " (?\?)\n");
+}
+
+#define HELP_MAX 8 /* objects listed at most */
+
+/* The objects without symbols that hold unnamed frames, in order of first
+ * appearance: their count; ips[k] is an address in the k-th. */
+static int unnamed_objects(const struct capture *c, uintptr_t *ips)
+{
+	const char *seen[HELP_MAX];
+	int n = 0;
+	for (int i = 0; i < c->nip && n < HELP_MAX; i++) {
+		struct sym_info si;
+		const char *id;
+		uintptr_t look = i == 0 ? c->ip[i] : c->ip[i] - 1;
+		if (!symbols_lookup(look, &si) || si.name || !si.object)
+			continue;
+		int k = 0;
+		while (k < n && seen[k] != si.object)
+			k++;
+		if (k < n || !symbols_help(look, &id))
+			continue;
+		seen[n] = si.object;
+		ips[n++] = look;
+	}
+	return n;
+}
+
+/* One line per object without symbols: what would name its frames. */
+static void put_help(struct out *o, const struct capture *c)
+{
+	uintptr_t ips[HELP_MAX];
+	int n = unnamed_objects(c, ips);
+	if (n == 0)
+		return;
+	PUTS(o, "Objects without symbols (what would name their frames):\n");
+	for (int k = 0; k < n; k++) {
+		struct sym_info si;
+		const char *id, *help;
+		symbols_lookup(ips[k], &si);
+		help = symbols_help(ips[k], &id);
+		putf(o, "  %s build-id %s: %s\n", si.object, id ? id : "none",
+		     help);
+	}
 }
 
 static bool is_eval(uintptr_t ip, bool exact)
@@ -601,6 +648,7 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 			put_merged(&o, c);
 		else
 			put_split(&o, c);
+		put_help(&o, c);
 	}
 
 	/* Always close the record, even when the body was cut. */
@@ -774,9 +822,33 @@ static void put_jnative(struct out *o, const struct capture *c)
 			PUTS(o, ",\"offset\":null");
 		PUTS(o, ",\"object\":");
 		put_jstrz(o, known ? si.object : NULL);
+		if (known && si.object)
+			putf(o, ",\"object_offset\":%lu",
+			     (unsigned long)(ip - si.obj_base));
+		else
+			PUTS(o, ",\"object_offset\":null");
 		PUTS(o, "}");
 	}
-	putf(o, "],\"truncated\":%s}", c->native_truncated ? "true" : "false");
+	putf(o, "],\"truncated\":%s", c->native_truncated ? "true" : "false");
+	PUTS(o, ",\"without_symbols\":[");
+	uintptr_t ips[HELP_MAX];
+	int n = unnamed_objects(c, ips);
+	for (int k = 0; k < n; k++) {
+		struct sym_info si;
+		const char *id, *help;
+		symbols_lookup(ips[k], &si);
+		help = symbols_help(ips[k], &id);
+		if (k)
+			PUTS(o, ",");
+		PUTS(o, "{\"object\":");
+		put_jstrz(o, si.object);
+		PUTS(o, ",\"build_id\":");
+		put_jstrz(o, id);
+		PUTS(o, ",\"help\":");
+		put_jstrz(o, help);
+		PUTS(o, "}");
+	}
+	PUTS(o, "]}");
 }
 
 static void put_jpython(struct out *o, const struct capture *c)

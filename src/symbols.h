@@ -2,7 +2,8 @@
  * Names for native addresses, in the watchdog thread only: size-checked
  * lookups in .symtab and .dynsym read with libelf, cached per loaded object;
  * a stripped object's symbols are taken from its .gnu_debuglink or build-id
- * file under /usr/lib/debug when present. Never called from a signal handler.
+ * file under /usr/lib/debug when present, else from its MiniDebugInfo
+ * (.gnu_debugdata, xz). Never called from a signal handler.
  */
 #pragma once
 
@@ -34,12 +35,27 @@ void symbols_flush(void);
 void symbols_refresh(void);
 
 /*
+ * For an address in an object that lacks a full symbol table (no .symtab of
+ * its own, no debug file, no MiniDebugInfo: at most its dynamic symbols),
+ * one sentence that says what would name its frames, for the distribution
+ * os-release(5) names; NULL for an object with its symbols, the vDSO or an
+ * unknown address. *build_id gets the object's build id in hex, or NULL.
+ * On Debian and its derivatives the first call for such an object reads
+ * dpkg's file lists (bounded) to name its package; the answer is kept with
+ * the object. Call after symbols_lookup of the same address; the strings
+ * stay valid as symbols_lookup's.
+ */
+const char *symbols_help(uintptr_t addr, const char **build_id);
+
+/*
  * Loads the symbols of one ELF file for lookups by file-relative address
  * (st_value space); used by symbols_lookup and by tests and fuzzers on
  * arbitrary (possibly malformed) files. Returns NULL on any error; a valid
  * file without symbols gives an empty table. symtab_load also merges the
  * .symtab of a stripped file's debug file (build-id, then .gnu_debuglink);
- * symtab_load_mem reads only the image given.
+ * symtab_load_mem reads only the image given. Both read the .symtab of an
+ * object's MiniDebugInfo (.gnu_debugdata) when it has no .symtab of its own
+ * (and, for symtab_load, no debug file).
  */
 struct symtab;
 struct symtab *symtab_load(const char *path);
@@ -50,6 +66,10 @@ void symtab_free(struct symtab *t);
 
 /* Like symtab_load without the search for a separate debug file. */
 struct symtab *symtab_load_nodebug(const char *path);
+
+/* Whether a full symbol table was read (.symtab of the file, of its debug
+ * file or of its MiniDebugInfo), not only .dynsym. */
+bool symtab_full(const struct symtab *t);
 
 /* For tests: the number of entries and entry i (sorted by address). */
 size_t symtab_count(const struct symtab *t);

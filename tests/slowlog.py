@@ -68,6 +68,12 @@ NATIVE_FRAME_RE = re.compile(
 PY_NATIVE_HEAD = "  In native code (most recent call first):"
 PY_NATIVE_FRAME_RE = re.compile("^  " + NATIVE_FRAME_RE.pattern[1:])
 CUT_LINE = "[report cut: too long]"
+# After the stack: one line per object without symbols that holds unnamed
+# frames, and what would name them.
+HELP_HEAD = "Objects without symbols (what would name their frames):"
+HELP_RE = re.compile(r"^  (.+?) build-id ([0-9a-f]+|none): (.+)$")
+# An unnamed frame's object carries the address in the object: OBJ+0xOFF.
+OBJ_OFFSET_RE = re.compile(r"^(.*)\+0x([0-9a-f]+)$")
 
 
 class PyFrame(object):
@@ -82,12 +88,13 @@ class PyFrame(object):
 
 
 class NativeFrame(object):
-    def __init__(self, index, addr, name, offset, obj):
+    def __init__(self, index, addr, name, offset, obj, obj_offset=None):
         self.index = index
         self.addr = addr
         self.name = name            # None when "??"
         self.offset = offset
         self.obj = obj              # None when not given
+        self.obj_offset = obj_offset  # unnamed frames: address in obj
 
     @property
     def base_name(self):
@@ -121,6 +128,7 @@ class Report(object):
         self.cut = False
         self.native_note = None
         self.native_extra = []
+        self.without_symbols = []   # (object, build id or None, help)
         self.end_id = None
 
     # Convenience accessors, valid once parse() accepted the report.
@@ -287,10 +295,14 @@ def parse_all(text):
 def _native(m):
     name = m.group(3)
     obj = m.group(5)
+    obj_offset = None
+    om = OBJ_OFFSET_RE.match(obj or "")
+    if name == "??" and om:
+        obj, obj_offset = om.group(1), int(om.group(2), 16)
     return NativeFrame(int(m.group(1)), int(m.group(2), 16),
                        None if name == "??" else name,
                        int(m.group(4), 16) if m.group(4) else None,
-                       None if obj in (None, "??") else obj)
+                       None if obj in (None, "??") else obj, obj_offset)
 
 
 def _parse_report(lines, i, reports, errors):
@@ -373,6 +385,21 @@ def _parse_report(lines, i, reports, errors):
             continue
         if line == CUT_LINE:
             rep.cut = True
+            i += 1
+            continue
+        if line == HELP_HEAD and "native" in seen and "help" not in seen:
+            section = "help"
+            seen.add("help")
+            i += 1
+            continue
+        if section == "help":
+            hm = HELP_RE.match(line)
+            if hm:
+                rep.without_symbols.append(
+                    (hm.group(1), None if hm.group(2) == "none" else hm.group(2),
+                     hm.group(3)))
+            else:
+                err("bad line among the objects without symbols %r" % line[:200])
             i += 1
             continue
         if section == "py" and line == PY_NATIVE_HEAD:

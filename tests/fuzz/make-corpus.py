@@ -363,6 +363,16 @@ if cc:
             ("tiny.stripped", ["objcopy", "--strip-all",
                                "--add-gnu-debuglink=tiny.debug", "tiny",
                                "tiny.stripped"]),
+            # MiniDebugInfo: the functions in an xz-packed ELF file in
+            # .gnu_debugdata of the stripped program.
+            ("tiny.mini", ["sh", "-c",
+                           "nm tiny --format=posix --defined-only"
+                           " | awk '$2 == \"T\" || $2 == \"t\" {print $1}'"
+                           " > keep && objcopy -S --keep-symbols=keep"
+                           " tiny.debug mini && xz --check=crc32 mini &&"
+                           " objcopy --strip-all"
+                           " --add-section .gnu_debugdata=mini.xz"
+                           " tiny tiny.mini"]),
         ]
         for out, cmd in steps:
             if subprocess.run(cmd, cwd=tmp).returncode != 0:

@@ -186,6 +186,9 @@ class Native(object):
     def __init__(self, idx, addr, sym, obj):
         self.idx, self.addr, self.obj = idx, addr, obj
         self.name = None if sym == "??" else sym.rsplit("+0x", 1)[0]
+        if self.name is None and "+0x" in obj:
+            # An unnamed frame: OBJECT+0xOFFSET.
+            self.obj = obj.rsplit("+0x", 1)[0]
 
     def __repr__(self):
         return "#%d %s (%s)" % (self.idx, self.name or "??", self.obj)
@@ -209,6 +212,7 @@ class Report(object):
         self.native = []        # "Native stack"
         self.merged = []        # merged stack: Frame, Native or bracket
         self.other = []         # lines not understood
+        self.without_symbols = []  # lines on objects without symbols
         self.id = END_RE.match(lines[-1]).group(1)
         mode = "fields"
         last = None
@@ -234,6 +238,13 @@ class Report(object):
                 mode = head
                 self.sections.append(head)
                 last = None
+                continue
+            if line == "Objects without symbols (what would name their frames):" \
+                    and mode in ("native", "merged"):
+                mode = "help"
+                continue
+            if mode == "help" and re.match(r"^  \S.* build-id (?:[0-9a-f]+|none): ", line):
+                self.without_symbols.append(line)
                 continue
             m = FILE_RE.match(line)
             if m and mode in ("tb", "merged"):

@@ -123,7 +123,12 @@ def check_schema(obj):
         need(f, "symbol", str, None)
         need(f, "offset", int, None)
         need(f, "object", str, None)
+        need(f, "object_offset", int, None)
     need(nat, "truncated", bool)
+    for w in need(nat, "without_symbols", list) or []:
+        need(w, "object", str)
+        need(w, "build_id", str, None)
+        need(w, "help", str)
     return bad
 
 

@@ -609,6 +609,74 @@ Test(symbols, debuglink_found_and_checked, .init = tmpdir_make,
 }
 
 /*
+ * MiniDebugInfo made as Fedora makes it (the recipe of gdb's manual): the
+ * functions .dynsym lacks, in a .symtab of an xz-packed ELF file put into
+ * .gnu_debugdata of the stripped object. Its table is read from a file and
+ * from memory; a damaged or missing stream gives .dynsym alone, no crash.
+ */
+Test(symbols, minidebuginfo, .init = tmpdir_make, .fini = tmpdir_remove)
+{
+	char cmd[4 * PATH_MAX], path[PATH_MAX];
+	struct symtab *t, *m;
+	unsigned char *img;
+	size_t n;
+
+	if (!have_tool("objcopy") || !have_tool("strip") || !have_tool("xz") ||
+	    !have_tool("nm"))
+		cr_skip_test("binutils or xz not installed");
+	snprintf(cmd, sizeof(cmd),
+		 "set -e; cd '%s'; cp /proc/%d/exe prog;"
+		 " nm -D prog --format=posix --defined-only | awk '{print $1}'"
+		 " | sort > dynsyms;"
+		 " nm prog --format=posix --defined-only"
+		 " | awk '$2 == \"T\" || $2 == \"t\" {print $1}' | sort > funcs;"
+		 " comm -13 dynsyms funcs > keep;"
+		 " objcopy --only-keep-debug prog mini;"
+		 " objcopy -S --remove-section .gdb_index --remove-section .comment"
+		 " --keep-symbols=keep mini mini2;"
+		 " xz -k mini2; strip prog; cp prog plain;"
+		 " objcopy --add-section .gnu_debugdata=mini2.xz prog;"
+		 " head -c 200 mini2.xz > cut.xz; cp plain cut;"
+		 " objcopy --add-section .gnu_debugdata=cut.xz cut;"
+		 " cp plain raw;"
+		 " objcopy --add-section .gnu_debugdata=mini2 raw",
+		 tmpdir, (int)getpid());
+	cr_assert_eq(run(cmd), 0);
+
+	snprintf(path, sizeof(path), "%s/prog", tmpdir);
+	t = symtab_load_nodebug(path);
+	cr_assert_not_null(t);
+	table_check(t);
+	cr_assert(symtab_full(t), "MiniDebugInfo not read");
+	cr_assert(table_has(t, "sd_test_static_target", NULL, NULL));
+	img = file_read(path, &n);
+	m = symtab_load_mem(img, n);
+	cr_assert_not_null(m);
+	cr_assert(symtab_full(m));
+	cr_assert_eq(symtab_count(m), symtab_count(t));
+	cr_assert(table_has(m, "sd_test_static_target", NULL, NULL));
+	symtab_free(m);
+	symtab_free(t);
+	free(img);
+
+	/* Stripped without it, a truncated stream, an unpacked one. */
+	static const char *const bad[] = { "plain", "cut", "raw" };
+	size_t plain_n = 0;
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, bad[i]);
+		t = symtab_load_nodebug(path);
+		cr_assert_not_null(t, "%s", bad[i]);
+		cr_assert_not(symtab_full(t), "%s", bad[i]);
+		cr_assert_not(table_has(t, "sd_test_static_target", NULL, NULL));
+		if (i == 0)
+			plain_n = symtab_count(t);
+		cr_assert_eq(symtab_count(t), plain_n, "%s: .dynsym lost",
+			     bad[i]);
+		symtab_free(t);
+	}
+}
+
+/*
  * An object replaced or deleted on disk after it was loaded (a package
  * upgrade under a running server): the file's symbols describe other code
  * and must not be used; a debug file matching the mapped image may be.
