@@ -158,6 +158,8 @@ static const char *find_layout(void)
 		return "CPython's version is not known";
 	if (major != 3 || minor < 8)
 		return "asyncio tasks are located on CPython 3.8 and later only";
+	if (py_unavailable())
+		return "this CPython's frames are not read";
 	const struct aio_layout *l = NULL;
 	for (size_t i = 0; i < ARRAY_LEN(layouts); i++)
 		if (layouts[i].minor == minor)
