@@ -7,11 +7,12 @@ Paths: /fast answers at once; /sleep awaits asyncio.sleep through two
 coroutines (sleep_level1 -> sleep_leaf); /socket?PORT awaits a peer that
 never answers (silent_read); /gather awaits asyncio.gather of two tasks
 (gathered_leaf); /waitfor awaits asyncio.wait_for of a coroutine
-(waitfor_leaf); /taskgroup (3.11+) a TaskGroup's task (taskgroup_leaf).
+(waitfor_leaf); /taskgroup (3.11+) a TaskGroup's task (taskgroup_leaf); /spin holds the loop 2 s (spin_cpu).
 Connections are kept alive.
 """
 import asyncio
 import sys
+import time
 
 SLOW = 2.5
 
@@ -55,9 +56,17 @@ async def taskgroup_outer():
         tg.create_task(taskgroup_leaf())
 
 
+def spin_cpu():
+    end = time.time() + 2.0
+    while time.time() < end:
+        pass
+
+
 async def route(target):
     path, _, query = target.partition("?")
-    if path == "/sleep":
+    if path == "/spin":
+        spin_cpu()
+    elif path == "/sleep":
         await sleep_level1()
     elif path == "/socket":
         await silent_read(int(query))

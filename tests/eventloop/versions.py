@@ -80,6 +80,7 @@ class Case(object):
         self.slow = slow          # [(path, innermost function, request kwargs, extra check)]
         self.match = match        # what the Capture line must say for each
         self.env = env or {}
+        self.spin = False         # /spin stalls the loop: its culprit named
 
 
 def aio_case(name, py, minor):
@@ -90,8 +91,10 @@ def aio_case(name, py, minor):
             ("/waitfor", "waitfor_leaf", {}, None)]
     if minor >= 11:
         slow.append(("/taskgroup", "taskgroup_leaf", {}, "[awaits task"))
-    return Case(name, lambda port: [py, os.path.join(HERE, "aioserver.py"), str(port)],
-                slow, "matched by its socket")
+    c = Case(name, lambda port: [py, os.path.join(HERE, "aioserver.py"), str(port)],
+             slow, "matched by its socket")
+    c.spin = True
+    return c
 
 
 def uvicorn_case(name, loop, http, slow, match):
@@ -134,8 +137,17 @@ def check(case, text):
     bad = []
     reps, other = el.blocks(text)
     slows = [l for k, l in reps if k == "slow request"]
-    if [l for k, l in reps if k != "slow request"]:
-        bad.append("other reports: %s" % [k for k, l in reps if k != "slow request"])
+    stalls = [l for k, l in reps if k == "event loop stalled"]
+    if [l for k, l in reps if k not in ("slow request", "event loop stalled")]:
+        bad.append("other reports: %s" % [k for k, l in reps])
+    if len(stalls) != (1 if case.spin else 0):
+        bad.append("%d stall reports, want %d" % (len(stalls), 1 if case.spin else 0))
+    elif case.spin:
+        culprit = " ".join(el.field(stalls[0], "Culprit"))
+        if "GET /spin" not in culprit or "transport's socket" not in culprit:
+            bad.append("the stall's culprit: %s" % culprit)
+        if "spin_cpu" not in el.pyfuncs(stalls[0]):
+            bad.append("the stall's stack lacks spin_cpu")
     for path, fn, _, extra in case.slow:
         req = "GET " + path
         mine = [l for l in slows if el.field(l, "Request") == [req]]
@@ -203,6 +215,10 @@ def run_case(case, lib, tmp, results):
                 for path, _, kw, _ in case.slow]
         for t in slow:
             t.join(30)
+        if case.spin:
+            spin = el.background(request, port, "/spin")
+            spin.join(30)
+            slow.append(spin)
         time.sleep(0.3)
         stop.set()
         for t in fast:
