@@ -109,6 +109,10 @@ static const struct aio_layout layouts[] = {
 #define CELL_REF 16           /* PyCellObject.ob_ref */
 #define FUTITER_FUTURE 16     /* futureiterobject.future */
 #define SOCK_FD 16            /* PySocketSockObject.sock_fd */
+#define CO_CODE_OLD 48        /* PyCodeObject.co_code (3.8-3.10) */
+#define CO_FREEVARS_OLD 80    /* .co_freevars (3.8-3.10) */
+#define CO_CELLVARS_OLD 88    /* .co_cellvars (3.8-3.10) */
+#define YIELD_FROM_OLD 72     /* the opcode an await suspends in (3.8-3.10) */
 
 #define CHAIN_MAX 64          /* frames of one report */
 #define TASKS_MAX 10000       /* tasks looked at */
@@ -121,7 +125,7 @@ static const struct aio_layout layouts[] = {
 static const struct aio_layout *L;
 static const struct py_offsets *P;
 static uintptr_t t_dict, t_set, t_coro, t_gen, t_tuple, t_long, t_weakref, t_code,
-	t_cell, t_list, t_str;
+	t_cell, t_list, t_str, t_bytes;
 static uintptr_t t_task; /* _asyncio.Task, once seen */
 static int modules_off = -1;
 
@@ -183,8 +187,9 @@ static const char *find_layout(void)
 	t_cell = py_symbol("PyCell_Type");
 	t_list = py_symbol("PyList_Type");
 	t_str = py_symbol("PyUnicode_Type");
+	t_bytes = py_symbol("PyBytes_Type");
 	if (!(t_dict && t_set && t_coro && t_gen && t_tuple && t_long && t_weakref &&
-	      t_code && t_cell && t_list && t_str))
+	      t_code && t_cell && t_list && t_str && t_bytes))
 		return "CPython's types were not found";
 	P = p;
 	L = l;
@@ -527,11 +532,18 @@ static bool each_local(uintptr_t f, bool (*fn)(uintptr_t obj, void *arg), void *
 {
 	uintptr_t code = frame_code(f);
 	int32_t n;
-	if (!code || !rd32(code + (uintptr_t)L->co_nlocals, &n) || n <= 0)
+	if (!code || !rd32(code + (uintptr_t)L->co_nlocals, &n) || n < 0)
 		return false;
-	/* 3.8-3.10: cells follow the locals; a few slots more cover them. */
-	if (L->minor < 11)
-		n += 4;
+	/* 3.8-3.10: the cells (an argument a closure keeps is moved into its
+	 * cell) and free variables follow the locals; what lies after them
+	 * is the value stack, whose slots above its top are stale. */
+	for (int i = 0; L->minor < 11 && i < 2; i++) {
+		uintptr_t tup, size;
+		if (!rd(code + (i ? CO_CELLVARS_OLD : CO_FREEVARS_OLD), &tup) ||
+		    type_of(tup) != t_tuple || !rd(tup + 16, &size) || size > 256)
+			return false;
+		n += (int32_t)size;
+	}
 	if (n > LOCALS_MAX)
 		n = LOCALS_MAX;
 	for (int i = 0; i < n; i++) {
@@ -669,7 +681,18 @@ static uintptr_t coro_frame(uintptr_t coro, bool *yf)
 			if (!rd(f + (uintptr_t)L->fr_stack, &top) || !top)
 				return 0;
 		}
-		*yf = true;
+		/* It awaits when its next instruction is YIELD_FROM (as
+		 * _PyGen_yf tells); f_lasti counts bytes before 3.10. */
+		int32_t lasti;
+		uintptr_t code = frame_code(f), bytes, size;
+		uint8_t op = 0;
+		if (!code || !rd32(f + (uintptr_t)P->fr_instr, &lasti))
+			return 0;
+		long at = L->minor >= 10 ? ((long)lasti + 1) * 2 : (long)lasti + 2;
+		*yf = lasti >= 0 && rd(code + CO_CODE_OLD, &bytes) && type_of(bytes) == t_bytes &&
+		      rd(bytes + 16, &size) && (uintptr_t)at < size &&
+		      mem_read_safe(&op, bytes + (uintptr_t)P->bytes_sval + (uintptr_t)at, 1) &&
+		      op == YIELD_FROM_OLD;
 	} else {
 		int8_t st;
 		if (!rd8(coro + (uintptr_t)L->frame_state, &st))
