@@ -62,28 +62,29 @@ struct aio_layout {
 	uintptr_t tag_mask;  /* _PyStackRef's tag bits cleared (3.14+) */
 	int co_nlocals;      /* int co_nlocals (<3.11) / co_nlocalsplus */
 	bool long_tag;       /* PyLongObject.lv_tag (3.12+), else ob_size */
+	int tuple_items;     /* PyTupleObject.ob_item (3.14+: after ob_hash) */
 };
 
 #define NOTAG (~(uintptr_t)0)
 static const struct aio_layout layouts[] = {
 	{8, 56, -1, 872, 0, 0, false, 112, 16, -1, 0, 0, 0, 24, 32, 360, 72, -1,
-	 STACK_PTR, 1, NOTAG, 28, false},
+	 STACK_PTR, 1, NOTAG, 28, false, 24},
 	{9, 856, -1, 864, 0, 0, false, 152, 16, -1, 0, 0, 0, 24, 32, 360, 72, -1,
-	 STACK_PTR, 1, NOTAG, 28, false},
+	 STACK_PTR, 1, NOTAG, 28, false, 24},
 	{10, 856, -1, 872, 0, 0, false, 160, 16, 108, -1, -1, -1, 24, 32, 352, 64, 80,
-	 STACK_DEPTH, 1, NOTAG, 28, false},
+	 STACK_DEPTH, 1, NOTAG, 28, false, 24},
 	{11, 888, -1, 872, 11, 0, true, 136, 80, 75, -1, -1, -1, 48, 32, 72, 64, -1,
-	 STACK_INDEX, 1, NOTAG, 76, false},
+	 STACK_INDEX, 1, NOTAG, 76, false, 24},
 	{12, 944, -1, 880, 12, 0, true, 136, 72, 67, -1, -1, -1, 8, 0, 72, 64, -1,
-	 STACK_INDEX, 1, NOTAG, 72, true},
+	 STACK_INDEX, 1, NOTAG, 72, true, 24},
 	{13, 7656, 88, 880, 13, 8, true, 120, 72, 67, -2, -1, -1, 8, 0, 72, 64, -1,
-	 STACK_INDEX, 1, NOTAG, 72, true},
+	 STACK_INDEX, 1, NOTAG, 72, true, 24},
 	{14, 7688, 96, 880, 13, 8, true, -1, 72, 67, -2, -1, -1, 8, 0, 80, 64, -1,
-	 STACK_PTR, 1, ~(uintptr_t)3, 72, true},
+	 STACK_PTR, 1, ~(uintptr_t)3, 72, true, 32},
 	/* 3.15 renumbered the frame states; FRAME_SUSPENDED_YIELD_FROM_LOCKED
 	 * (3) also awaits; the awaited object lies below the value SEND left. */
 	{15, 7592, 96, 888, 13, 8, true, -1, 72, 67, 1, 2, 3, 8, 0, 80, 64, -1,
-	 STACK_PTR, 2, ~(uintptr_t)3, 72, true},
+	 STACK_PTR, 2, ~(uintptr_t)3, 72, true, 32},
 };
 
 /* Layouts common to every version. */
@@ -103,12 +104,13 @@ static const struct aio_layout layouts[] = {
 #define SET_TABLE 40          /* PySetObject.table */
 #define LIST_SIZE 16
 #define LIST_ITEMS 24
-#define TUPLE_ITEMS 24
 #define LONG_DIGITS 24
 #define WR_OBJECT 16          /* PyWeakReference.wr_object */
 #define CELL_REF 16           /* PyCellObject.ob_ref */
 #define FUTITER_FUTURE 16     /* futureiterobject.future */
 #define SOCK_FD 16            /* PySocketSockObject.sock_fd */
+#define FUT_CALLBACK0 24      /* FutureObj.fut_callback0 */
+#define FUT_CALLBACKS 40      /* .fut_callbacks: a list of (callback, context) */
 #define CO_CODE_OLD 48        /* PyCodeObject.co_code (3.8-3.10) */
 #define CO_FREEVARS_OLD 80    /* .co_freevars (3.8-3.10) */
 #define CO_CELLVARS_OLD 88    /* .co_cellvars (3.8-3.10) */
@@ -127,6 +129,8 @@ static const struct py_offsets *P;
 static uintptr_t t_dict, t_set, t_coro, t_gen, t_tuple, t_long, t_weakref, t_code,
 	t_cell, t_list, t_str, t_bytes;
 static uintptr_t t_task; /* _asyncio.Task, once seen */
+static uintptr_t t_func;
+static uintptr_t cur_ts; /* the loop thread's, while a capture runs */
 static int modules_off = -1;
 
 static bool rd(uintptr_t a, uintptr_t *v)
@@ -188,8 +192,9 @@ static const char *find_layout(void)
 	t_list = py_symbol("PyList_Type");
 	t_str = py_symbol("PyUnicode_Type");
 	t_bytes = py_symbol("PyBytes_Type");
+	t_func = py_symbol("PyFunction_Type");
 	if (!(t_dict && t_set && t_coro && t_gen && t_tuple && t_long && t_weakref &&
-	      t_code && t_cell && t_list && t_str && t_bytes))
+	      t_code && t_cell && t_list && t_str && t_bytes && t_func))
 		return "CPython's types were not found";
 	P = p;
 	L = l;
@@ -592,8 +597,8 @@ static bool hint_local(uintptr_t v, void *arg)
 			return false;
 		h->scope = true;
 		uintptr_t client = dict_get(v, "client"), host, port;
-		if (client && type_of(client) == t_tuple && rd(client + TUPLE_ITEMS, &host) &&
-		    rd(client + TUPLE_ITEMS + 8, &port)) {
+		if (client && type_of(client) == t_tuple && rd(client + (uintptr_t)L->tuple_items, &host) &&
+		    rd(client + (uintptr_t)L->tuple_items + 8, &port)) {
 			if (!str_read(host, h->host, sizeof(h->host)))
 				h->host[0] = '\0';
 			h->port = small_int(port);
@@ -779,6 +784,56 @@ static bool pend_local(uintptr_t v, void *arg)
 	return false;
 }
 
+/* Whether cb is a function whose closure holds fut (PyFunctionObject's
+ * func_closure: a tuple of cells). */
+static bool closure_holds(uintptr_t cb, uintptr_t fut)
+{
+	uintptr_t clo, size;
+	if (type_of(cb) != t_func ||
+	    !rd(cb + (L->minor < 10 ? 48 : 72), &clo) || !clo || type_of(clo) != t_tuple ||
+	    !rd(clo + 16, &size) || size > 32)
+		return false;
+	for (uintptr_t i = 0; i < size; i++) {
+		uintptr_t cell, v;
+		if (rd(clo + (uintptr_t)L->tuple_items + 8 * i, &cell) && type_of(cell) == t_cell &&
+		    rd(cell + CELL_REF, &v) && v == fut)
+			return true;
+	}
+	return false;
+}
+
+struct completer {
+	uintptr_t fut;
+	struct pend *p;
+};
+
+/* A task one of whose done callbacks closes over the future (shield's
+ * inner task: its callback completes the outer future). */
+static bool completes(uintptr_t task, void *arg)
+{
+	struct completer *k = arg;
+	uintptr_t cb, list, size, items;
+	if (rd(task + FUT_CALLBACK0, &cb) && closure_holds(cb, k->fut)) {
+		pend_add(k->p, task);
+		return k->p->n >= FOLLOW_MAX;
+	}
+	if (!rd(task + FUT_CALLBACKS, &list) || type_of(list) != t_list ||
+	    !rd(list + LIST_SIZE, &size) || size > 64 || !rd(list + LIST_ITEMS, &items))
+		return false;
+	for (uintptr_t i = 0; i < size; i++) {
+		uintptr_t pair;
+		if (rd(items + 8 * i, &pair) && type_of(pair) == t_tuple &&
+		    rd(pair + (uintptr_t)L->tuple_items, &cb) && closure_holds(cb, k->fut)) {
+			pend_add(k->p, task);
+			break;
+		}
+	}
+	return k->p->n >= FOLLOW_MAX;
+}
+
+static const char *each_task(uintptr_t tstate, bool (*fn)(uintptr_t task, void *arg),
+			     void *arg);
+
 static void follow_future(uintptr_t fut, uintptr_t waiting, struct chain *c, int depth)
 {
 	struct pend p = {.n = 0};
@@ -799,6 +854,10 @@ static void follow_future(uintptr_t fut, uintptr_t waiting, struct chain *c, int
 			       frame_named(waiting, "_aexit"))) {
 		how = "the task group's";
 		each_local(waiting, pend_local, &p);
+	} else if (cur_ts) {
+		struct completer k = {.fut = fut, .p = &p};
+		how = "its done callback completes the awaited future";
+		each_task(cur_ts, completes, &k);
 	}
 	for (int i = 0; i < p.n && c->n < CHAIN_MAX - 1; i++) {
 		uintptr_t coro;
@@ -1093,7 +1152,9 @@ void aio_capture_task(struct sd_thread *t, int fd, const struct reqinfo *info,
 	if (!why) {
 		c.n = 0;
 		c.tasks = 0;
+		cur_ts = ts;
 		follow(coro, &c, 0);
+		cur_ts = 0;
 		if (!c.n)
 			why = "its task is not suspended";
 	}

@@ -22,7 +22,7 @@ FIELDS = ["minor", "is_modules", "dbg_is_modules", "ht_cached_keys", "managed",
           "values_at", "dict_new", "task_coro", "coro_frame", "frame_state",
           "st_suspended", "st_yield_from", "st_yield_from2", "fr_back", "fr_code",
           "fr_locals", "fr_stack", "fr_depth", "stack_kind", "await_below",
-          "tag_mask", "co_nlocals", "long_tag"]
+          "tag_mask", "co_nlocals", "long_tag", "tuple_items"]
 CONST = {"STACK_PTR": 1, "STACK_DEPTH": 2, "STACK_INDEX": 3, "NOTAG": -1,
          "~(uintptr_t)3": -4, "false": 0, "true": 1}
 
@@ -102,6 +102,9 @@ def probe(row):
     else:
         want("managed", T.__dictoffset__ > 0 and ptr(id(k) + T.__dictoffset__) == id(k.__dict__))
     want("long_tag", ptr(id(12345) + 16) == (8 if row["long_tag"] else 1))
+    pair = ("alpha", "beta")
+    want("tuple_items", ptr(id(pair) + row["tuple_items"]) == id("alpha") and
+         ptr(id(pair) + row["tuple_items"] + 8) == id("beta"))
 
     async def leaf(fut):
         await fut

@@ -7,7 +7,8 @@ Paths: /fast answers at once; /sleep awaits asyncio.sleep through two
 coroutines (sleep_level1 -> sleep_leaf); /socket?PORT awaits a peer that
 never answers (silent_read); /gather awaits asyncio.gather of two tasks
 (gathered_leaf); /waitfor awaits asyncio.wait_for of a coroutine
-(waitfor_leaf); /taskgroup (3.11+) a TaskGroup's task (taskgroup_leaf); /spin holds the loop 2 s (spin_cpu).
+(waitfor_leaf); /shield awaits asyncio.shield of a coroutine
+(shield_leaf); /taskgroup (3.11+) a TaskGroup's task (taskgroup_leaf); /spin holds the loop 2 s (spin_cpu).
 Connections are kept alive.
 """
 import asyncio
@@ -47,6 +48,14 @@ async def waitfor_outer():
     await asyncio.wait_for(waitfor_leaf(), 30)
 
 
+async def shield_leaf():
+    await asyncio.sleep(SLOW)
+
+
+async def shield_outer():
+    await asyncio.shield(shield_leaf())
+
+
 async def taskgroup_leaf():
     await asyncio.sleep(SLOW)
 
@@ -74,6 +83,8 @@ async def route(target):
         await gather_both()
     elif path == "/waitfor":
         await waitfor_outer()
+    elif path == "/shield":
+        await shield_outer()
     elif path == "/taskgroup":
         await taskgroup_outer()
     return b"ok " + path.encode() + b"\n"

@@ -10,7 +10,7 @@ behind a proxy's X-Forwarded-For, two of its slow clients on the same
 port number from two hosts (127.0.0.2, 127.0.0.3). While two clients keep
 sending fast requests (never to be reported), slow ones await
 asyncio.sleep through coroutines, a socket that never answers, gather,
-wait_for and a TaskGroup (3.11+). Each must be reported once, awaiting,
+wait_for, shield and a TaskGroup (3.11+). Each must be reported once, awaiting,
 with the innermost slow function in its Python stack, matched to its
 task as the server allows (its socket; under uvloop the scope's client,
 or its method and path when a proxy rewrote the client).
@@ -88,7 +88,8 @@ def aio_case(name, py, minor):
     slow = [("/sleep", "sleep_leaf", {}, "sleep_level1"),
             ("/socket?%d" % peer, "silent_read", {}, None),
             ("/gather", "gathered_leaf", {}, "[awaits task"),
-            ("/waitfor", "waitfor_leaf", {}, None)]
+            ("/waitfor", "waitfor_leaf", {}, None),
+            ("/shield", "shield_leaf", {}, "[awaits task")]
     if minor >= 11:
         slow.append(("/taskgroup", "taskgroup_leaf", {}, "[awaits task"))
     c = Case(name, lambda port: [py, os.path.join(HERE, "aioserver.py"), str(port)],
