@@ -4,11 +4,14 @@
     versions.py BUILD_DIR [-k NAME]...
 
 Side by side: a plain asyncio server (aioserver.py, asyncio.start_server)
-on each CPython 3.8-3.13 (pyenv) and 3.14, 3.15 (scripts/newer-python);
-and Debian's uvicorn (/usr/bin/python3) with uvloop and with asyncio
+and Debian's pure-Python uvicorn (h11, asyncio; through a PYTHONPATH of
+symlinks) on each CPython 3.8-3.13 (pyenv) and 3.14, 3.15
+(scripts/newer-python); and Debian's uvicorn (/usr/bin/python3) with
+uvloop and with asyncio
 behind a proxy's X-Forwarded-For, two of its slow clients on the same
 port number from two hosts (127.0.0.2, 127.0.0.3). While two clients keep
-sending fast requests (never to be reported), slow ones await
+sending fast requests (never to be reported), /spin stalls the loop
+(its culprit named by its socket) and slow ones await
 asyncio.sleep through coroutines, a socket that never answers, gather,
 wait_for, shield and a TaskGroup (3.11+). Each must be reported once, awaiting,
 with the innermost slow function in its Python stack, matched to its
@@ -98,23 +101,61 @@ def aio_case(name, py, minor):
     return c
 
 
-def uvicorn_case(name, loop, http, slow, match):
-    return Case(name, lambda port: ["/usr/bin/python3", "-m", "uvicorn", "--loop", loop,
-                                    "--http", http, "--port", str(port),
-                                    "--app-dir", HERE, "asgiapp:app"], slow, match)
+def uvicorn_case(name, loop, http, slow, match, py="/usr/bin/python3", env=None):
+    return Case(name, lambda port: [py, "-m", "uvicorn", "--loop", loop,
+                                    "--http", http, "--ws", "none", "--port", str(port),
+                                    "--app-dir", HERE, "asgiapp:app"], slow, match, env)
 
 
-def cases():
+UVICORN_DEPS = ("uvicorn", "h11", "click", "asgiref")
+DIST = "/usr/lib/python3/dist-packages"
+
+
+def private_path():
+    """A directory of symlinks to Debian's pure-Python uvicorn and what it
+    imports, for the other interpreters' PYTHONPATH; None if absent."""
+    if not all(os.path.isdir(os.path.join(DIST, m)) for m in UVICORN_DEPS[:3]):
+        return None
+    d = tempfile.mkdtemp(prefix="slowdog-aio-path-")
+    import atexit
+    import shutil
+    atexit.register(shutil.rmtree, d, True)
+    for m in UVICORN_DEPS:
+        if os.path.isdir(os.path.join(DIST, m)):
+            os.symlink(os.path.join(DIST, m), os.path.join(d, m))
+    return d
+
+
+def uvicorn_on(name, py, path):
+    c = uvicorn_case(name, "asyncio", "h11", [
+        ("/sleep", "await_level2", {}, "await_level1"),
+        ("/socket?%d" % el.silent_peer(), "wait_socket", {}, None)],
+        "matched by its socket", py=py, env={"PYTHONPATH": path})
+    c.spin = True
+    return c
+
+
+def interpreters():
     out = []
     for d in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*"))):
         m = re.match(r"3\.(\d+)\.", os.path.basename(d))
         py = os.path.join(d, "bin", "python")
         if m and 8 <= int(m.group(1)) <= 13 and os.path.exists(py):
-            out.append(aio_case("asyncio-3.%s" % m.group(1), py, int(m.group(1))))
+            out.append((int(m.group(1)), py))
     for minor in (14, 15):
         py = os.path.join(NEWER, "3.%d" % minor, "bin", "python3.%d" % minor)
         if os.path.exists(py):
-            out.append(aio_case("asyncio-3.%d" % minor, py, minor))
+            out.append((minor, py))
+    return out
+
+
+def cases():
+    out = []
+    path = private_path()
+    for minor, py in interpreters():
+        out.append(aio_case("asyncio-3.%d" % minor, py, minor))
+        if path:
+            out.append(uvicorn_on("uvicorn-h11-3.%d" % minor, py, path))
     if os.path.exists("/usr/bin/uvicorn"):
         xff = {"headers": b"X-Forwarded-For: 10.9.8.7\r\n"}
         port = shared_port()
