@@ -122,6 +122,7 @@ static const struct aio_layout layouts[] = {
 #define SET_MAX (1 << 16)
 #define DICT_MAX (1 << 16)
 #define LOCALS_MAX 64
+#define HINT_FRAMES 16        /* a task's frames searched for its connection */
 #define STACK_MAX 4096
 
 static const struct aio_layout *L;
@@ -133,19 +134,58 @@ static uintptr_t t_func;
 static uintptr_t cur_ts; /* the loop thread's, while a capture runs */
 static int modules_off = -1;
 
+/*
+ * Reads go through a small cache of 256-byte blocks (aligned: a block never
+ * spans two pages), emptied before each task, coroutine or frame is read
+ * (cache_drop): the fields of one object and its neighbours cost one
+ * system call, and nothing read is older than the object being read.
+ */
+#define BLOCK 256
+#define BLOCKS 16
+static struct {
+	uintptr_t base;
+	unsigned gen;
+	unsigned char b[BLOCK];
+} cache[BLOCKS];
+static unsigned cache_gen = 1;
+
+static void cache_drop(void)
+{
+	if (++cache_gen == 0)
+		cache_gen = 1;
+}
+
+static bool rd_n(uintptr_t a, void *v, size_t n)
+{
+	if (a < 4096 || (a & (n - 1)))
+		return false;
+	uintptr_t base = a & ~(uintptr_t)(BLOCK - 1);
+	unsigned i = (unsigned)((base / BLOCK) % BLOCKS);
+	if (cache[i].gen != cache_gen || cache[i].base != base) {
+		if (!mem_read_safe(cache[i].b, base, BLOCK)) {
+			cache[i].gen = 0;
+			return mem_read_safe(v, a, n);
+		}
+		cache[i].base = base;
+		cache[i].gen = cache_gen;
+	}
+	memcpy(v, cache[i].b + (a - base), n);
+	return true;
+}
+
 static bool rd(uintptr_t a, uintptr_t *v)
 {
-	return a >= 4096 && !(a & 7) && mem_read_safe(v, a, sizeof(*v));
+	return rd_n(a, v, sizeof(*v));
 }
 
 static bool rd32(uintptr_t a, int32_t *v)
 {
-	return a >= 4096 && !(a & 3) && mem_read_safe(v, a, sizeof(*v));
+	return rd_n(a, v, sizeof(*v));
 }
 
 static bool rd8(uintptr_t a, int8_t *v)
 {
-	return a >= 4096 && mem_read_safe(v, a, sizeof(*v));
+	return rd_n(a, v, sizeof(*v));
 }
 
 static uintptr_t type_of(uintptr_t obj)
@@ -267,74 +307,114 @@ static bool keys_of(uintptr_t keys, struct keys *k)
 	return true;
 }
 
-/* The index of the str key name among keys' entries, -1 if absent. */
-static long keys_index(uintptr_t keys, const char *name)
+/* For each of names[0..n), its index among keys' entries (-1 if absent),
+ * each key read once. */
+static void keys_find(uintptr_t keys, const char *const *names, int n, long *idx)
 {
 	struct keys k;
+	for (int j = 0; j < n; j++)
+		idx[j] = -1;
 	if (!keys_of(keys, &k))
-		return -1;
+		return;
 	for (uintptr_t i = 0; i < k.n; i++) {
 		uintptr_t key;
-		if (rd(k.entries + i * k.esz + k.koff, &key) && key && str_is(key, name))
-			return (long)i;
+		char buf[64];
+		if (!rd(k.entries + i * k.esz + k.koff, &key) || !key ||
+		    !str_read(key, buf, sizeof(buf)))
+			continue;
+		for (int j = 0; j < n; j++)
+			if (idx[j] < 0 && strcmp(buf, names[j]) == 0)
+				idx[j] = (long)i;
 	}
-	return -1;
+}
+
+#define NAMES_MAX 4
+
+/* out[j] = d[names[j]] for a dict d with str keys; 0 if absent. */
+static void dict_find(uintptr_t d, const char *const *names, int n, uintptr_t *out)
+{
+	uintptr_t keys, values;
+	struct keys k;
+	long idx[NAMES_MAX];
+	for (int j = 0; j < n; j++)
+		out[j] = 0;
+	if (n > NAMES_MAX || type_of(d) != t_dict || !rd(d + DICT_KEYS, &keys) ||
+	    !rd(d + DICT_VALUES, &values) || !keys_of(keys, &k))
+		return;
+	keys_find(keys, names, n, idx);
+	for (int j = 0; j < n; j++) {
+		uintptr_t v, i = (uintptr_t)idx[j];
+		if (idx[j] < 0)
+			continue;
+		if (values ? rd(values + (uintptr_t)L->values_at + 8 * i, &v)
+			   : rd(k.entries + i * k.esz + k.koff + 8, &v))
+			out[j] = v;
+	}
 }
 
 /* d[key] for a dict d with str keys; 0 if absent or unreadable. */
 static uintptr_t dict_get(uintptr_t d, const char *key)
 {
-	uintptr_t keys, values, v;
-	struct keys k;
-	if (type_of(d) != t_dict || !rd(d + DICT_KEYS, &keys) ||
-	    !rd(d + DICT_VALUES, &values) || !keys_of(keys, &k))
-		return 0;
-	long i = keys_index(keys, key);
-	if (i < 0)
-		return 0;
-	if (values)
-		return rd(values + (uintptr_t)L->values_at + 8 * (uintptr_t)i, &v) ? v : 0;
-	return rd(k.entries + (uintptr_t)i * k.esz + k.koff + 8, &v) ? v : 0;
+	uintptr_t v;
+	dict_find(d, &key, 1, &v);
+	return v;
 }
 
-/* An instance's attribute from its dict or its values: 0 if it has none. */
-static uintptr_t attr_get(uintptr_t obj, const char *name)
+/* out[j] = an instance's attribute names[j], from its dict or its
+ * values; 0 if it has none. */
+static void attr_find(uintptr_t obj, const char *const *names, int n, uintptr_t *out)
 {
-	uintptr_t type = type_of(obj), flags, d, v, keys;
-	if (!type || !rd(type + TP_FLAGS, &flags))
-		return 0;
+	uintptr_t type = type_of(obj), flags, d, keys;
+	for (int j = 0; j < n; j++)
+		out[j] = 0;
+	if (n > NAMES_MAX || !type || !rd(type + TP_FLAGS, &flags))
+		return;
 	if (L->managed && (flags & FLAG_MANAGED_DICT)) {
 		uintptr_t values = 0;
 		if (!rd(obj - 24, &d))
-			return 0;
+			return;
 		if (L->managed == 12 && (d & 1)) {
 			values = d + 1;
 			d = 0;
 		}
-		if (d)
-			return dict_get(d, name);
+		if (d) {
+			dict_find(d, names, n, out);
+			return;
+		}
 		if (L->managed == 11 && !rd(obj - 32, &values))
-			return 0;
+			return;
 		if (L->managed == 13) {
 			uintptr_t basic;
 			uint8_t hdr[4];
 			if (!(flags & FLAG_INLINE_VALUES) || !rd(type + TP_BASICSIZE, &basic) ||
 			    basic > 4096 || !mem_read_safe(hdr, obj + basic, 4) || !hdr[3])
-				return 0;
+				return;
 			values = obj + basic;
 		}
 		if (!values || !rd(type + (uintptr_t)L->ht_cached_keys, &keys))
-			return 0;
-		long i = keys_index(keys, name);
-		if (i < 0 || (L->managed == 13 && i >= 256))
-			return 0;
-		return rd(values + (uintptr_t)L->values_at + 8 * (uintptr_t)i, &v) ? v : 0;
+			return;
+		long idx[NAMES_MAX];
+		keys_find(keys, names, n, idx);
+		for (int j = 0; j < n; j++) {
+			uintptr_t v;
+			if (idx[j] >= 0 && !(L->managed == 13 && idx[j] >= 256) &&
+			    rd(values + (uintptr_t)L->values_at + 8 * (uintptr_t)idx[j], &v))
+				out[j] = v;
+		}
+		return;
 	}
 	intptr_t off;
 	if (!mem_read_safe(&off, type + TP_DICTOFFSET, sizeof(off)) || off <= 0 || off > 4096 ||
 	    !rd(obj + (uintptr_t)off, &d) || !d)
-		return 0;
-	return dict_get(d, name);
+		return;
+	dict_find(d, names, n, out);
+}
+
+static uintptr_t attr_get(uintptr_t obj, const char *name)
+{
+	uintptr_t v;
+	attr_find(obj, &name, 1, &v);
+	return v;
 }
 
 /* Whether type derives from the one named name. */
@@ -533,30 +613,100 @@ static uintptr_t frame_code(uintptr_t f)
 
 /* Calls fn on each object among frame f's locals (cells read through),
  * until it returns true; returns that. */
-static bool each_local(uintptr_t f, bool (*fn)(uintptr_t obj, void *arg), void *arg)
+/* What objects lead to (a socket's fd, or -1), remembered for one pass:
+ * the loop and other objects many tasks share are read once. */
+#define MEMO_SIZE 4096
+static struct memo {
+	uintptr_t obj;
+	int fd;
+	unsigned gen;
+} memo[MEMO_SIZE];
+static unsigned memo_gen;
+
+static void memo_reset(void)
 {
-	uintptr_t code = frame_code(f);
-	int32_t n;
-	if (!code || !rd32(code + (uintptr_t)L->co_nlocals, &n) || n < 0)
+	if (++memo_gen == 0)
+		memo_gen = 1;
+}
+
+static struct memo *memo_slot(uintptr_t obj)
+{
+	size_t h = (size_t)((obj >> 4) * 0x9E3779B97F4A7C15ull >> 52) % MEMO_SIZE;
+	for (int i = 0; i < 8; i++) {
+		struct memo *m = &memo[(h + (size_t)i) % MEMO_SIZE];
+		if (m->gen != memo_gen || m->obj == obj)
+			return m;
+	}
+	return NULL;
+}
+
+static bool memo_known(uintptr_t obj, int *fd)
+{
+	struct memo *m = memo_slot(obj);
+	if (!m || m->gen != memo_gen || m->obj != obj)
 		return false;
+	*fd = m->fd;
+	return true;
+}
+
+static void memo_put(uintptr_t obj, int fd)
+{
+	struct memo *m = memo_slot(obj);
+	if (m) {
+		m->obj = obj;
+		m->fd = fd;
+		m->gen = memo_gen;
+	}
+}
+
+/* Code objects (many tasks run the same): how many locals each has, -1 if
+ * it cannot be read; for one pass. */
+static struct {
+	uintptr_t code;
+	int n;
+	unsigned gen;
+} codes[512];
+
+static int code_locals(uintptr_t code)
+{
+	size_t h = (size_t)((code >> 4) * 0x9E3779B97F4A7C15ull >> 52) % ARRAY_LEN(codes);
+	if (codes[h].gen == memo_gen && codes[h].code == code)
+		return codes[h].n;
+	int32_t n;
+	if (!rd32(code + (uintptr_t)L->co_nlocals, &n) || n < 0)
+		n = -1;
 	/* 3.8-3.10: the cells (an argument a closure keeps is moved into its
 	 * cell) and free variables follow the locals; what lies after them
 	 * is the value stack, whose slots above its top are stale. */
-	for (int i = 0; L->minor < 11 && i < 2; i++) {
+	for (int i = 0; n >= 0 && L->minor < 11 && i < 2; i++) {
 		uintptr_t tup, size;
 		if (!rd(code + (i ? CO_CELLVARS_OLD : CO_FREEVARS_OLD), &tup) ||
 		    type_of(tup) != t_tuple || !rd(tup + 16, &size) || size > 256)
-			return false;
-		n += (int32_t)size;
+			n = -1;
+		else
+			n += (int32_t)size;
 	}
+	codes[h].code = code;
+	codes[h].n = n;
+	codes[h].gen = memo_gen;
+	return n;
+}
+
+
+static bool each_local(uintptr_t f, bool (*fn)(uintptr_t obj, void *arg), void *arg)
+{
+	uintptr_t code = frame_code(f), slots[LOCALS_MAX];
+	int n = code ? code_locals(code) : -1;
+	if (n <= 0)
+		return false;
 	if (n > LOCALS_MAX)
 		n = LOCALS_MAX;
+	if (!mem_read_safe(slots, f + (uintptr_t)L->fr_locals, 8 * (size_t)n))
+		return false;
 	for (int i = 0; i < n; i++) {
-		uintptr_t v;
-		if (!rd(f + (uintptr_t)L->fr_locals + 8 * (uintptr_t)i, &v))
-			continue;
-		v &= L->tag_mask;
-		if (v < 4096)
+		uintptr_t v = slots[i] & L->tag_mask;
+		int fd;
+		if (v < 4096 || (v & 7) || (memo_known(v, &fd) && fd == -1))
 			continue;
 		if (type_of(v) == t_cell && (!rd(v + CELL_REF, &v) || v < 4096))
 			continue;
@@ -576,15 +726,33 @@ struct conn_hint {
 	char path[128];
 };
 
-/* A transport's socket's fd (asyncio's selector transports keep _sock),
+/* A socket object's fd (asyncio's selector transports keep it as _sock),
  * -1 if obj is none. */
-static int transport_fd(uintptr_t obj)
+static int socket_fd(uintptr_t sock)
 {
-	uintptr_t sock = attr_get(obj, "_sock");
 	int32_t fd;
-	if (!sock || !type_named(type_of(sock), "_socket.socket") ||
-	    !rd32(sock + SOCK_FD, &fd))
+	if (!sock || !type_named(type_of(sock), "_socket.socket") || !rd32(sock + SOCK_FD, &fd))
 		return -1;
+	return fd;
+}
+
+/* The fd of the socket obj is the transport of: a transport, or what
+ * holds one (uvicorn's protocol and request cycle: transport; a
+ * StreamWriter: _transport); -1 if none. */
+static int object_fd(uintptr_t obj, int depth)
+{
+	int fd;
+	if (memo_known(obj, &fd))
+		return fd;
+	static const char *const names[] = {"_sock", "transport", "_transport"};
+	uintptr_t v[3];
+	attr_find(obj, names, 3, v);
+	fd = socket_fd(v[0]);
+	if (fd < 0 && depth == 0)
+		fd = object_fd(v[1] ? v[1] : v[2], 1);
+	if (fd < 0 && depth == 0 && v[1] && v[2])
+		fd = object_fd(v[2], 1);
+	memo_put(obj, fd);
 	return fd;
 }
 
@@ -593,36 +761,38 @@ static bool hint_local(uintptr_t v, void *arg)
 	struct conn_hint *h = arg;
 	uintptr_t type = type_of(v);
 	if (type == t_dict) {
-		if (h->scope || !dict_get(v, "asgi"))
+		if (h->scope)
 			return false;
+		if (!dict_get(v, "asgi")) {
+			memo_put(v, -1);
+			return false;
+		}
 		h->scope = true;
-		uintptr_t client = dict_get(v, "client"), host, port;
+		static const char *const names[] = {"client", "method", "path"};
+		uintptr_t f[3], host, port;
+		dict_find(v, names, 3, f);
+		uintptr_t client = f[0];
 		if (client && type_of(client) == t_tuple && rd(client + (uintptr_t)L->tuple_items, &host) &&
 		    rd(client + (uintptr_t)L->tuple_items + 8, &port)) {
 			if (!str_read(host, h->host, sizeof(h->host)))
 				h->host[0] = '\0';
 			h->port = small_int(port);
 		}
-		if (!str_read(dict_get(v, "method"), h->method, sizeof(h->method)))
+		if (!str_read(f[1], h->method, sizeof(h->method)))
 			h->method[0] = '\0';
-		if (!str_read(dict_get(v, "path"), h->path, sizeof(h->path)))
+		if (!str_read(f[2], h->path, sizeof(h->path)))
 			h->path[0] = '\0';
 		return false;
 	}
-	if (h->fd >= 0 || !type || type == t_str || type == t_long || type == t_tuple ||
-	    type == t_list || type == t_set || type == t_coro || type == t_gen ||
-	    type == t_code)
+	if (h->fd >= 0)
 		return false;
-	/* A transport, or what holds one: uvicorn's protocol and request
-	 * cycle (transport), a StreamWriter (_transport). */
-	int fd = transport_fd(v);
-	if (fd < 0) {
-		uintptr_t tr = attr_get(v, "transport");
-		if (!tr)
-			tr = attr_get(v, "_transport");
-		if (tr)
-			fd = transport_fd(tr);
+	if (!type || type == t_str || type == t_long || type == t_tuple ||
+	    type == t_list || type == t_set || type == t_coro || type == t_gen ||
+	    type == t_code || type == t_func || type == t_bytes || type == t_weakref) {
+		memo_put(v, -1);
+		return false;
 	}
+	int fd = object_fd(v, 0);
 	if (fd >= 0)
 		h->fd = fd;
 	return false;
@@ -875,6 +1045,7 @@ static void follow(uintptr_t coro, struct chain *c, int depth)
 {
 	uintptr_t last = 0;
 	while (c->n < CHAIN_MAX) {
+		cache_drop();
 		uintptr_t t = type_of(coro);
 		if (t && t != t_coro && t != t_gen && type_named(t, "_asyncio.FutureIter")) {
 			uintptr_t fut;
@@ -948,10 +1119,18 @@ static int each_in_set(uintptr_t set, bool weak, task_fn fn, void *arg, bool *st
 	    !rd(set + SET_TABLE, &table))
 		return -1;
 	int n = 0;
+	uintptr_t chunk[2 * 64];
 	for (uintptr_t i = 0; i <= mask && !*stop && n < TASKS_MAX; i++) {
 		uintptr_t k;
-		if (!rd(table + 16 * i, &k) || k < 4096)
+		/* 64 entries (key, hash) a read */
+		if (i % 64 == 0 &&
+		    !mem_read_safe(chunk, table + 16 * i,
+				   16 * (mask + 1 - i < 64 ? (size_t)(mask + 1 - i) : 64)))
+			return n;
+		k = chunk[2 * (i % 64)];
+		if (k < 4096)
 			continue;
+		cache_drop();
 		if (weak && (type_of(k) != t_weakref || !rd(k + WR_OBJECT, &k) || k < 4096))
 			continue;
 		if (!is_task(k))
@@ -977,6 +1156,7 @@ static const char *each_task(uintptr_t tstate, task_fn fn, void *arg)
 			return "the thread's task list could not be read";
 		for (int n = 0; node != head && n < TASKS_MAX && !stop; n++) {
 			uintptr_t task = node - adbg[AD_TASK_NODE];
+			cache_drop();
 			if (!is_task(task))
 				return "the thread's task list is damaged";
 			stop = fn(task, arg);
@@ -1047,17 +1227,6 @@ struct match {
 	int ntasks;
 };
 
-/* The hints of a chain's frames: the first transport and scope found. */
-static void chain_hint(const struct chain *c, struct conn_hint *h)
-{
-	memset(h, 0, sizeof(*h));
-	h->fd = -1;
-	h->port = -1;
-	for (int i = 0; i < c->n && (h->fd < 0 || !h->scope); i++)
-		if (c->frame[i])
-			frame_hint(c->frame[i], h);
-}
-
 static bool line_matches(const struct conn_hint *h, const struct reqinfo *info)
 {
 	if (!info || !h->method[0] || !h->path[0] || strcmp(h->method, info->method) != 0)
@@ -1069,23 +1238,25 @@ static bool line_matches(const struct conn_hint *h, const struct reqinfo *info)
 static bool task_matches(uintptr_t task, void *arg)
 {
 	struct match *m = arg;
-	static struct chain c;
 	struct conn_hint h;
-	uintptr_t coro;
+	uintptr_t coro, f;
 	m->ntasks++;
+	cache_drop();
 	if (!rd(task + (uintptr_t)task_coro_off(), &coro))
 		return false;
-	c.n = 0;
-	c.tasks = 0;
+	memset(&h, 0, sizeof(h));
+	h.fd = -1;
+	h.port = -1;
+	/* Its own coroutines only (a task it awaits is matched on its own),
+	 * the outer ones, where a server keeps its transport and an ASGI
+	 * application its scope; the first transport decides. */
 	bool yf;
-	/* Its own coroutines only: a task it awaits is matched on its own. */
-	uintptr_t f = 0;
-	while (c.n < CHAIN_MAX && (f = coro_frame(coro, &yf))) {
-		c.frame[c.n++] = f;
+	for (int n = 0; n < HINT_FRAMES && h.fd < 0 && (f = coro_frame(coro, &yf)); n++) {
+		frame_hint(f, &h);
+		cache_drop();
 		if (!yf || !(coro = awaited(f)))
 			break;
 	}
-	chain_hint(&c, &h);
 	if (h.fd >= 0) {
 		/* The transport tells: this connection's, or another's. */
 		if (h.fd == m->peer.fd) {
@@ -1117,6 +1288,8 @@ void aio_capture_task(struct sd_thread *t, int fd, const struct reqinfo *info,
 	static struct chain c;
 	memset(&m, 0, sizeof(m));
 	m.info = info;
+	memo_reset();
+	cache_drop();
 	if (!why && !ts)
 		why = "the loop thread's Python state is not known";
 	if (!why) {
@@ -1153,6 +1326,7 @@ void aio_capture_task(struct sd_thread *t, int fd, const struct reqinfo *info,
 		c.n = 0;
 		c.tasks = 0;
 		cur_ts = ts;
+		memo_reset(); /* each_local skips what the match found useless */
 		follow(coro, &c, 0);
 		cur_ts = 0;
 		if (!c.n)
@@ -1195,10 +1369,13 @@ int aio_running_fd(struct sd_thread *t, const int *fds, int nfds, const char **w
 	uintptr_t ts = atomic_load_explicit(&t->tstate, memory_order_relaxed);
 	if (*why)
 		return -1;
+	memo_reset();
+	cache_drop();
 	uintptr_t f = py_current_frame(ts);
 	struct conn_hint h, outer;
 	memset(&outer, 0, sizeof(outer));
 	for (int depth = 0; f && depth < 256; depth++) {
+		cache_drop();
 		memset(&h, 0, sizeof(h));
 		h.fd = -1;
 		h.port = -1;
