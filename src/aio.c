@@ -196,6 +196,62 @@ static uintptr_t type_of(uintptr_t obj)
 
 /* ---- the version's layout ------------------------------------------------ */
 
+/*
+ * Where struct _Py_DebugOffsets (_PyRuntime's first member) keeps what the
+ * table also holds, 3.14+ (pycore_debug_offsets.h; 3.16+ read with 3.15's
+ * positions, as python.c does): the published value wins where the table
+ * has one of its own (a newer release that moved a field), and must equal
+ * the constants every version shares.
+ */
+struct dbg_pos {
+	int minor, size;
+	int localsplus, stackpointer, gi_iframe, gi_frame_state, tuple_item,
+		set_table, set_mask, dict_keys, dict_values, long_digit, tp_flags;
+};
+static const struct dbg_pos dbg_pos[] = {
+	{14, 760, 280, 296, 680, 688, 456, 512, 520, 536, 544, 584, 440},
+	{15, 888, 344, 360, 808, 816, 552, 608, 616, 632, 640, 680, 504},
+};
+
+static const char *published(struct aio_layout *l)
+{
+	if (l->minor < 14)
+		return NULL;
+	const struct dbg_pos *d = &dbg_pos[ARRAY_LEN(dbg_pos) - 1];
+	for (size_t i = 0; i < ARRAY_LEN(dbg_pos); i++)
+		if (dbg_pos[i].minor == l->minor)
+			d = &dbg_pos[i];
+	static unsigned char b[1024];
+	uint64_t version;
+	uintptr_t rt = py_symbol("_PyRuntime");
+	if (!rt || (size_t)d->size > sizeof(b) || !mem_read_safe(b, rt, (size_t)d->size) ||
+	    memcmp(b, "xdebugpy", 8) != 0)
+		return "the interpreter's debug offsets cannot be read";
+	memcpy(&version, b + 8, 8);
+	if ((version >> 24) != 3 || ((version >> 16) & 0xff) < 14)
+		return "the interpreter's debug offsets are of another version";
+	const int pos[] = {d->localsplus, d->stackpointer, d->gi_iframe, d->gi_frame_state,
+			   d->tuple_item, d->set_table, d->set_mask, d->dict_keys,
+			   d->dict_values, d->long_digit, d->tp_flags};
+	uint64_t v[ARRAY_LEN(pos)];
+	for (size_t i = 0; i < ARRAY_LEN(pos); i++) {
+		memcpy(&v[i], b + pos[i], 8);
+		if (v[i] >= 4096 || v[i] % (i == 3 ? 1 : 8))
+			return "the interpreter's debug offsets are malformed";
+	}
+	if (v[5] != SET_TABLE || v[6] != SET_MASK || v[7] != DICT_KEYS ||
+	    v[8] != DICT_VALUES || v[9] != LONG_DIGITS || v[10] != TP_FLAGS)
+		return "the interpreter's debug offsets differ from slowdog's asyncio layout";
+	l->fr_locals = (int)v[0];
+	l->fr_stack = (int)v[1];
+	l->coro_frame = (int)v[2];
+	l->frame_state = (int)v[3];
+	l->tuple_items = (int)v[4];
+	if (l->fr_stack >= l->fr_locals || l->frame_state >= l->coro_frame)
+		return "the interpreter's debug offsets are malformed";
+	return NULL;
+}
+
 static const char *find_layout(void)
 {
 	if (L)
@@ -236,8 +292,13 @@ static const char *find_layout(void)
 	if (!(t_dict && t_set && t_coro && t_gen && t_tuple && t_long && t_weakref &&
 	      t_code && t_cell && t_list && t_str && t_bytes && t_func))
 		return "CPython's types were not found";
+	static struct aio_layout cur;
+	cur = *l;
+	const char *why = published(&cur);
+	if (why)
+		return why;
 	P = p;
-	L = l;
+	L = &cur;
 	return NULL;
 }
 
