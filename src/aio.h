@@ -3,10 +3,11 @@
  * asyncio loop (uvicorn, asyncio.start_server), on CPython 3.8 to 3.15
  * (3.16+ read as 3.15, with the same checks, and said to be untested).
  * The layouts of tasks, coroutines, frames, dicts and instance attributes
- * are the version's (a table per minor version in aio.c; on 3.13+ where
- * sys.modules lies comes from _PyRuntime.debug_offsets, on 3.14+ the task
- * lists and the running task from the _asyncio module's _AsyncioDebug
- * offsets). Every read is fault tolerant and every object type-checked;
+ * are the version's (a table per minor version in aio.c, checked against
+ * each interpreter by tests/eventloop/aio_layout.py; on 3.13+ where
+ * sys.modules lies, on 3.14+ the frame, generator and tuple offsets come
+ * from _PyRuntime.debug_offsets, and the task's coroutine and the thread's
+ * task list from the _asyncio module's _AsyncioDebug offsets). Every read is fault tolerant and every object type-checked;
  * where a stack cannot be found the report says why.
  */
 #pragma once
