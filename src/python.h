@@ -26,6 +26,9 @@ enum py_frame_flags {
 	 * on 3.11+ it marks where one native eval frame's group of Python frames
 	 * ends (walking from the innermost frame outwards). */
 	PY_FRAME_ENTRY = 1,
+	/* Not a frame: a line between frames (func holds its text), such as
+	 * where an asyncio chain goes on into another task (aio.c). */
+	PY_FRAME_NOTE = 2,
 };
 
 struct py_frame {

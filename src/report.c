@@ -231,6 +231,12 @@ static void put_source(struct out *o, const char *path, int line,
 static void put_pyframe(struct out *o, const struct py_frame *f,
 			const char *indent)
 {
+	if (f->flags & PY_FRAME_NOTE) {
+		putf(o, "%s", indent);
+		put_text(o, f->func, strlen(f->func));
+		PUTS(o, "\n");
+		return;
+	}
 	putf(o, "%sFile \"", indent);
 	put_text(o, f->file, strlen(f->file));
 	if (f->line > 0)
@@ -785,6 +791,12 @@ static void put_jpyframe(struct out *o, const struct py_frame *f, bool *first)
 	if (!*first)
 		PUTS(o, ",");
 	*first = false;
+	if (f->flags & PY_FRAME_NOTE) {
+		PUTS(o, "{\"note\":");
+		put_jstrz(o, f->func);
+		PUTS(o, "}");
+		return;
+	}
 	PUTS(o, "{\"file\":");
 	put_jstrz(o, f->file);
 	if (f->line > 0)

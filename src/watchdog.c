@@ -604,9 +604,8 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 				 (unsigned long)g1);
 		else
 			put_line(loop_lines, sizeof(loop_lines), &len,
-				 "Culprit:    %s running %.3f s (its ASGI scope is in "
-				 "the running frames)\n",
-				 rl, (double)(now - culprit->start) / NS_PER_SEC);
+				 "Culprit:    %s running %.3f s (%s)\n",
+				 rl, (double)(now - culprit->start) / NS_PER_SEC, aio_why);
 	} else if (g1 && g1 == g2) {
 		put_line(loop_lines, sizeof(loop_lines), &len,
 			 "Culprit:    no request: greenlet 0x%lx runs (%s)\n",
@@ -741,7 +740,7 @@ static bool report_awaiting(struct sd_thread *t, struct loopreq *q, pid_t pid,
 	if (!live && !q->glet && !atomic_load(&glet_modid)) {
 		memset(&cap, 0, offsetof(struct capture, ip));
 		cap.py = capture_py_buffer();
-		aio_capture_task(t, q->fd, &cap);
+		aio_capture_task(t, q->fd, have ? &info : NULL, &cap);
 	} else if (!live) {
 		capture_suspended(t, q->glet, &cap);
 	}
