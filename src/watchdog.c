@@ -19,6 +19,7 @@
 #include "capture_sig.h"
 #include "common.h"
 #include "conn.h"
+#include "gil.h"
 #include "glet.h"
 #include "lastwords.h"
 #include "metrics.h"
@@ -289,6 +290,8 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	}
 	if (cap.mode == CAPTURE_FAILED)
 		debug_line("capture of thread %d failed: %s", (int)t->tid, cap.why);
+	static struct gil_wait gil;
+	bool gil_waited = !death && gil_check(t, &gil);
 
 	int64_t real_now = clock_real_ns();
 	int64_t mono_now = clock_mono_ns();
@@ -304,6 +307,7 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 		.label = label,
 		.cap = &cap,
 		.death = death,
+		.gil = gil_waited ? &gil : NULL,
 	};
 	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, &r, &watchdog_cfg);
