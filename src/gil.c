@@ -7,34 +7,57 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "conn.h"
 #include "mem.h"
+#include "real.h"
 #include "sys.h"
 #include "thread.h"
 
-/* The futex address a thread sleeps on, per /proc; false when it is not
- * asleep in futex(). */
-static bool futex_of(pid_t tid, uintptr_t *uaddr)
+/* The futex address a thread sleeps on, per /proc: 1, 0 when it is in
+ * another system call, -1 when it runs. */
+static int futex_of_once(pid_t tid, uintptr_t *uaddr)
 {
 	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
 	size_t n = sys_read_small(path, buf, sizeof(buf) - 1);
 	if (n == 0)
-		return false;
+		return 0;
 	buf[n] = '\0';
 	char *end;
 	long nr = strtol(buf, &end, 10);
-	if (end == buf || nr != SYS_futex)
-		return false;
+	if (end == buf || nr < 0)
+		return -1; /* "running" (or -1: stopped, not in a call) */
+	if (nr != SYS_futex)
+		return 0;
 	char *p = end;
 	unsigned long a = strtoul(p, &end, 16);
 	if (end == p || a == 0)
-		return false;
+		return 0;
 	*uaddr = a;
-	return true;
+	return 1;
+}
+
+/*
+ * The same, looked at a few times while the thread runs: a thread that
+ * waits for the GIL wakes every switch interval (5 ms) to ask for it,
+ * and slowdog's signal, when its capture took that path, wakes it too.
+ * A thread running Python code costs the watchdog a few reads of /proc.
+ */
+#define FUTEX_LOOKS 20
+static bool futex_of(pid_t tid, uintptr_t *uaddr)
+{
+	for (int i = 0; i < FUTEX_LOOKS; i++) {
+		int r = futex_of_once(tid, uaddr);
+		if (r >= 0)
+			return r == 1;
+		struct timespec pause = {0, 250 * 1000};
+		real_nanosleep(&pause, NULL);
+	}
+	return false;
 }
 
 /*

@@ -911,7 +911,9 @@ static void put_jgil(struct out *o, const struct gil_wait *g, pid_t pid)
 		PUTS(o, "{\"frames\":[");
 		for (int i = 0; i < g->npy; i++) {
 			const struct py_frame *f = &g->py[i];
-			PUTS(o, i ? ",{\"file\":" : "{\"file\":");
+			if (i)
+				PUTS(o, ",");
+			PUTS(o, "{\"file\":");
 			put_jstrz(o, f->file);
 			if (f->line > 0)
 				putf(o, ",\"line\":%d", f->line);

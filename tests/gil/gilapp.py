@@ -1,0 +1,80 @@
+"""The WSGI app of tests/gil/run.py: requests that hold the GIL in C for
+seconds, and requests that need it meanwhile.
+
+  /hold?s=X   waits for a /wait request to arrive, then holds the GIL for
+              X seconds in one C call (libc's usleep through ctypes.PyDLL,
+              which never releases the GIL)                     hold_gil
+  /wait       lets /hold go on, then runs Python code until /hold is done:
+              past the threshold it can only be waiting for the GIL
+  /bg?s=X     a background thread holds the GIL for X seconds while this
+              request runs Python code until it is done
+  /ping       "pong"
+"""
+
+import ctypes
+import threading
+import time
+
+_libc = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL all along
+_libc.usleep.argtypes = [ctypes.c_uint]
+_arrived = threading.Event()
+_held = threading.Event()
+
+
+def hold_gil(s):
+    end = time.monotonic() + s
+    while time.monotonic() < end:
+        _libc.usleep(int((end - time.monotonic()) * 1e6) + 1)  # LINE:hold
+
+
+def spin_until(ev):
+    n = 0
+    while not ev.is_set():  # LINE:spin
+        n += 1
+    return n
+
+
+def view_hold(s):
+    _arrived.wait(30)
+    _arrived.clear()
+    hold_gil(s)  # LINE:view_hold
+    _held.set()
+    return "held"
+
+
+def view_wait(s):
+    _held.clear()
+    _arrived.set()
+    spin_until(_held)  # LINE:view_wait
+    return "waited"
+
+
+def background(s, done):
+    hold_gil(s)  # LINE:background
+    done.set()
+
+
+def view_bg(s):
+    done = threading.Event()
+    t = threading.Thread(target=background, args=(s, done), name="gil-bg",
+                         daemon=True)
+    t.start()
+    spin_until(done)  # LINE:view_bg
+    t.join()
+    return "background held"
+
+
+VIEWS = {"/hold": view_hold, "/wait": view_wait, "/bg": view_bg}
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/ping":
+        body = "pong"
+    else:
+        q = dict(kv.partition("=")[::2] for kv in environ["QUERY_STRING"].split("&") if kv)
+        body = VIEWS[path](float(q.get("s", "0")))
+    data = (body + "\n").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(data)))])
+    return [data]
