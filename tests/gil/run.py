@@ -46,6 +46,7 @@ import slowlog  # noqa: E402
 
 APP = os.path.join(HERE, "gilapp.py")
 SERVER = os.path.join(os.path.dirname(HERE), "pyframes", "wsgiserver.py")
+TOP = os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "slowdog-top")
 THRESHOLD = 0.5
 HOLD = 2.5          # seconds the GIL is held: the report of /wait is due
                     # at THRESHOLD, well inside
@@ -144,6 +145,7 @@ class Job(object):
                 self.verify_json(text, srv.p.pid)
             else:
                 self.verify_text(text)
+            self.verify_top(log)
         finally:
             srv.stop()
             err = srv.output()
@@ -197,6 +199,20 @@ class Job(object):
                        % ("names" if not self.nodebug else "does not name",
                           "hidden" if self.nodebug else "found"),
                        [f.name for f in wait.native[:4]])
+
+    # ---- slowdog-top
+
+    def verify_top(self, log):
+        r = subprocess.run([sys.executable, TOP, "--json", log], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True)
+        try:
+            frames = {f["frame"]: f["count"] for f in json.loads(r.stdout)["frames"]}
+        except (ValueError, KeyError, TypeError):
+            frames = {"(no output)": r.stderr[-300:]}
+        self.check(frames.get("waiting for the GIL held by GET /hold") == 1 and
+                   frames.get("waiting for the GIL held by a thread serving no request") == 1
+                   and frames.get("%s:%d hold_gil" % (APP, MARK["hold"])) == 1,
+                   "slowdog-top counts the waits apart, by holder", frames)
 
     # ---- JSON
 
