@@ -873,7 +873,8 @@ static void put_gil(struct out *o, const struct gil_wait *g, pid_t pid)
 			PUTS(o, "?)");
 	}
 	if (g->py_total > g->npy)
-		putf(o, " < [%d outer frames]", g->py_total - g->npy);
+		putf(o, " < [%d outer frame%s]", g->py_total - g->npy,
+		     g->py_total - g->npy == 1 ? "" : "s");
 	if (g->py_damaged)
 		PUTS(o, " [chain damaged]");
 	PUTS(o, "\n");

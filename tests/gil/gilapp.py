@@ -8,10 +8,16 @@ seconds, and requests that need it meanwhile.
               past the threshold it can only be waiting for the GIL
   /bg?s=X     a background thread holds the GIL for X seconds while this
               request runs Python code until it is done
+  /main?s=X   the main thread holds the GIL for X seconds (in a handler
+              of SIGUSR2, which Python runs there) while this request
+              runs Python code until it is done; only where the app is
+              imported in the main thread (the stdlib server)
   /ping       "pong"
 """
 
 import ctypes
+import os
+import signal
 import threading
 import time
 
@@ -64,7 +70,26 @@ def view_bg(s):
     return "background held"
 
 
-VIEWS = {"/hold": view_hold, "/wait": view_wait, "/bg": view_bg}
+_main = {"s": 0.0, "done": threading.Event()}
+
+
+def on_signal(signum, frame):
+    hold_gil(_main["s"])  # LINE:on_signal
+    _main["done"].set()
+
+
+def view_main(s):
+    _main["s"] = s
+    _main["done"].clear()
+    os.kill(os.getpid(), signal.SIGUSR2)
+    spin_until(_main["done"])
+    return "main held"
+
+
+if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGUSR2, on_signal)
+
+VIEWS = {"/hold": view_hold, "/wait": view_wait, "/bg": view_bg, "/main": view_main}
 
 
 def app(environ, start_response):

@@ -17,7 +17,9 @@ with the library preloaded:
   * /bg: a background thread holds the GIL while the request runs Python
     code: the holder is that thread (not the request's, not the main
     one), serving no request, in hold_gil < background; from 3.14, which
-    names threads for the system, its name is the Python thread's.
+    names threads for the system, its name is the Python thread's;
+  * /main (stdlib server): the main thread holds it, in a signal handler:
+    "the main thread, serving no request", in hold_gil < on_signal.
 
 Debian's interpreter is stripped: it runs with its debug symbols and
 without them (a mount namespace hides /usr/lib/debug; take_gil then has no
@@ -134,11 +136,17 @@ class Job(object):
                 t.join()
             bg = "/bg?s=%g" % HOLD
             self.request(srv.port, bg, got)
-            for p, want in ((hold, b"held"), ("/wait", b"waited"), (bg, b"background held")):
+            checks = [(hold, b"held"), ("/wait", b"waited"), (bg, b"background held")]
+            if self.flavour == "stdlib":
+                main = "/main?s=%g" % HOLD
+                self.request(srv.port, main, got)
+                checks.append((main, b"main held"))
+            for p, want in checks:
                 self.check(got.get(p, b"").startswith(b"HTTP/1.1 200") and want in got[p],
                            "response to %s" % p, got.get(p, b"")[:200])
             pat = r'"type":"finished"' if self.json else r"finished after"
-            harness.wait_for(lambda: len(re.findall(pat, harness.read_log(log))) >= 3, DUE)
+            harness.wait_for(lambda: len(re.findall(pat, harness.read_log(log))) >= len(checks),
+                             DUE)
             text = harness.read_log(log)
             self.log = text
             if self.json:
@@ -193,6 +201,17 @@ class Job(object):
         h = bg.fields.get("Holder", "")
         want = frame_text("hold_gil", "hold") + " < " + frame_text("background", "background")
         self.check(h.startswith(want), "/bg: the holder's innermost Python frames", h[:300])
+        main = by.get("GET /main")
+        self.check((main is not None) == (self.flavour == "stdlib"), "report of /main")
+        if main:
+            g = main.fields.get("GIL", "")
+            self.check(g.startswith("waiting, held by thread %d (" % main.pid) and
+                       g.endswith("), the main thread, serving no request"),
+                       "/main: held by the main thread", g)
+            want = frame_text("hold_gil", "hold") + " < " + frame_text("on_signal", "on_signal")
+            h = main.fields.get("Holder", "")
+            self.check(h.startswith(want), "/main: the holder's innermost Python frames",
+                       h[:300])
         if self.python == "/usr/bin/python3":
             named = any((f.name or "").split(".")[0] == "take_gil" for f in wait.native)
             self.check(named != self.nodebug, "native stack %s take_gil (debug symbols %s)"
@@ -211,7 +230,9 @@ class Job(object):
             frames = {"(no output)": r.stderr[-300:]}
         self.check(frames.get("waiting for the GIL held by GET /hold") == 1 and
                    frames.get("waiting for the GIL held by a thread serving no request") == 1
-                   and frames.get("%s:%d hold_gil" % (APP, MARK["hold"])) == 1,
+                   and frames.get("%s:%d hold_gil" % (APP, MARK["hold"])) == 1 and
+                   frames.get("waiting for the GIL held by the main thread") ==
+                   (1 if self.flavour == "stdlib" else None),
                    "slowdog-top counts the waits apart, by holder", frames)
 
     # ---- JSON
@@ -253,6 +274,15 @@ class Job(object):
         fr = ((h.get("python") or {}).get("frames") or [])[:2]
         self.check([f.get("function") for f in fr] == ["hold_gil", "background"],
                    "/bg: gil.holder.python.frames", fr)
+        main = reps.get("/main")
+        self.check((main is not None) == (self.flavour == "stdlib"), "report of /main")
+        if main:
+            h = (main.get("gil") or {}).get("holder") or {}
+            fr = ((h.get("python") or {}).get("frames") or [])[:2]
+            self.check(h.get("tid") == pid and h.get("main_thread") is True and
+                       h.get("request") is None and
+                       [f.get("function") for f in fr] == ["hold_gil", "on_signal"],
+                       "/main: held by the main thread", main.get("gil"))
         syms = [f.get("symbol") for f in wait["native"]["frames"]]
         self.check(("take_gil" in [(s or "").split(".")[0] for s in syms]) != self.nodebug,
                    "native stack %s take_gil" % ("without" if self.nodebug else "with"),
