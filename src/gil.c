@@ -45,15 +45,20 @@ static int futex_of_once(pid_t tid, uintptr_t *uaddr)
  * The same, looked at a few times while the thread runs: a thread that
  * waits for the GIL wakes every switch interval (5 ms) to ask for it,
  * and slowdog's signal, when its capture took that path, wakes it too.
- * A thread running Python code costs the watchdog a few reads of /proc.
+ * A thread that runs holding the GIL is done with at once; one that runs
+ * without it (C code that released it) costs 20 reads of /proc and 5 ms
+ * of the watchdog's time.
  */
 #define FUTEX_LOOKS 20
-static bool futex_of(pid_t tid, uintptr_t *uaddr)
+static bool futex_of(pid_t tid, uintptr_t tstate, uintptr_t *uaddr)
 {
 	for (int i = 0; i < FUTEX_LOOKS; i++) {
 		int r = futex_of_once(tid, uaddr);
 		if (r >= 0)
 			return r == 1;
+		/* It runs holding the GIL: not waiting for it. */
+		if (py_gil_held_by(tstate))
+			return false;
 		struct timespec pause = {0, 250 * 1000};
 		real_nanosleep(&pause, NULL);
 	}
@@ -206,10 +211,11 @@ bool gil_check(struct sd_thread *t, struct gil_wait *g)
 {
 	uintptr_t uaddr;
 	struct py_gil before, after;
-	if (!futex_of(t->tid, &uaddr) || !py_gil_waited(uaddr, &before))
+	uintptr_t self = atomic_load_explicit(&t->tstate, memory_order_relaxed);
+	if (py_gil_unavailable() || !futex_of(t->tid, self, &uaddr) ||
+	    !py_gil_waited(uaddr, &before))
 		return false;
 	memset(g, 0, offsetof(struct gil_wait, py));
-	uintptr_t self = atomic_load_explicit(&t->tstate, memory_order_relaxed);
 	pid_t tid = 0;
 	unsigned long pt = 0;
 	if (before.locked != 1 || !before.holder || before.holder == self) {
@@ -234,7 +240,7 @@ bool gil_check(struct sd_thread *t, struct gil_wait *g)
 	struct py_gil again;
 	if (!py_gil_read(before.addr, &after) || after.locked != 1 ||
 	    after.holder != before.holder || after.switches != before.switches ||
-	    !futex_of(t->tid, &uaddr2) || !py_gil_waited(uaddr2, &again) ||
+	    !futex_of(t->tid, self, &uaddr2) || !py_gil_waited(uaddr2, &again) ||
 	    again.addr != before.addr) {
 		memset(g, 0, offsetof(struct gil_wait, py));
 		g->unknown = "the GIL changed hands during the capture";

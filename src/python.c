@@ -1869,3 +1869,25 @@ bool py_tstate_ids(uintptr_t ts, pid_t *tid, unsigned long *pthread_id)
 	}
 	return false;
 }
+
+bool py_gil_held_by(uintptr_t ts)
+{
+	if (!ts || py_gil_unavailable())
+		return false;
+	struct py_gil g;
+	if (off.rt_gil >= 0)
+		return py_gil_read(runtime_addr + (uintptr_t)off.rt_gil, &g) &&
+		       g.locked == 1 && g.holder == ts;
+	uintptr_t i;
+	if (!read_ptr(mem_read_safe, runtime_addr + (uintptr_t)off.rt_interp_head, &i))
+		return false;
+	for (int n = 0; i && n < GIL_INTERP_MAX; n++) {
+		uintptr_t gil;
+		if (read_ptr(mem_read_safe, i + (uintptr_t)off.is_ceval_gil, &gil) &&
+		    py_gil_read(gil, &g) && g.locked == 1 && g.holder == ts)
+			return true;
+		if (!read_ptr(mem_read_safe, i + (uintptr_t)off.is_next, &i))
+			return false;
+	}
+	return false;
+}

@@ -191,3 +191,6 @@ bool py_gil_read(uintptr_t addr, struct py_gil *g);
 /* Watchdog: true if ts is in an interpreter's list of thread states, with
  * its pthread_self() value and (3.11+, else 0) its kernel thread id. */
 bool py_tstate_ids(uintptr_t ts, pid_t *tid, unsigned long *pthread_id);
+
+/* Watchdog: true if a GIL in use is held by thread state ts. */
+bool py_gil_held_by(uintptr_t ts);

@@ -669,6 +669,9 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 		.loop_kind = "stall",
 		.loop_lines = loop_lines,
 	};
+	static struct gil_wait gil;
+	if (gil_check(t, &gil))
+		r.gil = &gil;
 	report_emit(&r, culprit != NULL, NULL);
 	if (culprit && !loopreq_alive(culprit))
 		reported_take(id); /* ended meanwhile: no finished line */
