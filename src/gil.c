@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "common.h"
 #include "conn.h"
 #include "mem.h"
@@ -207,12 +208,15 @@ static void holder_frames(uintptr_t ts, struct gil_wait *g)
 	g->py_read = true;
 }
 
-bool gil_check(struct sd_thread *t, struct gil_wait *g)
+bool gil_check(struct sd_thread *t, const struct capture *cap, struct gil_wait *g)
 {
 	uintptr_t uaddr;
 	struct py_gil before, after;
 	uintptr_t self = atomic_load_explicit(&t->tstate, memory_order_relaxed);
-	if (py_gil_unavailable() || !futex_of(t->tid, self, &uaddr) ||
+	/* Inside an interposed call (recv, poll, sleep...), a thread does not
+	 * wait for the GIL: it released it. */
+	if (cap->mode == CAPTURE_BLOCKED || py_gil_unavailable() ||
+	    !futex_of(t->tid, self, &uaddr) ||
 	    !py_gil_waited(uaddr, &before))
 		return false;
 	memset(g, 0, offsetof(struct gil_wait, py));

@@ -45,6 +45,8 @@ struct gil_wait {
 	struct py_frame py[GIL_PY_MAX];
 };
 
-/* Watchdog, after t was captured: true if t waits for the GIL, with *g
- * filled (the holder, or why it is unknown). */
-bool gil_check(struct sd_thread *t, struct gil_wait *g);
+struct capture;
+
+/* Watchdog, after t was captured into cap: true if t waits for the GIL,
+ * with *g filled (the holder, or why it is unknown). */
+bool gil_check(struct sd_thread *t, const struct capture *cap, struct gil_wait *g);

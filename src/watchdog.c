@@ -291,7 +291,7 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	if (cap.mode == CAPTURE_FAILED)
 		debug_line("capture of thread %d failed: %s", (int)t->tid, cap.why);
 	static struct gil_wait gil;
-	bool gil_waited = !death && gil_check(t, &gil);
+	bool gil_waited = !death && gil_check(t, &cap, &gil);
 
 	int64_t real_now = clock_real_ns();
 	int64_t mono_now = clock_mono_ns();
@@ -670,7 +670,7 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 		.loop_lines = loop_lines,
 	};
 	static struct gil_wait gil;
-	if (gil_check(t, &gil))
+	if (gil_check(t, &cap, &gil))
 		r.gil = &gil;
 	report_emit(&r, culprit != NULL, NULL);
 	if (culprit && !loopreq_alive(culprit))
