@@ -12,10 +12,14 @@ seconds, and requests that need it meanwhile.
               of SIGUSR2, which Python runs there) while this request
               runs Python code until it is done; only where the app is
               imported in the main thread (the stdlib server)
+  /churn?s=X  four threads and this request run Python code for X
+              seconds: the GIL changes hands every switch interval; the
+              body gives the churners' thread ids, as JSON
   /ping       "pong"
 """
 
 import ctypes
+import json
 import os
 import signal
 import threading
@@ -70,6 +74,49 @@ def view_bg(s):
     return "background held"
 
 
+def churn0(end):
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+
+
+def churn1(end):
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+
+
+def churn2(end):
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+
+
+def churn3(end):
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+
+
+def churn_wait(end):
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+
+
+def view_churn(s):
+    end = time.monotonic() + s
+    ts = [threading.Thread(target=fn, args=(end,), name="churn%d" % i, daemon=True)
+          for i, fn in enumerate((churn0, churn1, churn2, churn3))]
+    for t in ts:
+        t.start()
+    ids = {str(t.native_id): i for i, t in enumerate(ts)}
+    churn_wait(end)
+    for t in ts:
+        t.join()
+    return json.dumps(ids)
+
+
 _main = {"s": 0.0, "done": threading.Event()}
 
 
@@ -89,7 +136,8 @@ def view_main(s):
 if threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGUSR2, on_signal)
 
-VIEWS = {"/hold": view_hold, "/wait": view_wait, "/bg": view_bg, "/main": view_main}
+VIEWS = {"/hold": view_hold, "/wait": view_wait, "/bg": view_bg, "/main": view_main,
+         "/churn": view_churn}
 
 
 def app(environ, start_response):

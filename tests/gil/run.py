@@ -19,7 +19,12 @@ with the library preloaded:
     one), serving no request, in hold_gil < background; from 3.14, which
     names threads for the system, its name is the Python thread's;
   * /main (stdlib server): the main thread holds it, in a signal handler:
-    "the main thread, serving no request", in hold_gil < on_signal.
+    "the main thread, serving no request", in hold_gil < on_signal;
+  * /churn, three at once: each with four threads, all running Python
+    code, so that the GIL changes hands every switch interval: a holder
+    named must be the right one (its innermost frame is the function only
+    that thread runs, a request's thread is that request's); "unknown" is
+    allowed (text runs only).
 
 Debian's interpreter is stripped: it runs with its debug symbols and
 without them (a mount namespace hides /usr/lib/debug; take_gil then has no
@@ -141,6 +146,15 @@ class Job(object):
                 main = "/main?s=%g" % HOLD
                 self.request(srv.port, main, got)
                 checks.append((main, b"main held"))
+            churns = ["/churn?s=%g&k=%d" % (HOLD, k) for k in range(3)]
+            if not self.json:
+                ts = [threading.Thread(target=self.request, args=(srv.port, p, got))
+                      for p in churns]
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join()
+                checks += [(p, b"}") for p in churns]
             for p, want in checks:
                 self.check(got.get(p, b"").startswith(b"HTTP/1.1 200") and want in got[p],
                            "response to %s" % p, got.get(p, b"")[:200])
@@ -153,6 +167,7 @@ class Job(object):
                 self.verify_json(text, srv.p.pid)
             else:
                 self.verify_text(text)
+                self.verify_churn(text, got, churns)
             self.verify_top(log)
         finally:
             srv.stop()
@@ -219,21 +234,93 @@ class Job(object):
                           "hidden" if self.nodebug else "found"),
                        [f.name for f in wait.native[:4]])
 
+    # ---- churn: the GIL changes hands all the time
+
+    def verify_churn(self, text, got, churns):
+        """Every holder named is right: a churner with its own function
+        innermost, a /churn request's thread in churn_wait, or the main
+        thread; "unknown" is allowed, a wrong name is not."""
+        reports, _finished, _errors = slowlog.parse(text)
+        churners = {}
+        for p in churns:
+            body = got.get(p, b"").partition(b"\r\n\r\n")[2]
+            try:
+                churners.update({int(k): v for k, v in json.loads(body).items()})
+            except ValueError:
+                self.check(False, "churn: the response gives the churners' ids", body[:200])
+                return
+        mine = [r for r in reports if r.fields.get("Request", "").startswith("GET /churn")]
+        req_tid = {r.fields["Request-Id"]: r.tid for r in mine}
+        named = unknown = 0
+        wrong = []
+        for r in mine:
+            g = r.fields.get("GIL")
+            if g is None:
+                continue
+            h = r.fields.get("Holder", "")
+            inner = h.split(" (", 1)[0]
+            m = re.match(r"^waiting, held by GET /churn\S* \(request (\d+-\d+), running "
+                         r"[\d.]+ s\) in thread (\d+) \(", g)
+            m2 = re.match(r"^waiting, held by thread (\d+) \(.*\), (the main thread, )?"
+                          r"serving no request$", g)
+            if g.startswith("waiting, held by an unknown thread ("):
+                unknown += 1
+                continue
+            named += 1
+            if m and req_tid.get(m.group(1)) == int(m.group(2)) and inner == "churn_wait":
+                continue
+            if m2 and m2.group(2) and int(m2.group(1)) == r.pid:
+                continue
+            if m2 and not m2.group(2) and int(m2.group(1)) in churners and \
+                    inner == "churn%d" % churners[int(m2.group(1))]:
+                continue
+            wrong.append("%s / %s" % (g, h[:120]))
+        self.check(len(mine) == len(churns) and not wrong,
+                   "churn: every holder named is the right thread (%d named, %d unknown, "
+                   "%d not waiting)" % (named, unknown, len(mine) - named - unknown),
+                   wrong[:3] or len(mine))
+
     # ---- slowdog-top
 
     def verify_top(self, log):
-        r = subprocess.run([sys.executable, TOP, "--json", log], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True)
+        """slowdog-top's frames table: one row per holder, counted from the
+        log here by what each GIL line or gil object says."""
+        want = {}
+        text = harness.read_log(log)
+        if self.json:
+            for line in text.splitlines():
+                o = json.loads(line)
+                g = o.get("gil") if o.get("type") == "report" else None
+                if g:
+                    h = g["holder"] or {}
+                    key = ("GET " + h["request"]["target"].split("?")[0] if h.get("request")
+                           else "the main thread" if h.get("main_thread")
+                           else "a thread serving no request" if h else "an unknown thread")
+                    want[key] = want.get(key, 0) + 1
+        else:
+            for r in slowlog.parse(text)[0]:
+                g = r.fields.get("GIL")
+                if g is None:
+                    continue
+                m = re.match(r"^waiting, held by (GET [^?\s]+)\S* \(request ", g)
+                key = (m.group(1) if m else
+                       "the main thread" if g.endswith(", the main thread, serving no request")
+                       else "a thread serving no request" if g.endswith(", serving no request")
+                       else "an unknown thread")
+                want[key] = want.get(key, 0) + 1
+        want = {"waiting for the GIL held by " + k: v for k, v in want.items()}
+        r = subprocess.run([sys.executable, TOP, "--json", "--top", "0", log],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True)
         try:
             frames = {f["frame"]: f["count"] for f in json.loads(r.stdout)["frames"]}
         except (ValueError, KeyError, TypeError):
             frames = {"(no output)": r.stderr[-300:]}
-        self.check(frames.get("waiting for the GIL held by GET /hold") == 1 and
-                   frames.get("waiting for the GIL held by a thread serving no request") == 1
-                   and frames.get("%s:%d hold_gil" % (APP, MARK["hold"])) == 1 and
-                   frames.get("waiting for the GIL held by the main thread") ==
-                   (1 if self.flavour == "stdlib" else None),
-                   "slowdog-top counts the waits apart, by holder", frames)
+        got = {k: v for k, v in frames.items() if k.startswith("waiting for the GIL")}
+        self.check(got == want and want.get("waiting for the GIL held by GET /hold") == 1 and
+                   want.get("waiting for the GIL held by a thread serving no request", 0) >= 1
+                   and frames.get("%s:%d hold_gil" % (APP, MARK["hold"])) == 1,
+                   "slowdog-top counts the waits apart, by holder", (got, want))
 
     # ---- JSON
 
