@@ -26,6 +26,7 @@ with the library preloaded:
     that thread runs, a request's thread is that request's); "unknown" is
     allowed (text runs only).
 
+uWSGI (--threads, Debian's python3 plugin) runs it too.
 Debian's interpreter is stripped: it runs with its debug symbols and
 without them (a mount namespace hides /usr/lib/debug; take_gil then has no
 name in the native stack, which the test checks), once in JSON lines.
@@ -92,6 +93,10 @@ class Job(object):
         if self.flavour == "gunicorn":
             argv = ["/usr/bin/gunicorn", "-k", "gthread", "--threads", "8", "-w", "1",
                     "-b", "127.0.0.1:PORT", "--timeout", "60", "gilapp:app"]
+        elif self.flavour == "uwsgi":
+            argv = ["uwsgi", "--plugin", "python3", "--http-socket", "127.0.0.1:PORT",
+                    "--wsgi-file", APP, "--callable", "app", "--threads", "8",
+                    "--need-app", "--disable-logging"]
         else:
             argv = [self.python, SERVER, "PORT", "gilapp:app"]
         if self.nodebug:
@@ -417,6 +422,8 @@ def main():
         if hide:
             jobs.append(Job("gunicorn-gthread-stripped", "/usr/bin/python3", "gunicorn",
                             deb, nodebug=True))
+    if shutil.which("uwsgi"):
+        jobs.append(Job("uwsgi-threads", "/usr/bin/python3", "uwsgi", deb))
     if not hide:
         print("skip the runs without debug symbols: unshare needs root")
     if args.k:
