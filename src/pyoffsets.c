@@ -53,6 +53,16 @@ static const struct py_offsets py_offsets_38 = {
 	.str_ascii_bit = 6,
 	.bytes_size = 16,
 	.bytes_sval = 32,
+	.rt_gil = 1152,
+	.is_ceval_gil = -1,
+	.is_gil = -1,
+	.gil_locked = 16,
+	.gil_holder = 8,
+	.gil_switch = 24,
+	.gil_cond = 32,
+	.gil_cond_size = 48,
+	.gil_mutex = 80,
+	.gil_mutex_size = 40,
 };
 
 /* CPython 3.9, from the headers of 3.9.18 */
@@ -102,6 +112,16 @@ static const struct py_offsets py_offsets_39 = {
 	.str_ascii_bit = 6,
 	.bytes_size = 16,
 	.bytes_sval = 32,
+	.rt_gil = 352,
+	.is_ceval_gil = -1,
+	.is_gil = -1,
+	.gil_locked = 16,
+	.gil_holder = 8,
+	.gil_switch = 24,
+	.gil_cond = 32,
+	.gil_cond_size = 48,
+	.gil_mutex = 80,
+	.gil_mutex_size = 40,
 };
 
 /* CPython 3.10, from the headers of 3.10.13 */
@@ -151,6 +171,16 @@ static const struct py_offsets py_offsets_310 = {
 	.str_ascii_bit = 6,
 	.bytes_size = 16,
 	.bytes_sval = 32,
+	.rt_gil = 352,
+	.is_ceval_gil = -1,
+	.is_gil = -1,
+	.gil_locked = 16,
+	.gil_holder = 8,
+	.gil_switch = 24,
+	.gil_cond = 32,
+	.gil_cond_size = 48,
+	.gil_mutex = 80,
+	.gil_mutex_size = 40,
 };
 
 /* CPython 3.11, from the headers of 3.11.7 */
@@ -200,6 +230,16 @@ static const struct py_offsets py_offsets_311 = {
 	.str_ascii_bit = 6,
 	.bytes_size = 16,
 	.bytes_sval = 32,
+	.rt_gil = 360,
+	.is_ceval_gil = -1,
+	.is_gil = -1,
+	.gil_locked = 16,
+	.gil_holder = 8,
+	.gil_switch = 24,
+	.gil_cond = 32,
+	.gil_cond_size = 48,
+	.gil_mutex = 80,
+	.gil_mutex_size = 40,
 };
 
 /* CPython 3.12, from the headers of 3.12.1 */
@@ -249,6 +289,16 @@ static const struct py_offsets py_offsets_312 = {
 	.str_ascii_bit = 6,
 	.bytes_size = 16,
 	.bytes_sval = 32,
+	.rt_gil = -1,
+	.is_ceval_gil = 384,
+	.is_gil = 1040,
+	.gil_locked = 16,
+	.gil_holder = 8,
+	.gil_switch = 24,
+	.gil_cond = 32,
+	.gil_cond_size = 48,
+	.gil_mutex = 80,
+	.gil_mutex_size = 40,
 };
 
 /* CPython 3.13, from the headers of 3.13.0 */
@@ -298,6 +348,16 @@ static const struct py_offsets py_offsets_313 = {
 	.str_ascii_bit = 6,
 	.bytes_size = 16,
 	.bytes_sval = 32,
+	.rt_gil = -1,
+	.is_ceval_gil = 16,
+	.is_gil = 7752,
+	.gil_locked = 16,
+	.gil_holder = 8,
+	.gil_switch = 24,
+	.gil_cond = 32,
+	.gil_cond_size = 48,
+	.gil_mutex = 80,
+	.gil_mutex_size = 40,
 	.dbg = {
 		.struct_size = 584,
 		.version = 8,
@@ -338,6 +398,10 @@ static const struct py_offsets py_offsets_313 = {
 		.un_length = 552,
 		.un_ascii_size = 560,
 		.un_compact_size = -1,
+		.is_ceval_gil = -1,
+		.is_gil = -1,
+		.is_gil_locked = -1,
+		.is_gil_holder = -1,
 	},
 };
 
@@ -388,6 +452,16 @@ static const struct py_offsets py_offsets_314 = {
 	.str_ascii_bit = 6,
 	.bytes_size = 16,
 	.bytes_sval = 32,
+	.rt_gil = -1,
+	.is_ceval_gil = 16,
+	.is_gil = 7784,
+	.gil_locked = 16,
+	.gil_holder = 8,
+	.gil_switch = 24,
+	.gil_cond = 32,
+	.gil_cond_size = 48,
+	.gil_mutex = 80,
+	.gil_mutex_size = 40,
 	.dbg = {
 		.struct_size = 760,
 		.version = 8,
@@ -428,6 +502,10 @@ static const struct py_offsets py_offsets_314 = {
 		.un_length = 632,
 		.un_ascii_size = 640,
 		.un_compact_size = -1,
+		.is_ceval_gil = 120,
+		.is_gil = 128,
+		.is_gil_locked = 144,
+		.is_gil_holder = 152,
 	},
 };
 
@@ -478,6 +556,16 @@ static const struct py_offsets py_offsets_315 = {
 	.str_ascii_bit = 6,
 	.bytes_size = 16,
 	.bytes_sval = 32,
+	.rt_gil = -1,
+	.is_ceval_gil = 16,
+	.is_gil = 7736,
+	.gil_locked = 16,
+	.gil_holder = 8,
+	.gil_switch = 24,
+	.gil_cond = 32,
+	.gil_cond_size = 48,
+	.gil_mutex = 80,
+	.gil_mutex_size = 40,
 	.dbg = {
 		.struct_size = 888,
 		.version = 8,
@@ -518,6 +606,10 @@ static const struct py_offsets py_offsets_315 = {
 		.un_length = 728,
 		.un_ascii_size = 736,
 		.un_compact_size = 744,
+		.is_ceval_gil = 120,
+		.is_gil = 128,
+		.is_gil_locked = 144,
+		.is_gil_holder = 152,
 	},
 };
 /* END GENERATED */

@@ -49,6 +49,7 @@ struct py_dbg_pos {
 	int ob_size, ob_type;
 	int by_size, by_ob_size, by_ob_sval;
 	int un_size, un_state, un_length, un_ascii_size, un_compact_size;
+	int is_ceval_gil, is_gil, is_gil_locked, is_gil_holder; /* 3.14+ */
 };
 
 /* Byte offsets in the named structure; -1 when the version has no such
@@ -97,6 +98,17 @@ struct py_offsets {
 	int str_compact_bit, str_ascii_bit;
 	int bytes_size;          /* PyVarObject.ob_size */
 	int bytes_sval;          /* PyBytesObject.ob_sval */
+	/* The GIL (struct _gil_runtime_state): where it is, and its fields. */
+	int rt_gil;              /* _PyRuntimeState.ceval.gil (<3.12) */
+	int is_ceval_gil;        /* PyInterpreterState.ceval.gil, the pointer
+	                            to the GIL it uses (3.12+) */
+	int is_gil;              /* PyInterpreterState._gil, its own (3.12+) */
+	int gil_locked;          /* int locked */
+	int gil_holder;          /* PyThreadState *last_holder */
+	int gil_switch;          /* unsigned long switch_number */
+	int gil_cond, gil_cond_size;   /* pthread_cond_t cond: where threads
+	                                  wait for the GIL */
+	int gil_mutex, gil_mutex_size; /* pthread_mutex_t mutex */
 	struct py_dbg_pos dbg;   /* 3.13+ */
 };
 

@@ -201,6 +201,38 @@ static void dbg_field(struct dbg *d, int pos, uint64_t size, int width, int *out
 }
 
 /*
+ * 3.14+ publish where an interpreter's GIL pointer and its own GIL lie, and
+ * the GIL's locked and last_holder fields; the table adds the rest of the
+ * GIL (switch_number, the condition variable and the mutex), trusted only
+ * when the published fields are where the table has them. Otherwise the
+ * GIL is not read (gil_why says so); the frames are not affected. 3.13
+ * publishes none of it: the table alone, checked where it is read
+ * (gil_find).
+ */
+static const char *gil_why;
+
+static void gil_from_debug(const struct dbg *d, uint64_t is,
+			   const struct py_offsets *t, struct py_offsets *o)
+{
+	const struct py_dbg_pos *p = d->pos;
+	if (p->is_ceval_gil < 0)
+		return;
+	struct dbg g = *d;
+	g.ok = true;
+	int ceval = -1, own = -1, locked = -1, holder = -1;
+	dbg_field(&g, p->is_ceval_gil, is, 8, &ceval);
+	dbg_field(&g, p->is_gil, is, 0, &own);
+	dbg_field(&g, p->is_gil_locked, is, 4, &locked);
+	dbg_field(&g, p->is_gil_holder, is, 8, &holder);
+	if (!g.ok || ceval != t->is_ceval_gil || own != t->is_gil ||
+	    locked - own != t->gil_locked || holder - own != t->gil_holder ||
+	    (uint64_t)own + (uint64_t)t->gil_mutex + (uint64_t)t->gil_mutex_size > is) {
+		o->rt_gil = o->is_ceval_gil = o->is_gil = -1;
+		gil_why = "its GIL's layout is not the one slowdog knows";
+	}
+}
+
+/*
  * The walker's offsets from debug_offsets, read with the positions of table
  * t (the version's own, or the newest one for a newer version). What they
  * do not describe comes from t: where _co_firsttraceable lies (trusted only
@@ -323,6 +355,7 @@ static const char *py_offsets_debug(const struct py_offsets *t, int major,
 		return " (malformed debug offsets: the thread state)";
 	o->fr_size = fr_locals;
 	o->co_size = o->co_code_adaptive;
+	gil_from_debug(&d, is, t, o);
 	live.ts_prev = ts_prev;
 	live.ts_interp = ts_interp;
 	return NULL;
@@ -1708,4 +1741,153 @@ bool py_is_eval_symbol(const char *name)
 	/* Also its hot/cold split parts (gcc's ".cold"). */
 	return name && strncmp(name, eval, len) == 0 &&
 	       (name[len] == '\0' || name[len] == '.');
+}
+
+/* ---- the GIL ------------------------------------------------------------- */
+
+#define GIL_INTERP_MAX 64 /* interpreters looked at for a GIL */
+
+const char *py_gil_unavailable(void)
+{
+	if (!ready())
+		return "Python frames cannot be read";
+	if (gil_why)
+		return gil_why;
+	if (off.rt_gil < 0 && off.is_ceval_gil < 0)
+		return "no GIL layout for this version";
+	return NULL;
+}
+
+bool py_gil_read(uintptr_t gil, struct py_gil *g)
+{
+	unsigned char b[HDR_MAX];
+	int end = off.gil_switch + 8;
+	if (end < off.gil_holder + 8)
+		end = off.gil_holder + 8;
+	if (end < off.gil_locked + 4)
+		end = off.gil_locked + 4;
+	if (!gil || (gil & 7) || end > HDR_MAX ||
+	    !mem_read_safe(b, gil, (size_t)end))
+		return false;
+	g->addr = gil;
+	g->locked = get_i32(b, off.gil_locked);
+	g->holder = get_ptr(b, off.gil_holder);
+	memcpy(&g->switches, b + off.gil_switch, sizeof(g->switches));
+	/* -1 before the GIL was first created; nothing else is valid. */
+	return g->locked >= -1 && g->locked <= 1 && !(g->holder & 7);
+}
+
+/* Whether uaddr lies in the condition variable or the mutex of gil. */
+static bool gil_contains(uintptr_t gil, uintptr_t uaddr)
+{
+	uintptr_t c = gil + (uintptr_t)off.gil_cond;
+	uintptr_t m = gil + (uintptr_t)off.gil_mutex;
+	return (uaddr >= c && uaddr < c + (uintptr_t)off.gil_cond_size) ||
+	       (uaddr >= m && uaddr < m + (uintptr_t)off.gil_mutex_size);
+}
+
+/*
+ * 3.12+: the GIL an interpreter uses is its ceval.gil, its own _gil or
+ * the main interpreter's. One whose condition variable or mutex holds
+ * uaddr counts only if an interpreter in the list uses it.
+ */
+static uintptr_t gil_find(uintptr_t uaddr)
+{
+	if (off.rt_gil >= 0) {
+		uintptr_t gil = runtime_addr + (uintptr_t)off.rt_gil;
+		return gil_contains(gil, uaddr) ? gil : 0;
+	}
+	if (off.is_ceval_gil < 0 || off.is_gil < 0)
+		return 0;
+	uintptr_t interps[GIL_INTERP_MAX], head;
+	int n = 0;
+	if (!read_ptr(mem_read_safe, runtime_addr + (uintptr_t)off.rt_interp_head,
+		      &head))
+		return 0;
+	for (uintptr_t i = head; i && n < GIL_INTERP_MAX;) {
+		interps[n++] = i;
+		if (!read_ptr(mem_read_safe, i + (uintptr_t)off.is_next, &i))
+			return 0;
+	}
+	for (int k = 0; k < n; k++) {
+		uintptr_t gil = interps[k] + (uintptr_t)off.is_gil;
+		if (!gil_contains(gil, uaddr))
+			continue;
+		for (int j = 0; j < n; j++) {
+			uintptr_t used;
+			if (read_ptr(mem_read_safe,
+				     interps[j] + (uintptr_t)off.is_ceval_gil, &used) &&
+			    used == gil)
+				return gil;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+bool py_gil_waited(uintptr_t uaddr, struct py_gil *g)
+{
+	if (py_gil_unavailable())
+		return false;
+	uintptr_t gil = gil_find(uaddr);
+	return gil && py_gil_read(gil, g);
+}
+
+bool py_tstate_ids(uintptr_t ts, pid_t *tid, unsigned long *pthread_id)
+{
+	*tid = 0;
+	*pthread_id = 0;
+	if (!ready() || !ts || (ts & 7))
+		return false;
+	uintptr_t interp;
+	if (!read_ptr(mem_read_safe, runtime_addr + (uintptr_t)off.rt_interp_head,
+		      &interp))
+		return false;
+	for (int i = 0; interp && i < INTERP_MAX; i++) {
+		uintptr_t t;
+		if (!read_ptr(mem_read_safe, interp + (uintptr_t)off.is_threads_head, &t))
+			return false;
+		for (int j = 0; t && j < THREADS_MAX; j++) {
+			if (t == ts) {
+				uintptr_t id;
+				if (!read_ptr(mem_read_safe, ts + (uintptr_t)off.ts_thread_id,
+					      &id))
+					return false;
+				*pthread_id = id;
+				if (off.ts_native_thread_id >= 0 &&
+				    read_ptr(mem_read_safe,
+					     ts + (uintptr_t)off.ts_native_thread_id, &id) &&
+				    id > 0 && id < (1u << 30))
+					*tid = (pid_t)id;
+				return true;
+			}
+			if (!read_ptr(mem_read_safe, t + (uintptr_t)off.ts_next, &t))
+				return false;
+		}
+		if (!read_ptr(mem_read_safe, interp + (uintptr_t)off.is_next, &interp))
+			return false;
+	}
+	return false;
+}
+
+bool py_gil_held_by(uintptr_t ts)
+{
+	if (!ts || py_gil_unavailable())
+		return false;
+	struct py_gil g;
+	if (off.rt_gil >= 0)
+		return py_gil_read(runtime_addr + (uintptr_t)off.rt_gil, &g) &&
+		       g.locked == 1 && g.holder == ts;
+	uintptr_t i;
+	if (!read_ptr(mem_read_safe, runtime_addr + (uintptr_t)off.rt_interp_head, &i))
+		return false;
+	for (int n = 0; i && n < GIL_INTERP_MAX; n++) {
+		uintptr_t gil;
+		if (read_ptr(mem_read_safe, i + (uintptr_t)off.is_ceval_gil, &gil) &&
+		    py_gil_read(gil, &g) && g.locked == 1 && g.holder == ts)
+			return true;
+		if (!read_ptr(mem_read_safe, i + (uintptr_t)off.is_next, &i))
+			return false;
+	}
+	return false;
 }

@@ -170,3 +170,30 @@ void py_resolve_lines(mem_reader rd, struct py_frame *f, int n);
  * frames stand for Python frames in a merged stack (_PyEval_EvalFrameDefault,
  * and on 3.8-3.10 also what calls it per Python frame if needed). */
 bool py_is_eval_symbol(const char *name);
+
+/* The GIL (struct _gil_runtime_state) as read once. */
+struct py_gil {
+	uintptr_t addr;    /* where it lies */
+	int32_t locked;    /* 1: held, 0: free, -1: not created yet */
+	uintptr_t holder;  /* last_holder: the thread state that took it last */
+	uint64_t switches; /* switch_number: bumped when the holder changes */
+};
+
+/* Watchdog: NULL when the GIL can be read on this interpreter; otherwise
+ * why not. */
+const char *py_gil_unavailable(void);
+
+/* Watchdog: true if futex address uaddr lies in the condition variable or
+ * the mutex of a GIL in use (a thread asleep on it waits for that GIL),
+ * with *g read. Fault-tolerant reads, every value checked. */
+bool py_gil_waited(uintptr_t uaddr, struct py_gil *g);
+
+/* Watchdog: reads the GIL at addr again; false if it reads as nonsense. */
+bool py_gil_read(uintptr_t addr, struct py_gil *g);
+
+/* Watchdog: true if ts is in an interpreter's list of thread states, with
+ * its pthread_self() value and (3.11+, else 0) its kernel thread id. */
+bool py_tstate_ids(uintptr_t ts, pid_t *tid, unsigned long *pthread_id);
+
+/* Watchdog: true if a GIL in use is held by thread state ts. */
+bool py_gil_held_by(uintptr_t ts);

@@ -562,6 +562,8 @@ static void put_death(struct out *o, const struct report_death *d)
 }
 
 
+static void put_gil(struct out *o, const struct gil_wait *g, pid_t pid);
+
 size_t report_format(char *buf, size_t cap, const struct report *r,
 		     const struct config *cfg)
 {
@@ -644,6 +646,8 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 		putf(&o, "failed: %s\n", c->why[0] ? c->why : "unknown");
 		break;
 	}
+	if (r->gil)
+		put_gil(&o, r->gil, r->pid);
 	PUTS(&o, "\n");
 	if (c->mode == CAPTURE_SUSPENDED) {
 		/* No thread runs it: Python frames only. */
@@ -903,6 +907,113 @@ static void put_jdeath(struct out *o, const struct report_death *d)
 	PUTS(o, "},");
 }
 
+/* ---- the GIL ---- */
+
+/* "GET /x (request 12-3, running 4.000 s) in thread 77 (name)" and the
+ * like: what holds the GIL. */
+static void put_gil_holder(struct out *o, const struct gil_wait *g, pid_t pid)
+{
+	if (g->unknown && !g->tid) {
+		putf(o, "an unknown thread (%s)", g->unknown);
+		return;
+	}
+	if (g->serving) {
+		char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
+		report_request_line(line, sizeof(line), g->have_info ? &g->info : NULL,
+				    g->label[0] ? g->label : NULL);
+		putf(o, "%s (request %d-%llu, running %.3f s) in ", line, (int)pid,
+		     (unsigned long long)g->req_id, (double)g->running_ns / NS_PER_SEC);
+	}
+	putf(o, "thread %d (", (int)g->tid);
+	put_text(o, g->name, (size_t)g->name_len);
+	PUTS(o, ")");
+	if (!g->serving)
+		putf(o, "%s", g->loop ? ", an event loop's thread" :
+			      g->main ? ", the main thread, serving no request" :
+					", serving no request");
+}
+
+static void put_gil(struct out *o, const struct gil_wait *g, pid_t pid)
+{
+	PUTS(o, "GIL:        waiting, held by ");
+	put_gil_holder(o, g, pid);
+	PUTS(o, "\n");
+	if (!g->py_read || (g->unknown && !g->tid))
+		return;
+	PUTS(o, "Holder:     ");
+	if (g->npy == 0) {
+		putf(o, "%s", g->py_damaged ? "its Python frames cannot be read\n"
+					    : "no Python frames\n");
+		return;
+	}
+	for (int i = 0; i < g->npy; i++) {
+		const struct py_frame *f = &g->py[i];
+		if (i)
+			PUTS(o, " < ");
+		putf(o, "%s (%s:", f->func, f->file);
+		if (f->line > 0)
+			putf(o, "%d)", f->line);
+		else
+			PUTS(o, "?)");
+	}
+	if (g->py_total > g->npy)
+		putf(o, " < [%d outer frame%s]", g->py_total - g->npy,
+		     g->py_total - g->npy == 1 ? "" : "s");
+	if (g->py_damaged)
+		PUTS(o, " [chain damaged]");
+	PUTS(o, "\n");
+}
+
+static void put_jgil(struct out *o, const struct gil_wait *g, pid_t pid)
+{
+	if (!g) {
+		PUTS(o, "\"gil\":null,");
+		return;
+	}
+	PUTS(o, "\"gil\":{\"waiting\":true,\"unknown\":");
+	put_jstrz(o, g->unknown);
+	PUTS(o, ",\"holder\":");
+	if (g->unknown && !g->tid) {
+		PUTS(o, "null},");
+		return;
+	}
+	putf(o, "{\"tid\":%d,\"name\":", (int)g->tid);
+	put_jstr(o, g->name, (size_t)g->name_len);
+	putf(o, ",\"main_thread\":%s,\"event_loop\":%s,\"request_id\":",
+	     g->main ? "true" : "false", g->loop ? "true" : "false");
+	if (g->serving) {
+		putf(o, "\"%d-%llu\",", (int)pid, (unsigned long long)g->req_id);
+		put_jrequest(o, g->have_info ? &g->info : NULL,
+			     g->label[0] ? g->label : NULL);
+		putf(o, ",\"running_s\":%.3f", (double)g->running_ns / NS_PER_SEC);
+	} else {
+		PUTS(o, "null,\"request\":null,\"running_s\":null");
+	}
+	PUTS(o, ",\"python\":");
+	if (!g->py_read) {
+		PUTS(o, "null");
+	} else {
+		PUTS(o, "{\"frames\":[");
+		for (int i = 0; i < g->npy; i++) {
+			const struct py_frame *f = &g->py[i];
+			if (i)
+				PUTS(o, ",");
+			PUTS(o, "{\"file\":");
+			put_jstrz(o, f->file);
+			if (f->line > 0)
+				putf(o, ",\"line\":%d", f->line);
+			else
+				PUTS(o, ",\"line\":null");
+			PUTS(o, ",\"function\":");
+			put_jstrz(o, f->func);
+			PUTS(o, "}");
+		}
+		putf(o, "],\"total\":%d,\"damaged\":%s}", g->py_total,
+		     g->py_damaged ? "true" : "false");
+	}
+	PUTS(o, "}},");
+}
+
 static size_t report_json(struct out *o, const struct report *r,
 			  const struct config *cfg)
 {
@@ -955,6 +1066,7 @@ static size_t report_json(struct out *o, const struct report *r,
 	PUTS(o, ",");
 	if (r->death)
 		put_jdeath(o, r->death);
+	put_jgil(o, r->gil, r->pid);
 	put_jpython(o, c);
 	PUTS(o, ",");
 	put_jnative(o, c);

@@ -11,6 +11,7 @@
 
 #include "capture.h"
 #include "config.h"
+#include "gil.h"
 #include "reqinfo.h"
 
 /* What a worker's last words say of its death. */
@@ -41,6 +42,7 @@ struct report {
 	 * Starved:), each ending in a newline. */
 	const char *loop_kind;
 	const char *loop_lines;
+	const struct gil_wait *gil; /* the thread waits for the GIL, or NULL */
 };
 
 /* "SIGABRT", "SIGRTMIN+3", "signal 77". */

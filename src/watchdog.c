@@ -19,6 +19,7 @@
 #include "capture_sig.h"
 #include "common.h"
 #include "conn.h"
+#include "gil.h"
 #include "glet.h"
 #include "lastwords.h"
 #include "metrics.h"
@@ -289,6 +290,8 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	}
 	if (cap.mode == CAPTURE_FAILED)
 		debug_line("capture of thread %d failed: %s", (int)t->tid, cap.why);
+	static struct gil_wait gil;
+	bool gil_waited = !death && gil_check(t, &cap, &gil);
 
 	int64_t real_now = clock_real_ns();
 	int64_t mono_now = clock_mono_ns();
@@ -304,6 +307,7 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 		.label = label,
 		.cap = &cap,
 		.death = death,
+		.gil = gil_waited ? &gil : NULL,
 	};
 	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, &r, &watchdog_cfg);
@@ -664,6 +668,9 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 		.loop_kind = "stall",
 		.loop_lines = loop_lines,
 	};
+	static struct gil_wait gil;
+	if (gil_check(t, &cap, &gil))
+		r.gil = &gil;
 	report_emit(&r, culprit != NULL, NULL);
 	if (culprit && !loopreq_alive(culprit))
 		reported_take(id); /* ended meanwhile: no finished line */

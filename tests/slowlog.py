@@ -25,11 +25,12 @@ DIED_RE = re.compile(
     r"^slowdog: request (\d+-\d+) never finished: worker (\d+) (.+), "
     r"(\d+\.\d{3}) s into the request: (\S.*)$")
 
-# Header fields in the order they must appear; Host and Last-Words are
-# optional.
+# Header fields in the order they must appear; Host, Last-Words, GIL and
+# Holder are optional.
 FIELDS = ["Time", "Request", "Host", "Request-Id", "Process", "Parent",
-          "Thread", "Started", "Running", "Last-Words", "Capture"]
-OPTIONAL = {"Host", "Last-Words"}
+          "Thread", "Started", "Running", "Last-Words", "Capture", "GIL",
+          "Holder"]
+OPTIONAL = {"Host", "Last-Words", "GIL", "Holder"}
 LAST_WORDS_RE = re.compile(
     r"^SIG[A-Z0-9+]+ (?:from pid \d+ \((?:the parent|this process|another process)\)"
     r"|from (?:the kernel|the parent|this process|another process)"

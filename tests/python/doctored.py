@@ -14,7 +14,10 @@ and spin (captured with one). Expected:
 
   - 3.15 patched to say 3.16.0a1 (same layout, newer version): the Python
     frames, each function named, and the line saying the version was not
-    tested;
+    tested; the report of a wait for the GIL (a thread holds it in a C
+    call) names its holder;
+  - 3.14 and 3.15 whose debug offsets move the GIL's last_holder: the
+    Python frames, and no GIL line (the GIL's layout is not trusted);
   - 3.14 patched to say 3.16.0a1 (its layout is not 3.15's) and every
     damaged copy: the line "Python frames unavailable: CPython ..." with a
     reason, no Python frame, no crash.
@@ -36,9 +39,10 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 NEWER = os.environ.get("SLOWDOG_NEWER_PYTHON", "/opt/slowdog-python")
 
 APP = r'''
-import ctypes, sys, time
+import ctypes, sys, threading, time
 lib = ctypes.CDLL(None)
 lib.slowdog_begin.argtypes = [ctypes.c_char_p]
+held = ctypes.PyDLL(None)  # its calls keep the GIL
 
 def doctored_sleep():
     time.sleep(0.5)
@@ -55,8 +59,20 @@ def run(name, fn):
     fn()
     lib.slowdog_end()
 
+def doctored_holder():
+    held.usleep(600000)
+
+def doctored_gilwait():
+    t = threading.Thread(target=doctored_holder)
+    t.start()
+    n = 0
+    while t.is_alive():
+        n += 1
+    return n
+
 run("sleep", doctored_sleep)
 run("spin", doctored_spin)
+run("gilwait", doctored_gilwait)
 print("app done")
 '''
 
@@ -183,6 +199,8 @@ def main():
     for minor in sorted(roots):
         m = "3.%d" % minor
         cases += [
+            (m + ": GIL holder moved", minor,
+             [("is_gil_holder", lambda old: old + 8)], "nogil"),
             (m + ": cookie wiped", minor, [("cookie", lambda old: b"\0" * 8)], False),
             (m + ": debug version 3.13", minor,
              [("version", lambda old: (old & 0xffff) | 0x030d0000)], False),
@@ -218,16 +236,26 @@ def main():
             if rc != 0 or "app done" not in out:
                 bad.append("exit %d: %s" % (rc, out[-500:]))
             bad += ["crash: " + c for c in CRASH if c in out or c in log]
-            if len(reps) != 2:
+            if len(reps) != 3:
                 bad.append("%d reports" % len(reps))
-            for rep, fn in zip(reps, ("doctored_sleep", "doctored_spin")):
+            for rep, fn in zip(reps, ("doctored_sleep", "doctored_spin", "doctored_gilwait")):
+                gil = re.search(r"^GIL: +(.*)$", rep, re.M)
                 if frames:
                     if not re.search(r'^  File ".*app\.py", line \d+, in %s$' % fn, rep, re.M):
                         bad.append("no frame of %s" % fn)
-                    if "[CPython 3.16.0a1 is newer than slowdog was tested with (3.15)" not in rep:
+                    if frames is True and "[CPython 3.16.0a1 is newer than slowdog was " \
+                            "tested with (3.15)" not in rep:
                         bad.append("no line saying 3.16.0a1 was not tested")
                     if "unavailable" in rep:
                         bad.append("an unavailable line")
+                    if fn != "doctored_gilwait" or frames == "nogil":
+                        if gil:
+                            bad.append("a GIL line in %s: %s" % (fn, gil.group(1)))
+                    elif not (gil and re.match(r"waiting, held by thread \d+ \(.*\), "
+                                               r"serving no request$", gil.group(1)) and
+                              re.search(r"^Holder: +doctored_holder \(", rep, re.M)):
+                        bad.append("no GIL line naming the holder: %s"
+                                   % (gil.group(1) if gil else None))
                 else:
                     m = re.search(r"^Python frames unavailable: CPython 3\.1\d\S* \(.+\)$",
                                   rep, re.M)
@@ -235,6 +263,8 @@ def main():
                         bad.append("no unavailable line with a reason")
                     if re.search(r'^ *File "', rep, re.M):
                         bad.append("a Python frame")
+                    if gil:
+                        bad.append("a GIL line")
             why = ""
             for rep in reps[:1]:
                 m = re.search(r"^(Python frames unavailable: .*|  \[CPython .*\])$", rep, re.M)

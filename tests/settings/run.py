@@ -102,6 +102,27 @@ def check_schema(obj):
     need(cap, "call", str, None)
     need(cap, "pause_us", float, int, None)
     need(cap, "error", str, None)
+    gil = need(obj, "gil", dict, None)
+    if gil is not None:
+        need(gil, "waiting", bool)
+        need(gil, "unknown", str, None)
+        h = need(gil, "holder", dict, None)
+        if h is not None:
+            need(h, "tid", int)
+            need(h, "name", str)
+            need(h, "main_thread", bool)
+            need(h, "event_loop", bool)
+            need(h, "request_id", str, None)
+            need(h, "request", dict, None)
+            need(h, "running_s", float, int, None)
+            hp = need(h, "python", dict, None)
+            if hp is not None:
+                for f in need(hp, "frames", list) or []:
+                    need(f, "file", str)
+                    need(f, "line", int, None)
+                    need(f, "function", str, None)
+                need(hp, "total", int)
+                need(hp, "damaged", bool)
     py = need(obj, "python", dict) or {}
     need(py, "version", str, None)
     need(py, "unavailable", str, None)
