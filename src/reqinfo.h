@@ -25,7 +25,7 @@ enum req_proto {
 /* The request's ids (reqids.h), as sent: each value's first
  * REQ_ID_VALUE_MAX bytes, REQ_IDS_RAW bytes in all (3 more a value). */
 #define REQ_ID_VALUE_MAX 160
-#define REQ_IDS_RAW 400
+#define REQ_IDS_RAW 512
 #define REQ_IDS_DROPPED 0x8000 /* in ids_len: a value found no room */
 /* ... as a report shows them: every byte may take four, "..." and a NUL */
 #define REQ_IDS_SHOWN (REQ_IDS_RAW / 4)

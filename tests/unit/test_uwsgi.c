@@ -718,6 +718,7 @@ Test(uwsgi, ids_long_values_cut)
 	pkt_var(&p, "HTTP_X_REQUEST_ID", big);
 	pkt_var(&p, "HTTP_TRACEPARENT", big);
 	pkt_var(&p, "HTTP_B3", big);
+	pkt_var(&p, "HTTP_X_CORRELATION_ID", big);
 	pkt_var(&p, "HTTP_SENTRY_TRACE", "kept?");
 	size_t vars = pkt_end(&p);
 	struct udrv d;
