@@ -283,15 +283,27 @@ hline_whole(const char *buf, size_t i, size_t n, const struct hnames *set,
 		}
 		break;
 	}
-	if (ids && *k == NAME_NO && reqid_may_start((unsigned char)buf[i])) {
-		const char *colon = memchr(buf + i, ':', end - i);
-		int s = colon ? reqid_slot_http(buf + i, (size_t)(colon - buf) - i) : -1;
-		if (s >= 0) {
-			size_t v = (size_t)(colon - buf) + 1;
-			while (v < end && http_ows((unsigned char)buf[v]))
-				v++;
-			*k = HN_ID + s;
-			*vs = v;
+	unsigned letter = (unsigned)(first - 'a');
+	if (ids && *k == NAME_NO && letter < 26 && reqid_names.by_letter[letter]) {
+		/* The lengths of the names with that first letter, shortest
+		 * first: the first with a colon after it is the name's. */
+		uint64_t m = reqid_names.by_letter[letter];
+		while (m) {
+			size_t len = (size_t)__builtin_ctzll(m);
+			m &= m - 1;
+			if (len >= end - i)
+				break;
+			if (buf[i + len] != ':')
+				continue;
+			int s = reqid_slot_http(buf + i, len);
+			if (s >= 0) {
+				size_t v = i + len + 1;
+				while (v < end && http_ows((unsigned char)buf[v]))
+					v++;
+				*k = HN_ID + s;
+				*vs = v;
+			}
+			break;
 		}
 	}
 	return end + 1;

@@ -15,6 +15,23 @@ struct reqid_names reqid_names = {
 		   1u << ('x' - 'a'),
 	.lengths = 1ull << 2 | 1ull << 11 | 1ull << 12 | 1ull << 13 |
 		   1ull << 15 | 1ull << 16 | 1ull << 21,
+	.by_len = {
+		[2] = 1u << REQID_B3,
+		[11] = 1u << REQID_TRACEPARENT,
+		[12] = 1u << REQID_X_REQUEST_ID | 1u << REQID_SENTRY_TRACE |
+		       1u << REQID_X_B3_TRACEID,
+		[13] = 1u << REQID_X_QUEUE_START,
+		[15] = 1u << REQID_X_AMZN_TRACE_ID | 1u << REQID_X_REQUEST_START,
+		[16] = 1u << REQID_X_CORRELATION_ID,
+		[21] = 1u << REQID_X_CLOUD_TRACE_CONTEXT,
+	},
+	.by_letter = {
+		['b' - 'a'] = 1ull << 2,
+		['s' - 'a'] = 1ull << 12,
+		['t' - 'a'] = 1ull << 11,
+		['x' - 'a'] = 1ull << 12 | 1ull << 13 | 1ull << 15 | 1ull << 16 |
+			      1ull << 21,
+	},
 	.v = {
 		[REQID_TRACEPARENT] = BUILTIN("traceparent", "HTTP_TRACEPARENT"),
 		[REQID_X_REQUEST_ID] = BUILTIN("x-request-id", "HTTP_X_REQUEST_ID"),
@@ -128,6 +145,8 @@ int reqids_setup(const char *list, void (*warn)(const char *line))
 		v->uwsgi[5 + n] = '\0';
 		reqid_names.letters |= 1u << (low[0] - 'a');
 		reqid_names.lengths |= 1ull << n;
+		reqid_names.by_letter[low[0] - 'a'] |= 1ull << n;
+		reqid_names.by_len[n] |= 1u << reqid_names.n;
 		reqid_names.n++;
 		added++;
 	}
@@ -136,13 +155,16 @@ int reqids_setup(const char *list, void (*warn)(const char *line))
 
 int reqid_slot_http(const char *name, size_t n)
 {
-	if (n > REQID_NAME_MAX || !(reqid_names.lengths >> n & 1))
+	if (n == 0 || n > REQID_NAME_MAX || !(reqid_names.lengths >> n & 1))
 		return -1;
-	for (int s = 0; s < reqid_names.n; s++) {
+	char first = lower(name[0]), last = lower(name[n - 1]);
+	for (uint32_t m = reqid_names.by_len[n]; m; m &= m - 1) {
+		int s = __builtin_ctz(m);
 		const struct reqid_name *v = &reqid_names.v[s];
-		if (v->len != n)
+		/* the last byte first: it tells apart names of a length */
+		if (v->http[n - 1] != last || v->http[0] != first)
 			continue;
-		size_t i = 0;
+		size_t i = 1;
 		while (i < n && lower(name[i]) == v->http[i])
 			i++;
 		if (i == n)

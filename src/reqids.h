@@ -33,6 +33,7 @@ enum reqid_slot {
 #define REQID_CUSTOM_MAX 8  /* names SLOWDOG_HEADERS may add */
 #define REQID_NAME_MAX 32   /* longest name (what the parsers' buffers hold) */
 #define REQID_SLOTS (REQID_BUILTIN + REQID_CUSTOM_MAX)
+_Static_assert(REQID_SLOTS <= 32, "a slot is a bit of by_len");
 
 struct reqid_name {
 	uint8_t len;                          /* of http and of uwsgi - 5 */
@@ -44,6 +45,10 @@ struct reqid_names {
 	int n;                 /* slots in use: REQID_BUILTIN + custom */
 	uint32_t letters;      /* bit c - 'a': a name starts with that letter */
 	uint64_t lengths;      /* bit len: a name is that long */
+	uint64_t by_letter[26]; /* bit len: a name starting with that letter is
+	                           that long */
+	uint32_t by_len[REQID_NAME_MAX + 1]; /* bit s: slot s's name has that
+	                                        length */
 	struct reqid_name v[REQID_SLOTS];
 };
 

@@ -53,49 +53,64 @@ bool uwsgi_looks_like_packet(const char *buf, size_t n)
 _Static_assert(sizeof(((struct uwsgi_req *)0)->key) >= 5 + REQID_NAME_MAX,
 	       "u->key holds every name uwsgi_key_of knows");
 
-#define KEY_IS(lit) (memcmp(key, lit, sizeof(lit) - 1) == 0)
 
 /* Which of the variables we read key[0..len) is (enum uwsgi_key): by
  * length first, then the bytes (compares of a known size: a few
  * instructions each); custom: SLOWDOG_HEADERS named some. */
+/* The key of one of the built-in ids, key[0..len) with len in
+ * UWSGI_ID_LENS: the last eight bytes first (one compare rejects the
+ * headers of the same length that browsers send), then the rest. */
+#define UWSGI_ID_LENS (1ull << 7 | 1ull << 16 | 1ull << 17 | 1ull << 18 | \
+		       1ull << 20 | 1ull << 21 | 1ull << 26)
+static inline uint64_t tail8(const char *s, size_t len)
+{
+	uint64_t w;
+	memcpy(&w, s + len - 8, 8);
+	return w;
+}
+#define ID_IS(lit) (tail8(key, len) == tail8(lit, sizeof(lit) - 1) && \
+		    memcmp(key, lit, sizeof(lit) - 1 - 8) == 0)
+
+static uint8_t uwsgi_id_key(const char *key, size_t len)
+{
+	if (key[5] != 'X' && key[5] != 'T' && key[5] != 'S' && key[5] != 'B')
+		return UK_OTHER; /* HTTP_X_..., HTTP_TRACEPARENT, ... */
+	switch (len) {
+	case 7:
+		return memcmp(key, "HTTP_B3", 7) == 0 ? UK_ID + REQID_B3 : UK_OTHER;
+	case 16:
+		return ID_IS("HTTP_TRACEPARENT") ? UK_ID + REQID_TRACEPARENT : UK_OTHER;
+	case 17:
+		if (ID_IS("HTTP_X_REQUEST_ID"))
+			return UK_ID + REQID_X_REQUEST_ID;
+		if (ID_IS("HTTP_SENTRY_TRACE"))
+			return UK_ID + REQID_SENTRY_TRACE;
+		return ID_IS("HTTP_X_B3_TRACEID") ? UK_ID + REQID_X_B3_TRACEID : UK_OTHER;
+	case 18:
+		return ID_IS("HTTP_X_QUEUE_START") ? UK_ID + REQID_X_QUEUE_START : UK_OTHER;
+	case 20:
+		if (ID_IS("HTTP_X_REQUEST_START"))
+			return UK_ID + REQID_X_REQUEST_START;
+		return ID_IS("HTTP_X_AMZN_TRACE_ID") ? UK_ID + REQID_X_AMZN_TRACE_ID : UK_OTHER;
+	case 21:
+		return ID_IS("HTTP_X_CORRELATION_ID") ? UK_ID + REQID_X_CORRELATION_ID
+						      : UK_OTHER;
+	case 26:
+		return ID_IS("HTTP_X_CLOUD_TRACE_CONTEXT")
+			? UK_ID + REQID_X_CLOUD_TRACE_CONTEXT : UK_OTHER;
+	default:
+		return UK_OTHER;
+	}
+}
+
+/* Which of the variables we read key[0..len) is (enum uwsgi_key): by
+ * length first, then the bytes (compares of a known size: a few
+ * instructions each). The ids only for lengths none of the others has;
+ * custom: SLOWDOG_HEADERS named some. */
 static inline __attribute__((always_inline)) uint8_t
 uwsgi_key_of(const char *key, size_t len, bool custom)
 {
 	switch (len) {
-	case 7:
-		if (KEY_IS("HTTP_B3"))
-			return UK_ID + REQID_B3;
-		break;
-	case 16:
-		if (KEY_IS("HTTP_TRACEPARENT"))
-			return UK_ID + REQID_TRACEPARENT;
-		break;
-	case 17:
-		if (KEY_IS("HTTP_X_REQUEST_ID"))
-			return UK_ID + REQID_X_REQUEST_ID;
-		if (KEY_IS("HTTP_SENTRY_TRACE"))
-			return UK_ID + REQID_SENTRY_TRACE;
-		if (KEY_IS("HTTP_X_B3_TRACEID"))
-			return UK_ID + REQID_X_B3_TRACEID;
-		break;
-	case 18:
-		if (KEY_IS("HTTP_X_QUEUE_START"))
-			return UK_ID + REQID_X_QUEUE_START;
-		break;
-	case 20:
-		if (KEY_IS("HTTP_X_REQUEST_START"))
-			return UK_ID + REQID_X_REQUEST_START;
-		if (KEY_IS("HTTP_X_AMZN_TRACE_ID"))
-			return UK_ID + REQID_X_AMZN_TRACE_ID;
-		break;
-	case 21:
-		if (KEY_IS("HTTP_X_CORRELATION_ID"))
-			return UK_ID + REQID_X_CORRELATION_ID;
-		break;
-	case 26:
-		if (KEY_IS("HTTP_X_CLOUD_TRACE_CONTEXT"))
-			return UK_ID + REQID_X_CLOUD_TRACE_CONTEXT;
-		break;
 	case 9:
 		if (memcmp(key, "PATH_INFO", 9) == 0)
 			return UK_PATH;
@@ -108,6 +123,12 @@ uwsgi_key_of(const char *key, size_t len, bool custom)
 		return memcmp(key, "REQUEST_METHOD", 14) == 0 ? UK_METHOD : UK_OTHER;
 	default:
 		break;
+	}
+	/* (a length of 64 or more may pass: uwsgi_id_key tells) */
+	if (UWSGI_ID_LENS >> (len & 63) & 1) {
+		uint8_t id = uwsgi_id_key(key, len);
+		if (id != UK_OTHER || !custom)
+			return id;
 	}
 	if (custom) {
 		int s = reqid_slot_uwsgi_custom(key, len);

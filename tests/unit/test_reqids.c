@@ -17,6 +17,8 @@ Test(reqids, builtin_table_is_consistent)
 		cr_assert_eq(strlen(v->uwsgi), 5u + v->len);
 		letters |= 1u << (v->http[0] - 'a');
 		lengths |= 1ull << v->len;
+		cr_assert(reqid_names.by_len[v->len] >> s & 1);
+		cr_assert(reqid_names.by_letter[v->http[0] - 'a'] >> v->len & 1);
 		cr_assert_eq(reqid_slot_http(v->http, v->len), s);
 		char up[64];
 		for (size_t i = 0; i <= v->len; i++)
