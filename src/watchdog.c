@@ -185,7 +185,7 @@ static void release_memory(void)
 static void write_sd(const char *buf, size_t n, bool report, uint64_t id,
 		     pid_t pid, const struct reqinfo *info, const char *label)
 {
-	static char sd[REQ_IDS_TEXT + 1024];
+	static char sd[2 * REQ_IDS_TEXT + 1024];
 	if (!report_sd(sd, sizeof(sd), pid, id, info, label))
 		sd[0] = '\0';
 	sink_write_sd(buf, n, report, sd);
