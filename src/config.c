@@ -357,6 +357,39 @@ static void config_load_query(struct config *c,
 			    "keep");
 }
 
+static void config_load_queue(struct config *c,
+			      const char *(*get)(const char *name),
+			      void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_QUEUE");
+	bool count;
+
+	if (!v)
+		return;
+	if (config_choice(v, "show", "count", &count))
+		c->queue_count = count;
+	else
+		config_warn(warn, "SLOWDOG_QUEUE", v, "is not show or count",
+			    "show");
+}
+
+static void config_load_headers(struct config *c,
+				const char *(*get)(const char *name),
+				void (*warn)(const char *line))
+{
+	const char *v = config_get(get, "SLOWDOG_HEADERS");
+
+	if (!v)
+		return;
+	size_t n = strlen(v);
+	if (n >= sizeof(c->headers)) {
+		config_warn(warn, "SLOWDOG_HEADERS", v, "is too long",
+			    "the built-in headers only");
+		return;
+	}
+	memcpy(c->headers, v, n + 1);
+}
+
 static void config_load_repeat(struct config *c,
 			       const char *(*get)(const char *name),
 			       void (*warn)(const char *line))
@@ -612,6 +645,8 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 	c->statsd[0] = '\0';
 	strcpy(c->statsd_prefix, "slowdog");
 	c->statsd_tags = false;
+	c->headers[0] = '\0';
+	c->queue_count = false;
 
 	config_load_disable(c, get, warn);
 	config_load_threshold(c, get, warn);
@@ -627,5 +662,7 @@ void config_load(struct config *c, const char *(*get)(const char *name),
 	config_load_debug(c, get, warn);
 	config_load_statsd(c, get, warn);
 	config_load_last_words(c, get, warn);
+	config_load_headers(c, get, warn);
+	config_load_queue(c, get, warn);
 	errno = saved_errno;
 }

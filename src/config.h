@@ -16,6 +16,7 @@ enum log_format {
 };
 
 #define CONFIG_IGNORE_MAX 1024
+#define CONFIG_HEADERS_MAX 512
 
 struct config {
 	bool disabled;           /* SLOWDOG_DISABLE */
@@ -36,6 +37,10 @@ struct config {
 	bool statsd_tags;        /* SLOWDOG_STATSD_TAGS: DogStatsD tags */
 	int64_t last_words_ns;   /* SLOWDOG_LAST_WORDS: how long a dying
 	                            worker may take for its report; 0 = off */
+	char headers[CONFIG_HEADERS_MAX]; /* SLOWDOG_HEADERS: more headers to
+	                            show, a comma list (reqids_setup reads it) */
+	bool queue_count;        /* SLOWDOG_QUEUE=count: the threshold counts
+	                            from the proxy's stamp */
 };
 
 #define CONFIG_DEFAULT_LAST_WORDS_NS (250LL * 1000000LL)

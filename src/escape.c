@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "reqids.h"
 #include "reqinfo.h"
 
 static const char hex_digits[] = "0123456789abcdef";
@@ -91,6 +92,82 @@ static void render_one(char *dst, size_t cap, const char *src, uint16_t len,
 	escape_append(dst, cap, &pos, src, len < raw_cap ? len : raw_cap);
 }
 
+/* The ids of raw, in slot order (the order of the table, not of the
+ * head), each escaped into out->idtext; the traceparent's fields and the
+ * stamp read from the bytes as sent. Lengths bounded again: raw may be a
+ * torn copy. */
+static void render_ids(const struct reqraw *raw, struct reqinfo *out)
+{
+	size_t used = raw->ids_len & (REQ_IDS_DROPPED - 1);
+	size_t pos = 0;
+	out->nids = 0;
+	out->ids_dropped = (raw->ids_len & REQ_IDS_DROPPED) != 0;
+	out->trace_ok = false;
+	out->stamp = REQ_STAMP_NONE;
+	out->stamp_slot = 0;
+	out->stamp_ns = 0;
+	out->idtext[0] = '\0';
+	if (used > sizeof(raw->ids))
+		used = sizeof(raw->ids);
+	for (int s = 0; s < REQID_SLOTS; s++) {
+		for (size_t at = 0; at + 3 <= used; at += 3 + (uint8_t)raw->ids[at + 2]) {
+			if ((uint8_t)raw->ids[at] != s)
+				continue;
+			const char *v = raw->ids + at + 3;
+			size_t n = (uint8_t)raw->ids[at + 2];
+			uint8_t flags = (uint8_t)raw->ids[at + 1];
+			if (n > used - at - 3)
+				n = used - at - 3;
+			while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' ||
+					 v[n - 1] == '\r'))
+				n--;
+			if (out->nids >= REQ_IDS_SHOWN || pos + 8 > sizeof(out->idtext))
+				break;
+			struct reqinfo_id *id = &out->ids[out->nids++];
+			id->slot = (uint8_t)s;
+			id->flags = flags & (REQ_ID_REPEATED | REQ_ID_CUT);
+			id->off = (uint16_t)pos;
+			/* its own room: 4 a byte, and "..." when cut */
+			size_t cap = 4 * n + 4;
+			if (cap > sizeof(out->idtext) - pos)
+				cap = sizeof(out->idtext) - pos;
+			size_t p = 0;
+			out->idtext[pos] = '\0';
+			escape_append(out->idtext + pos, cap, &p, v, n);
+			if (p >= cap) {
+				id->flags |= REQ_ID_CUT;
+				p = strlen(out->idtext + pos);
+			} else if ((flags & REQ_ID_CUT) && p + 4 <= cap) {
+				memcpy(out->idtext + pos + p, "...", 4);
+				p += 3;
+			}
+			pos += p + 1;
+			if (s == REQID_TRACEPARENT && !(flags & REQ_ID_CUT)) {
+				struct reqid_trace t;
+				if (reqid_traceparent(v, n, &t)) {
+					out->trace_ok = true;
+					memcpy(out->trace.trace_id, t.trace_id, sizeof(t.trace_id));
+					memcpy(out->trace.span_id, t.span_id, sizeof(t.span_id));
+					out->trace.flags = t.flags;
+					out->trace.version = t.version;
+				}
+			}
+			if ((s == REQID_X_REQUEST_START || s == REQID_X_QUEUE_START) &&
+			    out->stamp != REQ_STAMP_OK) {
+				/* X-Request-Start first, if it is a time */
+				int64_t ns;
+				bool ok = !(flags & REQ_ID_CUT) && reqid_stamp(v, n, &ns);
+				if (ok || out->stamp == REQ_STAMP_NONE) {
+					out->stamp = ok ? REQ_STAMP_OK : REQ_STAMP_BAD;
+					out->stamp_slot = (uint8_t)s;
+					out->stamp_ns = ok ? ns : 0;
+				}
+			}
+			break;
+		}
+	}
+}
+
 void reqraw_render(const struct reqraw *raw, struct reqinfo *out)
 {
 	out->proto = raw->proto;
@@ -102,4 +179,5 @@ void reqraw_render(const struct reqraw *raw, struct reqinfo *out)
 		   raw->target_len, sizeof(raw->target));
 	render_one(out->host, sizeof(out->host), raw->host, raw->host_len,
 		   sizeof(raw->host));
+	render_ids(raw, out);
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "reqids.h"
 
 /* A head bigger than this is not HTTP as any server speaks it (they refuse
  * a few tens of KiB). Past it we stop, rather than skip lines forever. */
@@ -38,6 +39,7 @@ enum hdr_field {
 	FIELD_CLEN_TRAIL,  /* ... after its digits (only OWS allowed) */
 	FIELD_CLEN_BAD,    /* ... not a number */
 	FIELD_TE,          /* Transfer-Encoding */
+	FIELD_ID,          /* one of the request's ids (reqids.h): kept */
 };
 
 /* Character classes, one table lookup a byte. */
@@ -254,9 +256,11 @@ static void name_start(char *tok, size_t toksz, uint16_t *len, const char *buf,
  * line as it comes. The whole line at once, to the same effect as the byte
  * path's walk through it.
  */
+enum { HN_ID = 16 }; /* k of an id header: HN_ID + its slot */
+
 static inline __attribute__((always_inline)) size_t
 hline_whole(const char *buf, size_t i, size_t n, const struct hnames *set,
-	    int *k, size_t *vs)
+	    bool ids, int *k, size_t *vs)
 {
 	const char *lf = memchr(buf + i, '\n', n - i);
 	if (!lf)
@@ -279,6 +283,29 @@ hline_whole(const char *buf, size_t i, size_t n, const struct hnames *set,
 		}
 		break;
 	}
+	unsigned letter = (unsigned)(first - 'a');
+	if (ids && *k == NAME_NO && letter < 26 && reqid_names.by_letter[letter]) {
+		/* The lengths of the names with that first letter, shortest
+		 * first: the first with a colon after it is the name's. */
+		uint64_t m = reqid_names.by_letter[letter];
+		while (m) {
+			size_t len = (size_t)__builtin_ctzll(m);
+			m &= m - 1;
+			if (len >= end - i)
+				break;
+			if (buf[i + len] != ':')
+				continue;
+			int s = reqid_slot_http(buf + i, len);
+			if (s >= 0) {
+				size_t v = i + len + 1;
+				while (v < end && http_ows((unsigned char)buf[v]))
+					v++;
+				*k = HN_ID + s;
+				*vs = v;
+			}
+			break;
+		}
+	}
 	return end + 1;
 }
 
@@ -290,12 +317,12 @@ hline_whole(const char *buf, size_t i, size_t n, const struct hnames *set,
  */
 static inline __attribute__((always_inline)) size_t
 hlines_whole(const char *buf, size_t i, size_t n, const struct hnames *set,
-	     void (*field)(void *ctx, int k, const char *v, size_t len),
+	     bool ids, void (*field)(void *ctx, int k, const char *v, size_t len),
 	     void *ctx)
 {
 	while (i < n && buf[i] != '\n' && buf[i] != '\r') {
 		int k;
-		size_t vs = 0, next = hline_whole(buf, i, n, set, &k, &vs);
+		size_t vs = 0, next = hline_whole(buf, i, n, set, ids, &k, &vs);
 		if (!next)
 			break;
 		if (k != NAME_NO)
@@ -521,7 +548,7 @@ static void req_field_end(struct http_req *p)
 	p->field = FIELD_OTHER;
 }
 
-static void req_field_begin(struct http_req *p)
+static void req_field_begin(struct http_req *p, struct reqraw *info)
 {
 	uint16_t len = p->len;
 
@@ -537,6 +564,12 @@ static void req_field_begin(struct http_req *p)
 		 * the server answers 400 and closes). Either way we do not
 		 * follow it. */
 		p->flags |= RQF_NO_NEXT;
+	} else if (reqid_may_start((unsigned char)p->tok[0]) &&
+		   len <= sizeof(p->tok)) {
+		int s = reqid_slot_http(p->tok, len);
+		p->id_at = (int16_t)(s >= 0 ? reqraw_id_open(info, (unsigned)s) : -1);
+		if (p->id_at >= 0)
+			p->field = FIELD_ID;
 	}
 	p->len = 0;
 }
@@ -571,6 +604,9 @@ static void req_hline(void *ctx, int k, const char *v, size_t len)
 		p->flags |= RQF_NO_NEXT; /* see req_field_begin */
 		return;
 	default:
+		if (k >= HN_ID)
+			reqraw_id_put(info, reqraw_id_open(info, (unsigned)(k - HN_ID)),
+				      v, len);
 		return;
 	}
 }
@@ -771,7 +807,8 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 			break;
 		case RQ_HLINE: {
 			struct req_ctx ctx = {p, info};
-			i = hlines_whole(buf, i, n, &req_names, req_hline, &ctx);
+			i = hlines_whole(buf, i, n, &req_names, true, req_hline,
+					 &ctx);
 			if (i == n)
 				break;
 			c = (unsigned char)buf[i];
@@ -789,7 +826,7 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 				i++;
 				break;
 			}
-			if (!name_may_be(c, &req_names)) {
+			if (!name_may_be(c, &req_names) && !reqid_may_start(c)) {
 				/* A field we do not read, an obs-fold
 				 * continuation or junk: skipped. */
 				i = n;
@@ -818,7 +855,7 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 			}
 			i++;
 			if (c == ':') {
-				req_field_begin(p);
+				req_field_begin(p, info);
 				p->state = p->field == FIELD_OTHER ? RQ_HSKIP
 								   : RQ_HOWS;
 			} else if (c == '\n') {
@@ -843,7 +880,12 @@ int http_req_feed(struct http_req *p, struct reqraw *info, const char *buf,
 				p->state = RQ_HLINE;
 				break;
 			}
-			if (p->field == FIELD_HOST) {
+			if (p->field == FIELD_ID) {
+				const char *lf = memchr(buf + i, '\n', n - i);
+				size_t j = lf ? (size_t)(lf - buf) : n;
+				reqraw_id_put(info, p->id_at, buf + i, j - i);
+				i = j;
+			} else if (p->field == FIELD_HOST) {
 				if (host_space((char)c)) {
 					if (p->len < sizeof(p->tok))
 						p->tok[p->len] = (char)c;
@@ -1204,7 +1246,7 @@ int http_resp_feed(struct http_resp *r, const char *buf, size_t n,
 				r->state = RS_HLINE;
 			break;
 		case RS_HLINE:
-			i = hlines_whole(buf, i, n, &resp_names, resp_hline, r);
+			i = hlines_whole(buf, i, n, &resp_names, false, resp_hline, r);
 			if (i == n)
 				break;
 			c = (unsigned char)buf[i];

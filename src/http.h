@@ -30,6 +30,7 @@ struct http_req {
 	uint8_t field;     /* private: which header is being read */
 	uint8_t flags;     /* private */
 	uint16_t len;      /* private: bytes of the current token / line */
+	int16_t id_at;     /* private: the id being read (reqraw_id_open) */
 	uint32_t hdr_bytes;/* private: size of the head so far */
 	uint64_t body_left;/* private: body bytes still to skip (Content-Length) */
 	uint64_t clen;     /* private */

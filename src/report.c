@@ -16,6 +16,7 @@
 #include "escape.h"
 #include "python.h"
 #include "real.h"
+#include "reqids.h"
 #include "symbols.h"
 #include "sys.h"
 
@@ -562,6 +563,145 @@ static void put_death(struct out *o, const struct report_death *d)
 }
 
 
+/* ---- the request's ids and its wait in the proxy ---- */
+
+static bool is_stamp(int slot)
+{
+	return slot == REQID_X_REQUEST_START || slot == REQID_X_QUEUE_START;
+}
+
+size_t report_ids(char *buf, size_t cap, const struct reqinfo *info)
+{
+	struct out o = {buf, cap, 0, false};
+	if (cap)
+		buf[0] = '\0';
+	if (!info)
+		return 0;
+	for (int i = 0; i < info->nids && i < REQ_IDS_SHOWN; i++) {
+		const struct reqinfo_id *id = &info->ids[i];
+		if (is_stamp(id->slot) || id->off >= sizeof(info->idtext))
+			continue;
+		const char *v = info->idtext + id->off;
+		if (o.len)
+			PUTS(&o, " ");
+		if (id->slot == REQID_TRACEPARENT && info->trace_ok)
+			putf(&o, "trace-id=%s span-id=%s", info->trace.trace_id,
+			     info->trace.span_id);
+		else
+			putf(&o, "%s=%s", reqid_name(id->slot), v);
+	}
+	return o.cut ? 0 : o.len;
+}
+
+/* An SD-PARAM: name="value", with '"', '\\' and ']' escaped (RFC 5424
+ * 6.3.3). */
+static void put_sdparam(struct out *o, const char *name, const char *v)
+{
+	putf(o, " %s=\"", name);
+	for (; *v; v++) {
+		if (*v == '"' || *v == '\\' || *v == ']')
+			PUTS(o, "\\");
+		put(o, v, 1);
+	}
+	PUTS(o, "\"");
+}
+
+size_t report_sd(char *buf, size_t cap, pid_t pid, uint64_t id,
+		 const struct reqinfo *info, const char *label)
+{
+	struct out o = {buf, cap, 0, false};
+	if (cap)
+		buf[0] = '\0';
+	char rid[48];
+	snprintf(rid, sizeof(rid), "%d-%llu", (int)pid, (unsigned long long)id);
+	PUTS(&o, "[slowdog@32473");
+	put_sdparam(&o, "request_id", rid);
+	for (int i = 0; info && !label && i < info->nids && i < REQ_IDS_SHOWN; i++) {
+		const struct reqinfo_id *x = &info->ids[i];
+		if (is_stamp(x->slot) || x->off >= sizeof(info->idtext))
+			continue;
+		if (x->slot == REQID_TRACEPARENT && info->trace_ok) {
+			put_sdparam(&o, "trace_id", info->trace.trace_id);
+			put_sdparam(&o, "span_id", info->trace.span_id);
+		} else {
+			put_sdparam(&o, reqid_name(x->slot), info->idtext + x->off);
+		}
+	}
+	PUTS(&o, "]");
+	return o.cut ? 0 : o.len;
+}
+
+/* The Ids: and Queued: lines of a text report, when there is something
+ * to say. */
+static void put_ids_lines(struct out *o, const struct report *r,
+			  const struct config *cfg)
+{
+	const struct reqinfo *info = r->info;
+	char ids[REQ_IDS_TEXT + 256];
+	size_t n = report_ids(ids, sizeof(ids), info);
+	bool cut = false, rep = false, bad_tp = false;
+	for (int i = 0; i < info->nids && i < REQ_IDS_SHOWN; i++) {
+		const struct reqinfo_id *id = &info->ids[i];
+		if (is_stamp(id->slot))
+			continue;
+		cut |= (id->flags & REQ_ID_CUT) != 0;
+		rep |= (id->flags & REQ_ID_REPEATED) != 0;
+		bad_tp |= id->slot == REQID_TRACEPARENT && !info->trace_ok;
+	}
+	if (n || info->ids_dropped) {
+		PUTS(o, "Ids:        ");
+		put(o, n ? ids : "-", n ? n : 1);
+		const char *sep = " (";
+		if (bad_tp) {
+			putf(o, "%straceparent is not W3C trace context", sep);
+			sep = "; ";
+		}
+		for (int i = 0; rep && i < info->nids && i < REQ_IDS_SHOWN; i++)
+			if ((info->ids[i].flags & REQ_ID_REPEATED) && !is_stamp(info->ids[i].slot)) {
+				putf(o, "%s%s repeated, the first shown", sep,
+				     reqid_name(info->ids[i].slot));
+				sep = "; ";
+			}
+		if (cut) {
+			putf(o, "%svalues over %d bytes cut", sep, REQ_ID_VALUE_MAX);
+			sep = "; ";
+		}
+		if (info->ids_dropped) {
+			putf(o, "%smore than fit, left out", sep);
+			sep = "; ";
+		}
+		if (sep[0] == ';')
+			PUTS(o, ")\n");
+		else
+			PUTS(o, "\n");
+	}
+	if (info->stamp == REQ_STAMP_NONE)
+		return;
+	const char *hname = reqid_name(info->stamp_slot);
+	const char *raw = "";
+	for (int i = 0; i < info->nids && i < REQ_IDS_SHOWN; i++)
+		if (info->ids[i].slot == info->stamp_slot &&
+		    info->ids[i].off < sizeof(info->idtext))
+			raw = info->idtext + info->ids[i].off;
+	PUTS(o, "Queued:     ");
+	if (info->stamp != REQ_STAMP_OK) {
+		putf(o, "unknown: %s: %s is not a time stamp%s\n", hname, raw,
+		     cfg->queue_count ? "; the threshold counts from the first read" : "");
+		return;
+	}
+	int64_t q;
+	int k = reqid_queue(info->stamp_ns, r->start_real_ns, &q);
+	if (k == REQID_QUEUE_OK)
+		putf(o, "%.3f s before the worker read it (%s: %s)%s\n",
+		     (double)q / NS_PER_SEC, hname, raw,
+		     cfg->queue_count ? "; the threshold counts from the stamp" : "");
+	else
+		putf(o, "unknown: %s: %s is %.3f s %s the worker's first read "
+		     "(clocks differ, or not a time)%s\n", hname, raw,
+		     (double)q / NS_PER_SEC, k == REQID_QUEUE_FUTURE ? "after" : "before",
+		     cfg->queue_count ? "; the threshold counts from the first read" : "");
+}
+
 static void put_gil(struct out *o, const struct gil_wait *g, pid_t pid);
 
 size_t report_format(char *buf, size_t cap, const struct report *r,
@@ -596,6 +736,8 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 	putf(&o, "\nRequest:    %s\n", reqline);
 	putf(&o, "Host:       %s\n",
 	     r->info && r->info->host[0] ? r->info->host : "-");
+	if (r->info)
+		put_ids_lines(&o, r, cfg);
 	putf(&o, "Request-Id: %d-%llu\n", (int)r->pid, (unsigned long long)r->id);
 	if (r->repeat > 1)
 		putf(&o, "Repeat:     %d (capture %d of this request)\n", r->repeat,
@@ -689,9 +831,16 @@ size_t report_finished(char *buf, size_t cap, const struct finished *f,
 	if (cfg->format == FORMAT_JSON)
 		put_json_finished(&o, f);
 	else
-		putf(&o, "slowdog: request %d-%llu finished after %.3f s: %s\n",
+	{
+		char ids[REQ_IDS_TEXT + 256];
+		/* after a request line only ("METHOD target") */
+		size_t n = f->label || !f->info || !f->info->method[0] ? 0 :
+			   report_ids(ids, sizeof(ids), f->info);
+		putf(&o, "slowdog: request %d-%llu finished after %.3f s: %s%s%s%s\n",
 		     (int)f->pid, (unsigned long long)f->id,
-		     (double)f->total_ns / NS_PER_SEC, f->request_line);
+		     (double)f->total_ns / NS_PER_SEC, f->request_line,
+		     n ? " [" : "", n ? ids : "", n ? "]" : "");
+	}
 	return o.cut ? 0 : o.len;
 }
 
@@ -776,7 +925,72 @@ static void put_jrequest(struct out *o, const struct reqinfo *info,
 							      : "unknown");
 	PUTS(o, ",\"label\":");
 	put_jstrz(o, label);
-	PUTS(o, "}");
+	PUTS(o, ",\"ids\":{");
+	bool first = true;
+	for (int i = 0; info && !label && i < info->nids && i < REQ_IDS_SHOWN; i++) {
+		const struct reqinfo_id *id = &info->ids[i];
+		if (is_stamp(id->slot) || id->off >= sizeof(info->idtext))
+			continue;
+		if (!first)
+			PUTS(o, ",");
+		first = false;
+		put_jstrz(o, reqid_name(id->slot));
+		PUTS(o, ":{\"value\":");
+		put_jstrz(o, info->idtext + id->off);
+		if (id->slot == REQID_TRACEPARENT) {
+			putf(o, ",\"valid\":%s", info->trace_ok ? "true" : "false");
+			if (info->trace_ok)
+				putf(o, ",\"trace_id\":\"%s\",\"span_id\":\"%s\","
+				     "\"sampled\":%s", info->trace.trace_id,
+				     info->trace.span_id,
+				     info->trace.flags & 1 ? "true" : "false");
+		}
+		putf(o, ",\"truncated\":%s,\"repeated\":%s}",
+		     id->flags & REQ_ID_CUT ? "true" : "false",
+		     id->flags & REQ_ID_REPEATED ? "true" : "false");
+	}
+	putf(o, "},\"ids_dropped\":%s}",
+	     info && !label && info->ids_dropped ? "true" : "false");
+}
+
+/* The report's "queue" member: null without a stamp. */
+static void put_jqueue(struct out *o, const struct report *r,
+		       const struct config *cfg)
+{
+	const struct reqinfo *info = r->info;
+	PUTS(o, "\"queue\":");
+	if (!info || info->stamp == REQ_STAMP_NONE) {
+		PUTS(o, "null,");
+		return;
+	}
+	PUTS(o, "{\"header\":");
+	put_jstrz(o, reqid_name(info->stamp_slot));
+	PUTS(o, ",\"value\":");
+	const char *raw = "";
+	for (int i = 0; i < info->nids && i < REQ_IDS_SHOWN; i++)
+		if (info->ids[i].slot == info->stamp_slot &&
+		    info->ids[i].off < sizeof(info->idtext))
+			raw = info->idtext + info->ids[i].off;
+	put_jstrz(o, raw);
+	int64_t q = 0;
+	int k = info->stamp == REQ_STAMP_OK
+		? reqid_queue(info->stamp_ns, r->start_real_ns, &q) : -1;
+	PUTS(o, ",\"stamp\":");
+	if (info->stamp == REQ_STAMP_OK)
+		put_jtime(o, info->stamp_ns);
+	else
+		PUTS(o, "null");
+	if (k == REQID_QUEUE_OK)
+		putf(o, ",\"queued_s\":%.3f,\"problem\":null,\"skew_s\":null",
+		     (double)q / NS_PER_SEC);
+	else if (k < 0)
+		PUTS(o, ",\"queued_s\":null,\"problem\":\"not a time stamp\",\"skew_s\":null");
+	else
+		putf(o, ",\"queued_s\":null,\"problem\":\"%s\",\"skew_s\":%.3f",
+		     k == REQID_QUEUE_FUTURE ? "in the future" : "too old",
+		     (double)(k == REQID_QUEUE_FUTURE ? q : -q) / NS_PER_SEC);
+	putf(o, ",\"counted\":%s},",
+	     cfg->queue_count && k == REQID_QUEUE_OK ? "true" : "false");
 }
 
 static void put_json_finished(struct out *o, const struct finished *f)
@@ -1038,6 +1252,7 @@ static size_t report_json(struct out *o, const struct report *r,
 	putf(o, ",\"running_s\":%.3f,\"threshold_s\":%.3f,",
 	     (double)r->running_ns / NS_PER_SEC,
 	     (double)cfg->threshold_ns / NS_PER_SEC);
+	put_jqueue(o, r, cfg);
 
 	static const char *const modes[] = {"none", "blocked", "signal", "syscall",
 					    "failed", "handler", "suspended"};

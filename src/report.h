@@ -57,6 +57,17 @@ size_t report_format(char *buf, size_t cap, const struct report *r,
 void report_request_line(char *buf, size_t cap, const struct reqinfo *info,
 			 const char *label);
 
+/* The request's ids as "name=value" words, one space between (a valid
+ * traceparent as trace-id=... span-id=...; the stamps left out): the
+ * text report's Ids: line and the end of a finished line. Returns the
+ * length (0: none, or no room). */
+size_t report_ids(char *buf, size_t cap, const struct reqinfo *info);
+
+/* The syslog STRUCTURED-DATA of a record about request pid-id: its ids
+ * as SD-PARAMs of [slowdog@32473 ...]. */
+size_t report_sd(char *buf, size_t cap, pid_t pid, uint64_t id,
+		 const struct reqinfo *info, const char *label);
+
 struct finished {
 	uint64_t id;
 	pid_t pid;

@@ -22,6 +22,33 @@ enum req_proto {
 #define REQ_TARGET_MAX 512
 #define REQ_HOST_MAX 128
 
+/* The request's ids (reqids.h), as sent: each value's first
+ * REQ_ID_VALUE_MAX bytes, REQ_IDS_RAW bytes in all (3 more a value). */
+#define REQ_ID_VALUE_MAX 160
+#define REQ_IDS_RAW 512
+#define REQ_IDS_DROPPED 0x8000 /* in ids_len: a value found no room */
+/* ... as a report shows them: every byte may take four, "..." and a NUL */
+#define REQ_IDS_SHOWN (REQ_IDS_RAW / 4)
+#define REQ_IDS_TEXT (4 * REQ_IDS_RAW + 4 * REQ_IDS_SHOWN)
+
+enum req_id_flag {
+	REQ_ID_REPEATED = 1, /* the header came more than once: the first kept */
+	REQ_ID_CUT = 2,      /* longer than kept */
+};
+
+/* What the watchdog made of the ids: one of them. */
+struct reqinfo_id {
+	uint8_t slot;   /* enum reqid_slot, or a SLOWDOG_HEADERS name */
+	uint8_t flags;  /* enum req_id_flag */
+	uint16_t off;   /* its text in idtext */
+};
+
+enum req_stamp_state {
+	REQ_STAMP_NONE = 0, /* no X-Request-Start nor X-Queue-Start */
+	REQ_STAMP_OK,       /* stamp_ns is the proxy's time */
+	REQ_STAMP_BAD,      /* a stamp header that is not a time */
+};
+
 /*
  * All strings are NUL-terminated and already escaped by the parser: every
  * byte outside 0x21..0x7e (and the backslash) is written as \xHH, so no
@@ -35,6 +62,20 @@ struct reqinfo {
 	char method[REQ_METHOD_MAX];
 	char target[REQ_TARGET_MAX]; /* path with query string, as sent */
 	char host[REQ_HOST_MAX];
+	/* The ids, in slot order; their text escaped as above, a value cut
+	 * short ends in "...". */
+	uint8_t nids;
+	bool ids_dropped;   /* some did not fit (see struct reqraw) */
+	bool trace_ok;      /* the traceparent is valid: trace below */
+	uint8_t stamp;      /* enum req_stamp_state */
+	uint8_t stamp_slot; /* which header the stamp came from */
+	int64_t stamp_ns;   /* REQ_STAMP_OK: ns since the epoch */
+	struct {
+		char trace_id[33], span_id[17];
+		uint8_t flags, version;
+	} trace;
+	struct reqinfo_id ids[REQ_IDS_SHOWN];
+	char idtext[REQ_IDS_TEXT];
 };
 
 /*
@@ -50,17 +91,74 @@ struct reqraw {
 	uint16_t method_len;
 	uint16_t target_len;
 	uint16_t host_len;
+	uint16_t ids_len;   /* bytes of ids in use, | REQ_IDS_DROPPED */
 	char method[REQ_METHOD_MAX];
 	char target[REQ_TARGET_MAX];
 	char host[REQ_HOST_MAX];
+	/* The ids as they came, each [slot][flags][length] then its bytes
+	 * (a header's first occurrence; trailing whitespace kept). */
+	char ids[REQ_IDS_RAW];
 };
 
-/* Empties the three values. */
+/* Empties the values. */
 static inline void reqraw_clear(struct reqraw *r)
 {
 	r->is_head = false;
 	r->head_complete = false;
-	r->method_len = r->target_len = r->host_len = 0;
+	r->method_len = r->target_len = r->host_len = r->ids_len = 0;
+}
+
+/*
+ * A header of slot s begins: returns where its entry is in r->ids, to
+ * append its bytes to (reqraw_id_put), or -1 if nothing is to be kept
+ * (a repeated header: its first entry is flagged; no room: ids_len says
+ * so). async-signal-safe.
+ */
+static inline int reqraw_id_open(struct reqraw *r, unsigned s)
+{
+	size_t used = r->ids_len & (REQ_IDS_DROPPED - 1);
+	if (used > sizeof(r->ids))
+		used = sizeof(r->ids);
+	for (size_t at = 0; at + 3 <= used; at += 3 + (uint8_t)r->ids[at + 2])
+		if ((uint8_t)r->ids[at] == s) {
+			r->ids[at + 1] |= REQ_ID_REPEATED;
+			return -1;
+		}
+	if (used + 4 > sizeof(r->ids)) {
+		r->ids_len |= REQ_IDS_DROPPED;
+		return -1;
+	}
+	r->ids[used] = (char)s;
+	r->ids[used + 1] = 0;
+	r->ids[used + 2] = 0;
+	r->ids_len = (uint16_t)((r->ids_len & REQ_IDS_DROPPED) | (used + 3));
+	return (int)used;
+}
+
+/* Appends src[0..n) to the entry at (the last one, as reqraw_id_open gave
+ * it); what finds no room is dropped and the entry flagged cut, unless it
+ * is only whitespace (a line's end). async-signal-safe. */
+static inline void reqraw_id_put(struct reqraw *r, int at, const char *src,
+				 size_t n)
+{
+	if (at < 0 || (size_t)at + 3 > sizeof(r->ids))
+		return;
+	size_t len = (uint8_t)r->ids[at + 2];
+	size_t end = (size_t)at + 3 + len;
+	size_t room = REQ_ID_VALUE_MAX > len ? REQ_ID_VALUE_MAX - len : 0;
+	if (end > sizeof(r->ids))
+		return;
+	if (room > sizeof(r->ids) - end)
+		room = sizeof(r->ids) - end;
+	size_t k = n < room ? n : room;
+	memcpy(r->ids + end, src, k);
+	r->ids[at + 2] = (char)(len + k);
+	r->ids_len = (uint16_t)((r->ids_len & REQ_IDS_DROPPED) | (end + k));
+	for (size_t j = k; j < n; j++)
+		if (src[j] != ' ' && src[j] != '\t' && src[j] != '\r') {
+			r->ids[at + 1] |= REQ_ID_CUT;
+			break;
+		}
 }
 
 /* Appends src[0..n) to a value of capacity cap holding *len bytes; bytes

@@ -119,7 +119,8 @@ static void reopen_if_rotated(void)
 	fd = f;
 }
 
-static void syslog_write(const char *buf, size_t len, bool report)
+static void syslog_write(const char *buf, size_t len, bool report,
+			 const char *sd)
 {
 	/* Severity warning (4) for reports, notice (5) for finished lines;
 	 * facility user (1). */
@@ -145,18 +146,22 @@ static void syslog_write(const char *buf, size_t len, bool report)
 		gethostname(host, sizeof(host) - 1);
 		char t[40];
 		strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
-		h = snprintf(head, sizeof(head), "<%d>1 %s.%03dZ %s slowdog %d %s - ",
+		h = snprintf(head, sizeof(head), "<%d>1 %s.%03dZ %s slowdog %d %s ",
 			     pri, t, (int)((now % NS_PER_SEC) / NS_PER_MS), host,
 			     (int)getpid(), report ? "report" : "finished");
 	}
+	/* RFC 5424: STRUCTURED-DATA, then the message */
+	const char *sdv = kind == SINK_SYSLOG_LOCAL ? "" : sd && sd[0] ? sd : "-";
+	size_t sdn = strlen(sdv);
 	if (h < 0)
 		return;
 	/* A UDP datagram holds at most 65507 bytes: keep the start. */
-	size_t room = 65000 - (size_t)h;
+	size_t room = 65000 - (size_t)h - sdn - 1;
 	if (len > room)
 		len = room;
-	struct iovec iov[2] = {{head, (size_t)h}, {(void *)buf, len}};
-	struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+	struct iovec iov[4] = {{head, (size_t)h}, {(void *)sdv, sdn},
+			       {(void *)" ", sdn ? 1 : 0}, {(void *)buf, len}};
+	struct msghdr m = {.msg_iov = iov, .msg_iovlen = 4};
 	ssize_t sent = real_sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 	/* A full /dev/log queue (net.unix.max_dgram_qlen, often 10) empties
 	 * within moments: wait a little in this thread, never a worker's, but
@@ -188,8 +193,13 @@ static void syslog_write(const char *buf, size_t len, bool report)
 
 void sink_write(const char *buf, size_t len, bool report)
 {
+	sink_write_sd(buf, len, report, NULL);
+}
+
+void sink_write_sd(const char *buf, size_t len, bool report, const char *sd)
+{
 	if (kind != SINK_FILE) {
-		syslog_write(buf, len, report);
+		syslog_write(buf, len, report, sd);
 		return;
 	}
 	reopen_if_rotated();

@@ -15,3 +15,8 @@ void sink_open(const char *path);
 /* Appends one record. Never blocks the server: errors are counted, a full
  * disk is said once, and the record is dropped. */
 void sink_write(const char *buf, size_t len, bool report);
+
+/* The same, with the RFC 5424 STRUCTURED-DATA of the record (sd, one or
+ * more "[...]" elements; NULL or "" for none) when the sink is syslog over
+ * UDP; elsewhere sd is not written. */
+void sink_write_sd(const char *buf, size_t len, bool report, const char *sd);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "reqids.h"
 
 enum uwsgi_state {
 	US_HDR = 0, /* the 4-byte packet header; got = bytes seen */
@@ -33,7 +34,9 @@ enum uwsgi_key {
 	UK_PATH,
 	UK_QUERY,
 	UK_HOST,
+	UK_ID = 8, /* + the slot (reqids.h) of one of the request's ids */
 };
+_Static_assert(UK_ID + REQID_SLOTS <= UINT8_MAX, "key_id holds every slot");
 
 
 void uwsgi_req_init(struct uwsgi_req *u)
@@ -47,13 +50,65 @@ bool uwsgi_looks_like_packet(const char *buf, size_t n)
 	return n >= 1 && buf[0] == 0 && (n < 4 || buf[3] == 0);
 }
 
-_Static_assert(sizeof(((struct uwsgi_req *)0)->key) >= sizeof("REQUEST_METHOD") - 1,
+_Static_assert(sizeof(((struct uwsgi_req *)0)->key) >= 5 + REQID_NAME_MAX,
 	       "u->key holds every name uwsgi_key_of knows");
+
 
 /* Which of the variables we read key[0..len) is (enum uwsgi_key): by
  * length first, then the bytes (compares of a known size: a few
- * instructions each). */
-static inline uint8_t uwsgi_key_of(const char *key, size_t len)
+ * instructions each); custom: SLOWDOG_HEADERS named some. */
+/* The key of one of the built-in ids, key[0..len) with len in
+ * UWSGI_ID_LENS: the last eight bytes first (one compare rejects the
+ * headers of the same length that browsers send), then the rest. */
+#define UWSGI_ID_LENS (1ull << 7 | 1ull << 16 | 1ull << 17 | 1ull << 18 | \
+		       1ull << 20 | 1ull << 21 | 1ull << 26)
+static inline uint64_t tail8(const char *s, size_t len)
+{
+	uint64_t w;
+	memcpy(&w, s + len - 8, 8);
+	return w;
+}
+#define ID_IS(lit) (tail8(key, len) == tail8(lit, sizeof(lit) - 1) && \
+		    memcmp(key, lit, sizeof(lit) - 1 - 8) == 0)
+
+static uint8_t uwsgi_id_key(const char *key, size_t len)
+{
+	if (key[5] != 'X' && key[5] != 'T' && key[5] != 'S' && key[5] != 'B')
+		return UK_OTHER; /* HTTP_X_..., HTTP_TRACEPARENT, ... */
+	switch (len) {
+	case 7:
+		return memcmp(key, "HTTP_B3", 7) == 0 ? UK_ID + REQID_B3 : UK_OTHER;
+	case 16:
+		return ID_IS("HTTP_TRACEPARENT") ? UK_ID + REQID_TRACEPARENT : UK_OTHER;
+	case 17:
+		if (ID_IS("HTTP_X_REQUEST_ID"))
+			return UK_ID + REQID_X_REQUEST_ID;
+		if (ID_IS("HTTP_SENTRY_TRACE"))
+			return UK_ID + REQID_SENTRY_TRACE;
+		return ID_IS("HTTP_X_B3_TRACEID") ? UK_ID + REQID_X_B3_TRACEID : UK_OTHER;
+	case 18:
+		return ID_IS("HTTP_X_QUEUE_START") ? UK_ID + REQID_X_QUEUE_START : UK_OTHER;
+	case 20:
+		if (ID_IS("HTTP_X_REQUEST_START"))
+			return UK_ID + REQID_X_REQUEST_START;
+		return ID_IS("HTTP_X_AMZN_TRACE_ID") ? UK_ID + REQID_X_AMZN_TRACE_ID : UK_OTHER;
+	case 21:
+		return ID_IS("HTTP_X_CORRELATION_ID") ? UK_ID + REQID_X_CORRELATION_ID
+						      : UK_OTHER;
+	case 26:
+		return ID_IS("HTTP_X_CLOUD_TRACE_CONTEXT")
+			? UK_ID + REQID_X_CLOUD_TRACE_CONTEXT : UK_OTHER;
+	default:
+		return UK_OTHER;
+	}
+}
+
+/* Which of the variables we read key[0..len) is (enum uwsgi_key): by
+ * length first, then the bytes (compares of a known size: a few
+ * instructions each). The ids only for lengths none of the others has;
+ * custom: SLOWDOG_HEADERS named some. */
+static inline __attribute__((always_inline)) uint8_t
+uwsgi_key_of(const char *key, size_t len, bool custom)
 {
 	switch (len) {
 	case 9:
@@ -67,8 +122,20 @@ static inline uint8_t uwsgi_key_of(const char *key, size_t len)
 	case 14:
 		return memcmp(key, "REQUEST_METHOD", 14) == 0 ? UK_METHOD : UK_OTHER;
 	default:
-		return UK_OTHER;
+		break;
 	}
+	/* (a length of 64 or more may pass: uwsgi_id_key tells) */
+	if (UWSGI_ID_LENS >> (len & 63) & 1) {
+		uint8_t id = uwsgi_id_key(key, len);
+		if (id != UK_OTHER || !custom)
+			return id;
+	}
+	if (custom) {
+		int s = reqid_slot_uwsgi_custom(key, len);
+		if (s >= 0)
+			return (uint8_t)(UK_ID + s);
+	}
+	return UK_OTHER;
 }
 
 /* A value starts: a repeated variable replaces the earlier one. */
@@ -95,6 +162,8 @@ static void uwsgi_value_begin(struct uwsgi_req *u, struct reqraw *info)
 		info->host_len = 0;
 		break;
 	default:
+		if (u->key_id >= UK_ID)
+			u->id_at = (int16_t)reqraw_id_open(info, u->key_id - UK_ID);
 		break;
 	}
 }
@@ -121,6 +190,8 @@ static void uwsgi_value_bytes(struct uwsgi_req *u, struct reqraw *info,
 		REQRAW_PUT(info, host, src, n);
 		break;
 	default:
+		if (u->key_id >= UK_ID)
+			reqraw_id_put(info, u->id_at, src, n);
 		break;
 	}
 }
@@ -161,13 +232,14 @@ static inline size_t le16(const unsigned char *p)
  * there are more of those than we note), nothing is changed and false
  * returned: the byte path then finds the same.
  */
-static bool uwsgi_whole(struct uwsgi_req *u, struct reqraw *info,
-			const unsigned char *v, size_t size)
+static inline __attribute__((always_inline)) bool
+uwsgi_whole_walk(struct uwsgi_req *u, struct reqraw *info,
+		 const unsigned char *v, size_t size, bool custom)
 {
 	struct {
 		uint16_t at; /* of the value's length */
 		uint8_t id;
-	} hit[16];
+	} hit[32];
 	size_t hits = 0, at = 0;
 	while (at < size) {
 		if (size - at < 2)
@@ -176,7 +248,7 @@ static bool uwsgi_whole(struct uwsgi_req *u, struct reqraw *info,
 		at += 2;
 		if (kl > size - at || size - at - kl < 2)
 			return false; /* no room for the key and a value length */
-		uint8_t id = uwsgi_key_of((const char *)v + at, kl);
+		uint8_t id = uwsgi_key_of((const char *)v + at, kl, custom);
 		at += kl;
 		if (id != UK_OTHER) {
 			if (hits == ARRAY_LEN(hit))
@@ -202,6 +274,15 @@ static bool uwsgi_whole(struct uwsgi_req *u, struct reqraw *info,
 	}
 	uwsgi_finish(u, info);
 	return true;
+}
+
+/* The walk, without a look at SLOWDOG_HEADERS' names when it named none. */
+static bool uwsgi_whole(struct uwsgi_req *u, struct reqraw *info,
+			const unsigned char *v, size_t size)
+{
+	if (reqid_names.n > REQID_BUILTIN)
+		return uwsgi_whole_walk(u, info, v, size, true);
+	return uwsgi_whole_walk(u, info, v, size, false);
 }
 
 /* async-signal-safe */
@@ -288,7 +369,8 @@ int uwsgi_req_feed(struct uwsgi_req *u, struct reqraw *info, const char *buf,
 			if (u->need > 0)
 				break;
 			/* u->key holds the first bytes, all of any we read */
-			u->key_id = uwsgi_key_of(u->key, u->got);
+			u->key_id = uwsgi_key_of(u->key, u->got,
+						 reqid_names.n > REQID_BUILTIN);
 			u->got = 0;
 			u->state = US_VLEN;
 			break;

@@ -31,7 +31,8 @@ struct uwsgi_req {
 	uint16_t qlen;      /* private: raw QUERY_STRING bytes seen */
 	uint8_t hdr[4];     /* private */
 	bool have_uri;      /* private */
-	char key[24];       /* private */
+	int16_t id_at;      /* private: the id being read (reqraw_id_open) */
+	char key[40];       /* private */
 	char query[REQ_TARGET_MAX]; /* private: raw QUERY_STRING, for when
 	                               there is no REQUEST_URI */
 };

@@ -26,6 +26,7 @@
 #include "python.h"
 #include "real.h"
 #include "report.h"
+#include "reqids.h"
 #include "share.h"
 #include "sink.h"
 #include "symbols.h"
@@ -90,6 +91,8 @@ static void setup(void)
 		slowdog_off = true;
 		return;
 	}
+	/* Before any request is parsed: the parsers read the names. */
+	reqids_setup(watchdog_cfg.headers, sys_warn);
 	capture_setup(&watchdog_cfg, sys_warn);
 	/* After the capture signal is known: it is kept out of the deadly
 	 * signals' handlers. */
@@ -153,6 +156,7 @@ static struct due {
 	uint64_t id;
 	int count; /* captures so far; -1: no more */
 	int64_t at;
+	bool queue_known; /* SLOWDOG_QUEUE=count: at counts from the stamp */
 } dues[THREADS_MAX];
 
 static char *report_buf;
@@ -175,6 +179,37 @@ static void release_memory(void)
 	malloc_trim(0);
 	holding = false;
 	debug_line("idle: memory of the last reports given back");
+}
+
+/* A record about request pid-id, with its ids as syslog's structured
+ * data. */
+static void write_sd(const char *buf, size_t n, bool report, uint64_t id,
+		     pid_t pid, const struct reqinfo *info, const char *label)
+{
+	static char sd[2 * REQ_IDS_TEXT + 1024];
+	if (!report_sd(sd, sizeof(sd), pid, id, info, label))
+		sd[0] = '\0';
+	sink_write_sd(buf, n, report, sd);
+}
+
+/*
+ * SLOWDOG_QUEUE=count: how long the request waited before its first read
+ * (at start, coarse monotonic clock), as its proxy's stamp tells; 0 when
+ * there is no stamp, or none to believe (the report says which). *known:
+ * the head was all read, so nothing more will come.
+ */
+static int64_t queued_ns(int fd, uint32_t gen, uint64_t id, int64_t start,
+			 bool *known)
+{
+	struct reqinfo info;
+	*known = true;
+	if (fd < 0 || !conn_describe(fd, gen, id, &info))
+		return 0;
+	*known = info.head_complete;
+	if (info.stamp != REQ_STAMP_OK)
+		return 0;
+	int64_t read_real = clock_real_ns() - (clock_mono_ns() - start), q;
+	return reqid_queue(info.stamp_ns, read_real, &q) == REQID_QUEUE_OK ? q : 0;
 }
 
 static void drain_done(pid_t pid)
@@ -202,9 +237,10 @@ static void drain_done(pid_t pid)
 			.info = rep->have_info ? &rep->info : NULL,
 			.label = rep->have_label ? rep->label : NULL,
 		};
-		char line[2 * (REQ_METHOD_MAX + REQ_TARGET_MAX + REQ_HOST_MAX) + 512];
+		char line[2 * (REQ_METHOD_MAX + REQ_TARGET_MAX + REQ_HOST_MAX) +
+			  REQ_IDS_TEXT + 512];
 		size_t n = report_finished(line, sizeof(line), &f, &watchdog_cfg);
-		sink_write(line, n, false);
+		write_sd(line, n, false, id, pid, f.info, f.label);
 		metrics_finished(f.info, f.label, total);
 	}
 }
@@ -311,7 +347,7 @@ static int report_thread(struct sd_thread *t, uint64_t id, int64_t start,
 	};
 	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, &r, &watchdog_cfg);
-	sink_write(report_buf, n, true);
+	write_sd(report_buf, n, true, id, pid, r.info, label);
 	last_report_ns = clock_mono_ns();
 	holding = true;
 	char line[REQ_METHOD_MAX + REQ_TARGET_MAX + 8];
@@ -466,9 +502,10 @@ static void loop_scan(pid_t pid)
 						.info = rep->have_info ? &rep->info : NULL,
 						.label = NULL,
 					};
-					char line[2 * (REQ_METHOD_MAX + REQ_TARGET_MAX + REQ_HOST_MAX) + 512];
+					char line[2 * (REQ_METHOD_MAX + REQ_TARGET_MAX + REQ_HOST_MAX) +
+						  REQ_IDS_TEXT + 512];
 					size_t n = report_finished(line, sizeof(line), &f, &watchdog_cfg);
-					sink_write(line, n, false);
+					write_sd(line, n, false, done, pid, f.info, NULL);
 					metrics_finished(f.info, NULL, total);
 				}
 			}
@@ -536,7 +573,7 @@ static void report_emit(struct report *r, bool first, const char *label)
 {
 	symbols_refresh();
 	size_t n = report_format(report_buf, REPORT_BUF, r, &watchdog_cfg);
-	sink_write(report_buf, n, true);
+	write_sd(report_buf, n, true, r->id, r->pid, r->info, r->label);
 	last_report_ns = clock_mono_ns();
 	holding = true;
 	if (first) {
@@ -844,9 +881,13 @@ static int64_t loop_pass(pid_t pid, int64_t next)
 			if (c->owner != t)
 				continue;
 			if (c->wd_id != q->id) {
+				bool known;
 				c->wd_id = q->id;
 				c->wd_count = 0;
 				c->wd_at = q->start + threshold;
+				if (watchdog_cfg.queue_count)
+					c->wd_at -= queued_ns(q->fd, q->gen, q->id,
+							      q->start, &known);
 			}
 			if (c->wd_count < 0)
 				continue;
@@ -937,7 +978,12 @@ static void *watchdog_main(void *arg)
 				d->id = id;
 				d->count = 0;
 				d->at = start + threshold;
+				d->queue_known = !watchdog_cfg.queue_count;
 			}
+			if (!d->queue_known && d->count == 0)
+				d->at = start + threshold -
+					queued_ns(t->fd, t->conn_gen, id, start,
+						  &d->queue_known);
 			if (d->count < 0)
 				continue; /* ignored, or done with */
 			if (d->at > now) {
@@ -964,6 +1010,18 @@ static void *watchdog_main(void *arg)
 				next = d->at;
 		}
 		next = loop_pass(pid, next);
+		/* SLOWDOG_QUEUE=count: a request that waited may be due before
+		 * the threshold has passed since its first read, and none tells
+		 * the watchdog it began: look often enough. */
+		if (watchdog_cfg.queue_count) {
+			int64_t look = watchdog_cfg.threshold_ns / 10;
+			if (look < 5 * NS_PER_MS)
+				look = 5 * NS_PER_MS;
+			if (look > NS_PER_SEC)
+				look = NS_PER_SEC;
+			if (clock_mono_ns() + look < next)
+				next = clock_mono_ns() + look;
+		}
 		drain_done(pid);
 		drain_stalls(pid);
 		if (holding) {

@@ -4,7 +4,8 @@ A log is a sequence of records, each written with one write():
 
   * a report block, from "--- slowdog: slow request ---" to
     "--- end of slowdog report <id> ---";
-  * a finished line, "slowdog: request <id> finished after <s> s: <request>";
+  * a finished line, "slowdog: request <id> finished after <s> s: <request>",
+    followed by " [<name>=<value> ...]" when the request carried ids;
   * a death record, written by the master that reaped a worker:
     "slowdog: request <id> never finished: worker <pid> <how>, <s> s into
     the request: <request>".
@@ -19,18 +20,35 @@ import re
 BEGIN = "--- slowdog: slow request ---"
 END_RE = re.compile(r"^--- end of slowdog report (\d+-\d+) ---$")
 FINISHED_RE = re.compile(
-    r"^slowdog: request (\d+-\d+) finished after (\d+\.\d{3}) s(?:: (\S.*))?$")
+    r"^slowdog: request (\d+-\d+) finished after (\d+\.\d{3}) s"
+    r"(?:: (\S.*?)(?: \[([!-~]+=[!-~]*(?: [!-~]+=[!-~]*)*)\])?)?$")
 
 DIED_RE = re.compile(
     r"^slowdog: request (\d+-\d+) never finished: worker (\d+) (.+), "
     r"(\d+\.\d{3}) s into the request: (\S.*)$")
 
-# Header fields in the order they must appear; Host, Last-Words, GIL and
-# Holder are optional.
-FIELDS = ["Time", "Request", "Host", "Request-Id", "Process", "Parent",
-          "Thread", "Started", "Running", "Last-Words", "Capture", "GIL",
-          "Holder"]
-OPTIONAL = {"Host", "Last-Words", "GIL", "Holder"}
+# Header fields in the order they must appear; Host, Ids, Queued,
+# Last-Words, GIL and Holder are optional.
+FIELDS = ["Time", "Request", "Host", "Ids", "Queued", "Request-Id", "Process",
+          "Parent", "Thread", "Started", "Running", "Last-Words", "Capture",
+          "GIL", "Holder"]
+OPTIONAL = {"Host", "Ids", "Queued", "Last-Words", "GIL", "Holder"}
+# "name=value ..." (each value escaped: no space in it), then notes
+IDS_RE = re.compile(r"^([!-~]+=[!-~]*(?: [!-~]+=[!-~]*)*|-)(?: \((.+)\))?$")
+QUEUED_RE = re.compile(
+    r"^(?:(\d+\.\d{3}) s before the worker read it \(([!-~]+): ([!-~]*)\)"
+    r"|unknown: ([!-~]+): ([!-~]*) is (?:not a time stamp"
+    r"|(\d+\.\d{3}) s (after|before) the worker's first read "
+    r"\(clocks differ, or not a time\)))"
+    r"(; the threshold counts from (?:the stamp|the first read))?$")
+
+
+def parse_ids(text):
+    """{name: value} of an Ids: line or a finished line's ids."""
+    m = IDS_RE.match(text or "")
+    if not m or m.group(1) == "-":
+        return {}
+    return dict(w.split("=", 1) for w in m.group(1).split(" "))
 LAST_WORDS_RE = re.compile(
     r"^SIG[A-Z0-9+]+ (?:from pid \d+ \((?:the parent|this process|another process)\)"
     r"|from (?:the kernel|the parent|this process|another process)"
@@ -141,6 +159,11 @@ class Report(object):
     def request_id(self):
         return self.fields.get("Request-Id")
 
+    @property
+    def ids(self):
+        """{name: value} of the Ids: line ({} without one)."""
+        return parse_ids(self.fields.get("Ids"))
+
     # The accessors below return None (or "") for a field that did not
     # parse; parse() has reported it already.
     def _m(self, rx, key, group):
@@ -194,11 +217,12 @@ class Report(object):
 
 
 class Finished(object):
-    def __init__(self, lineno, request_id, seconds, request):
+    def __init__(self, lineno, request_id, seconds, request, ids=None):
         self.lineno = lineno
         self.request_id = request_id
         self.seconds = seconds
         self.request = request
+        self.ids = parse_ids(ids)   # {name: value}, {} without
 
     def __repr__(self):
         return "<finished %s %.3f %s>" % (self.request_id, self.seconds, self.request)
@@ -247,6 +271,10 @@ def _check_fields(rep, err):
         err("bad Running: %r" % f.get("Running"))
     if not CAPTURE_RE.match(f.get("Capture", "")):
         err("bad Capture: %r" % f.get("Capture"))
+    if "Ids" in f and not IDS_RE.match(f["Ids"]):
+        err("bad Ids: %r" % f["Ids"])
+    if "Queued" in f and not QUEUED_RE.match(f["Queued"]):
+        err("bad Queued: %r" % f["Queued"])
     if "Last-Words" in f and not LAST_WORDS_RE.match(f["Last-Words"]):
         err("bad Last-Words: %r" % f["Last-Words"])
 
@@ -276,7 +304,8 @@ def parse_all(text):
             continue
         fm = FINISHED_RE.match(line)
         if fm:
-            finished.append(Finished(i + 1, fm.group(1), float(fm.group(2)), fm.group(3)))
+            finished.append(Finished(i + 1, fm.group(1), float(fm.group(2)),
+                                     fm.group(3), fm.group(4)))
             i += 1
             continue
         dm = DIED_RE.match(line)

@@ -306,6 +306,10 @@ def check_syslog_records(what, recs, pid, slow, fast, udp=True, min_s=0.0):
                 problems.append("msgid %r" % r["msgid"])
             if r["hostname"] != HOSTNAME:
                 problems.append("hostname %r" % r["hostname"])
+            # the request's id (and its ids, it has none) as structured data
+            rid = re.search(r"^Request-Id: (\S+)$", msg, re.M)
+            if not rid or r.get("sd") != '[slowdog@32473 request_id="%s"]' % rid.group(1):
+                problems.append("structured data %r" % r.get("sd"))
         if not msg.lstrip(" ").startswith("--- slowdog: slow request ---"):
             problems.append("message starts %r" % msg[:60])
         if frame not in msg or "app.py" not in msg:
@@ -334,6 +338,9 @@ def check_syslog_records(what, recs, pid, slow, fast, udp=True, min_s=0.0):
             problems.append("%s.%s" % (r["facility"], r["severity"]))
         if udp and r["msgid"] != "finished":
             problems.append("msgid %r" % r["msgid"])
+        if udp and not re.match(r'^\[slowdog@32473 request_id="\d+-\d+"\]$',
+                                r.get("sd") or ""):
+            problems.append("structured data %r" % r.get("sd"))
         if r["procid"] != str(pid) or r["app"] != "slowdog":
             problems.append("app %r procid %r" % (r["app"], r["procid"]))
         if not m or float(m.group(1)) < min_s - 0.01:  # coarse clock

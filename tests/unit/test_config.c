@@ -648,3 +648,34 @@ Test(config, ignore_query_debug)
 	cr_assert_str_eq(warns[2], "slowdog: SLOWDOG_DEBUG=\"loud\" is not a "
 				   "boolean (1/0, yes/no, true/false, on/off); using 1 (on)");
 }
+
+Test(config, headers_and_queue)
+{
+	struct config c;
+
+	load(&c);
+	cr_assert_str_eq(c.headers, "");
+	cr_assert_eq(c.queue_count, false);
+	setenv_fake("SLOWDOG_HEADERS", "X-Tenant, X-B3-SpanId");
+	setenv_fake("SLOWDOG_QUEUE", "count");
+	load(&c);
+	cr_assert_eq(nwarn, 0);
+	cr_assert_str_eq(c.headers, "X-Tenant, X-B3-SpanId");
+	cr_assert(c.queue_count);
+	setenv_fake("SLOWDOG_QUEUE", "SHOW");
+	load(&c);
+	cr_assert_eq(c.queue_count, false);
+
+	static char big[CONFIG_HEADERS_MAX + 10];
+	memset(big, 'a', sizeof(big) - 1);
+	setenv_fake("SLOWDOG_HEADERS", big);
+	setenv_fake("SLOWDOG_QUEUE", "always\n");
+	load(&c);
+	cr_assert_str_eq(c.headers, "");
+	cr_assert_eq(c.queue_count, false);
+	cr_assert_eq(nwarn, 2);
+	cr_assert(strstr(warns[0], "SLOWDOG_HEADERS=") && strstr(warns[0], "is too long"),
+		  "%s", warns[0]);
+	cr_assert_str_eq(warns[1], "slowdog: SLOWDOG_QUEUE=\"always\\x0a\" is not show "
+				   "or count; using show");
+}

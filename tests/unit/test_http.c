@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "ids_dump.h"
 
 #define MAXREQ 16
 
@@ -133,6 +134,9 @@ static void rdrv_same(const struct rdrv *a, const struct rdrv *b)
 		cr_assert_eq(x->is_head, y->is_head);
 		cr_assert_eq(x->head_complete, y->head_complete);
 		info_safe(x);
+		char dx[8192], dy[8192];
+		cr_assert_str_eq(ids_dump(x, dx, sizeof(dx)), ids_dump(y, dy, sizeof(dy)));
+		ids_safe(x);
 	}
 }
 
@@ -1560,4 +1564,111 @@ Test(http_resp, fuzz)
 		}
 	}
 	free(d);
+}
+
+/* ---- the request's ids (reqids.h) ---- */
+
+static const char *ids_of(const char *head, size_t n, int k)
+{
+	static char out[8192];
+	struct rdrv *d = malloc(sizeof(*d));
+	rdrv_run(d, head, n);
+	if (n < 2000) {
+		req_all_splits(head, n, d);
+	} else {
+		/* byte by byte, and cut at a sample of points */
+		struct rdrv *e = malloc(sizeof(*e));
+		rdrv_run_bytes(e, head, n);
+		rdrv_same(d, e);
+		for (size_t a = 0; a <= n; a += 97) {
+			rdrv_run_split(e, head, n, a, a + (n - a) / 3);
+			rdrv_same(d, e);
+		}
+		free(e);
+	}
+	ids_dump(&d->info[k], out, sizeof(out));
+	free(d);
+	return out;
+}
+
+Test(http_req, ids_every_header)
+{
+	static const char head[] =
+		"GET /x HTTP/1.1\r\nHost: h\r\n"
+		"TraceParent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+		"x-request-id:abc-123  \r\n"
+		"X-Correlation-ID:\tcorr\r\n"
+		"X-Amzn-Trace-Id: Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1\r\n"
+		"sentry-trace: 771a43a4192642f0b136d5159a501700-b7ad6b7169203331-1\r\n"
+		"X-Cloud-Trace-Context: 105445aa7843bc8bf206b12000100000/1;o=1\r\n"
+		"X-B3-TraceId: 80f198ee56343ba864fe8b2a57d3eff7\r\n"
+		"b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1\r\n"
+		"X-Request-Start: t=1700000000.250\r\n"
+		"User-Agent: x\r\n\r\n";
+	cr_assert_str_eq(ids_of(S(head), 0),
+		"traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 "
+		"x-request-id=abc-123 x-correlation-id=corr "
+		"x-amzn-trace-id=Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1 "
+		"sentry-trace=771a43a4192642f0b136d5159a501700-b7ad6b7169203331-1 "
+		"x-cloud-trace-context=105445aa7843bc8bf206b12000100000/1;o=1 "
+		"x-b3-traceid=80f198ee56343ba864fe8b2a57d3eff7 "
+		"b3=80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1 "
+		"x-request-start=t=1700000000.250 "
+		"T:4bf92f3577b34da6a3ce929d0e0e4736/00f067aa0ba902b7 "
+		"S:1700000000250000000");
+}
+
+Test(http_req, ids_repeated_cut_hostile_and_dropped)
+{
+	static char head[40000];
+	size_t n = 0;
+	n += (size_t)sprintf(head + n, "POST /y HTTP/1.1\r\nX-Request-Id: first\r\n"
+			     "x-request-id: second\r\ntraceparent: 00-zz\x01\r\n"
+			     "X-Correlation-Id: ");
+	memset(head + n, 'a', 8192);
+	n += 8192;
+	n += (size_t)sprintf(head + n, "\r\nx-amzn-trace-id: \x7f\xff\"]\\ x\r\n"
+			     "sentry-trace: ");
+	memset(head + n, 'b', 8192);
+	n += 8192;
+	n += (size_t)sprintf(head + n, "\r\nb3: ");
+	memset(head + n, 'c', 8192);
+	n += 8192;
+	n += (size_t)sprintf(head + n, "\r\nX-B3-TraceId: late\r\n"
+			     "X-Request-Start: soon\r\nContent-Length: 0\r\n\r\n");
+	const char *got = ids_of(head, n, 0);
+	char want[4096];
+	snprintf(want, sizeof(want),
+		 "traceparent=00-zz\\x01 x-request-id=first+rep x-correlation-id=%.160s...+cut "
+		 "x-amzn-trace-id=\\x7f\\xff\"]\\x5c\\x20x sentry-trace=%.160s...+cut "
+		 "b3=%.21s...+cut !",
+		 head + 200, head + 8400, head + 16700);
+	(void)want;
+	/* the parts that do not depend on where the room ends */
+	cr_assert(strstr(got, "traceparent=00-zz\\x01 x-request-id=first+rep ") == got, "%s", got);
+	cr_assert(strstr(got, "x-amzn-trace-id=\\x7f\\xff\"]\\x5c\\x20x "), "%s", got);
+	cr_assert(strstr(got, "...+cut"), "%s", got);
+	cr_assert(strstr(got, " !"), "%s", got);
+	cr_assert(!strstr(got, "T:"), "%s", got);
+	cr_assert(!strstr(got, "late"), "%s", got);
+}
+
+Test(http_req, ids_not_taken_from_lookalikes)
+{
+	static const char head[] =
+		"GET / HTTP/1.1\r\nx-request-idx: no\r\nx-request-i: no\r\n"
+		"x-request-id : no\r\nX-Request-Id\r\nb3x: no\r\n"
+		"traceparent2: no\r\n\r\n";
+	cr_assert_str_eq(ids_of(S(head), 0), "");
+}
+
+Test(http_req, ids_per_pipelined_request)
+{
+	static const char head[] =
+		"GET /1 HTTP/1.1\r\nX-Request-Id: one\r\n\r\n"
+		"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
+		"GET /3 HTTP/1.1\r\nx-request-id: three\r\n\r\n";
+	cr_assert_str_eq(ids_of(S(head), 0), "x-request-id=one");
+	cr_assert_str_eq(ids_of(S(head), 1), "");
+	cr_assert_str_eq(ids_of(S(head), 2), "x-request-id=three");
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ids_dump.h"
 #include "uwsgi.h"
 
 struct pkt {
@@ -142,6 +143,10 @@ static void udrv_same(const struct udrv *a, const struct udrv *b)
 	cr_assert_eq(a->info.is_head, b->info.is_head);
 	cr_assert_eq(a->info.head_complete, b->info.head_complete);
 	info_safe(&a->info);
+	char da[8192], db[8192];
+	cr_assert_str_eq(ids_dump(&a->info, da, sizeof(da)),
+			 ids_dump(&b->info, db, sizeof(db)));
+	ids_safe(&a->info);
 }
 
 static void udrv_run(struct udrv *d, const void *buf, size_t n)
@@ -666,4 +671,62 @@ Test(uwsgi, whole_packet_same_as_byte_path)
 		udrv_feed(&d, m + cut, n - cut);
 		udrv_same(&whole, &d);
 	}
+}
+
+/* ---- the request's ids, as nginx passes headers ---- */
+
+Test(uwsgi, ids_from_nginx_vars)
+{
+	static struct pkt p;
+	pkt_begin(&p);
+	pkt_var(&p, "REQUEST_METHOD", "GET");
+	pkt_var(&p, "REQUEST_URI", "/a");
+	pkt_var(&p, "HTTP_ACCEPT_LANGUAGE", "en");
+	pkt_var(&p, "HTTP_TRACEPARENT",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+	pkt_var(&p, "HTTP_X_REQUEST_ID", "r1");
+	pkt_var(&p, "HTTP_X_REQUEST_ID", "r2");
+	pkt_var(&p, "HTTP_X_CORRELATION_ID", "c\n1");
+	pkt_var(&p, "HTTP_X_AMZN_TRACE_ID", "Root=1-x");
+	pkt_var(&p, "HTTP_SENTRY_TRACE", "s");
+	pkt_var(&p, "HTTP_X_CLOUD_TRACE_CONTEXT", "g/1");
+	pkt_var(&p, "HTTP_X_B3_TRACEID", "b");
+	pkt_var(&p, "HTTP_B3", "0");
+	pkt_var(&p, "HTTP_X_QUEUE_START", "1700000000123456");
+	pkt_var(&p, "X_REQUEST_ID", "not a header");
+	size_t vars = pkt_end(&p);
+	struct udrv d;
+	udrv_run(&d, p.b, vars);
+	cr_assert_eq(d.ev, UWSGI_DONE);
+	char out[4096];
+	cr_assert_str_eq(ids_dump(&d.info, out, sizeof(out)),
+		"traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 "
+		"x-request-id=r1+rep x-correlation-id=c\\x0a1 x-amzn-trace-id=Root=1-x "
+		"sentry-trace=s x-cloud-trace-context=g/1 x-b3-traceid=b b3=0 "
+		"x-queue-start=1700000000123456 "
+		"T:4bf92f3577b34da6a3ce929d0e0e4736/00f067aa0ba902b7 S:1700000000123456000");
+	all_splits(p.b, vars, &d);
+}
+
+Test(uwsgi, ids_long_values_cut)
+{
+	static struct pkt p;
+	static char big[9000];
+	memset(big, 'z', sizeof(big) - 1);
+	pkt_begin(&p);
+	pkt_var(&p, "REQUEST_METHOD", "GET");
+	pkt_var(&p, "HTTP_X_REQUEST_ID", big);
+	pkt_var(&p, "HTTP_TRACEPARENT", big);
+	pkt_var(&p, "HTTP_B3", big);
+	pkt_var(&p, "HTTP_X_CORRELATION_ID", big);
+	pkt_var(&p, "HTTP_SENTRY_TRACE", "kept?");
+	size_t vars = pkt_end(&p);
+	struct udrv d;
+	udrv_run(&d, p.b, vars);
+	char out[4096];
+	ids_dump(&d.info, out, sizeof(out));
+	cr_assert(strstr(out, "x-request-id=zzzz"), "%s", out);
+	cr_assert(strstr(out, "...+cut"), "%s", out);
+	cr_assert(strstr(out, " !"), "%s", out);
+	same_byte_by_byte(p.b, vars, &d);
 }
