@@ -33,12 +33,10 @@ def log(msg):
     sys.stdout.flush()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, os.path.dirname(HERE))
+from harness import free_port  # noqa: E402
+
+JOBS = 2  # servers run side by side
 
 
 # ---- servers ----
@@ -46,6 +44,9 @@ def free_port():
 class Server(object):
     greenlets = True
     websockets = False
+    env = {}
+    repeat = None      # SLOWDOG_REPEAT, seconds
+    aio_frames = True  # asyncio stacks and culprits are read (CPython 3.11)
 
     def __init__(self, name, argv, needs):
         self.name = name
@@ -59,11 +60,17 @@ class Server(object):
         return None
 
 
-def gunicorn(name, worker, app, greenlets=True):
+def gunicorn(name, worker, app, greenlets=True, env=None, repeat=None):
+    # keep-alive past a stall: its timer, due during the stall, would
+    # close the hammer's connection as the stall ends, its next request
+    # unread (a reset)
     s = Server(name, lambda port: [PY, "/usr/bin/gunicorn", "-k", worker, "-w", "1",
+                                   "--keep-alive", "10",
                                    "-b", "127.0.0.1:%d" % port, "--chdir", HERE, app],
                ["/usr/bin/gunicorn"])
     s.greenlets = greenlets
+    s.env = env or {}
+    s.repeat = repeat
     return s
 
 
@@ -75,6 +82,32 @@ def uvicorn(name, loop, http):
     s.greenlets = False
     s.websockets = True
     return s
+
+
+UVICORN_POLL = ("import selectors, sys; selectors.DefaultSelector = selectors.PollSelector; "
+                "sys.argv[0] = 'uvicorn'; from uvicorn.main import main; main()")
+
+
+def stdlib(name, python, selector, repeat=None):
+    """The standard library's asyncio (stdserver.py) on python."""
+    s = Server(name, lambda port: [python, os.path.join(HERE, "stdserver.py"),
+                                   str(port), selector], [python])
+    s.greenlets = False
+    s.repeat = repeat
+    s.aio_frames = python == PY
+    return s
+
+
+def pyenv(version):
+    return os.path.expanduser("~/.pyenv/versions/%s/bin/python" % version)
+
+
+def pyenv_latest(minor):
+    root = os.path.expanduser("~/.pyenv/versions")
+    found = sorted((v for v in os.listdir(root) if v.startswith(minor + "."))
+                   if os.path.isdir(root) else [],
+                   key=lambda v: [int(x) for x in v.split(".") if x.isdigit()])
+    return pyenv(found[-1] if found else minor)
 
 
 def servers():
@@ -93,6 +126,30 @@ def servers():
         uvicorn("uvicorn-uvloop", "uvloop", "httptools"),
         gunicorn("gunicorn-uvicornworker", "uvicorn.workers.UvicornWorker",
                  "asgiapp:app", greenlets=False),
+    ] + poll_servers()
+
+
+def poll_servers():
+    """Loops that wait in poll or select (not epoll), with SLOWDOG_REPEAT:
+    the hubs of eventlet, gevent's libev backends, asyncio's selectors."""
+    uvp = Server("uvicorn-asyncio-poll", lambda port: [
+        PY, "-c", UVICORN_POLL, "--loop", "asyncio", "--http", "h11",
+        "--port", str(port), "--app-dir", HERE, "asgiapp:app"], ["/usr/bin/uvicorn"])
+    uvp.greenlets = False
+    uvp.repeat = 0.6
+    return [
+        gunicorn("gunicorn-eventlet-poll", "eventlet", "wsgiapp:app",
+                 env={"EVENTLET_HUB": "poll"}, repeat=0.6),
+        gunicorn("gunicorn-eventlet-selects", "eventlet", "wsgiapp:app",
+                 env={"EVENTLET_HUB": "selects"}, repeat=0.6),
+        gunicorn("gunicorn-gevent-select", "gevent", "wsgiapp:app",
+                 env={"GEVENT_BACKEND": "select"}, repeat=0.6),
+        gunicorn("gunicorn-gevent-poll", "gevent", "wsgiapp:app",
+                 env={"GEVENT_BACKEND": "poll"}, repeat=0.6),
+        uvp,
+        stdlib("asyncio-select", PY, "select", repeat=0.6),
+        stdlib("asyncio-poll-3.8", pyenv_latest("3.8"), "poll", repeat=0.6),
+        stdlib("asyncio-select-3.13", pyenv_latest("3.13"), "select"),
     ]
 
 
@@ -246,12 +303,18 @@ def scenario(srv, port):
     time.sleep(0.3)
     slow = []
     for path, kind, fn in srv.shapes:
+        n = 1
         if kind == "stall":
-            # it holds the loop while /starve waits for it
+            # it holds the loop while /starve waits for it (and
+            # /starve_slow, which then awaits on its own)
             slow.append(background(get, port, "/starve"))
+            n += 1
+            if path == "/spin":
+                slow.append(background(get, port, "/starve_slow"))
+                n += 1
             time.sleep(0.1)
         slow.append(background(get, port, path))
-        for t in slow[-2:]:
+        for t in slow[-n:]:
             t.join(20)
         time.sleep(0.4)
     # What must not be reported.
@@ -308,6 +371,56 @@ def within(value_line, pat):
     return m and THRESHOLD <= float(m.group(1)) <= THRESHOLD + 0.5
 
 
+def by_id(reps):
+    """Reports grouped by Request-Id, in the order of their first."""
+    out = {}
+    for l in reps:
+        out.setdefault(" ".join(field(l, "Request-Id")), []).append(l)
+    return list(out.values())
+
+
+def check_repeats(srv, what, group, total, pat):
+    """The reports of one request or stall (group) that lasted total
+    seconds: one, or with SLOWDOG_REPEAT one every so long while it
+    lasted, each saying which it is; pat finds each report's elapsed time."""
+    bad = []
+    vals = []
+    for i, l in enumerate(group):
+        rep = field(l, "Repeat")
+        if i == 0 and rep:
+            bad.append("%s: the first report says Repeat: %s" % (what, rep))
+        if i > 0 and not (rep and rep[0].startswith("%d " % (i + 1))):
+            bad.append("%s: report %d says Repeat: %s" % (what, i + 1, rep))
+        m = re.search(pat, "\n".join(l))
+        vals.append(float(m.group(1)) if m else -1.0)
+    if not srv.repeat:
+        if len(group) != 1:
+            bad.append("%s: %d reports, want 1" % (what, len(group)))
+        return bad
+    r = srv.repeat
+    for i, v in enumerate(vals):
+        if abs(v - vals[0] - i * r) > 0.3:
+            bad.append("%s: report %d at %.3f s, the first at %.3f s (SLOWDOG_REPEAT %g s)" %
+                       (what, i + 1, v, vals[0], r))
+    if total is None:
+        bad.append("%s: no end line" % what)
+    elif vals[-1] > total + 0.1:
+        bad.append("%s: a report at %.3f s, after its end at %.3f s" % (what, vals[-1], total))
+    elif vals[0] + len(vals) * r < total - 0.3:
+        bad.append("%s: %d reports at %s, it lasted %.3f s: a repeat is missing" %
+                   (what, len(vals), vals, total))
+    return bad
+
+
+def ended_after(lines, rid):
+    for l in lines:
+        m = re.match(r"slowdog: (?:event loop stall|request) %s .*?(?:ended|finished) after "
+                     r"(\d+\.\d+) s" % re.escape(rid), l)
+        if m:
+            return float(m.group(1))
+    return None
+
+
 def check_log(srv, text):
     bad = []
     reps, other = blocks(text)
@@ -316,30 +429,41 @@ def check_log(srv, text):
     fin = [l for l in other if re.match(r"slowdog: request \d+-\d+ finished after", l)]
     want_stalls = [s for s in srv.shapes if s[1] == "stall"]
     want_waits = [s for s in srv.shapes if s[1] == "await"]
-    if len(stalls) != len(want_stalls):
-        bad.append("%d stall reports, want %d" % (len(stalls), len(want_stalls)))
-    for path, _, fn in want_stalls:
+    groups = by_id(stalls)
+    if len(groups) != len(want_stalls):
+        bad.append("%d stalls reported, want %d" % (len(groups), len(want_stalls)))
+    for i, (path, _, fn) in enumerate(want_stalls):
         req = "GET " + path
-        mine = [st for st in stalls if field(st, "Request") == [req]]
+        if srv.aio_frames:
+            mine = [g for g in groups if field(g[0], "Request") == [req]]
+        else:  # the culprit is not told apart: the stalls in their order
+            mine = groups[i:i + 1]
         if len(mine) != 1:
-            bad.append("%d stall reports naming %s, want 1 (culprits: %s)" %
-                       (len(mine), req, [field(st, "Culprit") for st in stalls]))
+            bad.append("%d stalls naming %s, want 1 (culprits: %s)" %
+                       (len(mine), req, [field(g[0], "Culprit") for g in groups]))
             continue
-        st = mine[0]
+        rid = field(mine[0][0], "Request-Id")[0]
+        bad += check_repeats(srv, "stall of " + path, mine[0], ended_after(other, rid),
+                             r"Loop: +stalled (\d+\.\d+) s")
+        st = mine[0][0]
         if not within(field(st, "Loop"), r"stalled (\d+\.\d+) s"):
             bad.append("%s: stall reported late: %s" % (path, field(st, "Loop")))
-        funcs = pyfuncs(st)
-        if fn not in funcs:
-            bad.append("%s: the stall's Python stack lacks %s: %s" % (path, fn, funcs[-4:]))
+        for k, one in enumerate(mine[0]):
+            funcs = pyfuncs(one)
+            if fn not in funcs:
+                bad.append("%s: the stall's Python stack (report %d) lacks %s: %s" %
+                           (path, k + 1, fn, funcs[-4:]))
         culprit = " ".join(field(st, "Culprit"))
-        if req not in culprit:
+        if srv.aio_frames and req not in culprit:
             bad.append("%s: the stall's culprit: %s" % (path, culprit))
         starved = " ".join(field(st, "Starved"))
-        if "GET /starve" not in starved:
+        if "GET /starve " not in starved:
             bad.append("%s: /starve is not listed as starved: %s" % (path, starved))
+        if path == "/spin" and "GET /starve_slow " not in starved:
+            bad.append("%s: /starve_slow is not listed as starved: %s" % (path, starved))
         if "/sleep" in starved or "/pool" in starved:
             bad.append("%s: starved lists requests that came later: %s" % (path, starved))
-        if not any(l.endswith(req) for l in fin):
+        if srv.aio_frames and not any(l.endswith(req) for l in fin):
             bad.append("no finished line for %s" % req)
     ended = [l for l in other if re.match(r"slowdog: event loop stall \d+-\d+ on thread \d+ ended after", l)]
     if len(ended) != len(want_stalls):
@@ -348,29 +472,41 @@ def check_log(srv, text):
         secs = float(re.search(r"after (\d+\.\d+) s", l).group(1))
         if not 1.8 <= secs <= 3.5:
             bad.append("stall ended after %.3f s, want about 2" % secs)
-    for path, _, fn in want_waits:
+    for path, _, fn in want_waits + [("/starve_slow", "await", "after_stall")]:
         req = "GET " + path
         waits = [l for l in slows if field(l, "Request") == [req]]
-        if len(waits) != 1:
-            bad.append("%d reports of %s, want 1" % (len(waits), req))
+        if not waits:
+            bad.append("%s: not reported" % req)
             continue
+        rid = field(waits[0], "Request-Id")[0]
+        bad += check_repeats(srv, req, waits, ended_after(other, rid),
+                             r"Running: +(\d+\.\d+) s")
         w = waits[0]
         if not any("awaiting on the event loop" in l for l in field(w, "Loop")):
             bad.append("%s not reported as awaiting: %s" % (path, field(w, "Loop")))
-        if not within(field(w, "Running"), r"(\d+\.\d+) s"):
+        if path == "/starve_slow":
+            m = re.search(r"starved (\d+\.\d+) s of its running time",
+                          " ".join(field(w, "Loop")))
+            if not m or not 1.5 <= float(m.group(1)) <= 2.5:
+                bad.append("%s: its starved time: %s" % (path, field(w, "Loop")))
+            run = field(w, "Running")
+            m = re.match(r"(\d+\.\d+) s", run[0] if run else "")
+            if not m or not 2.0 <= float(m.group(1)) <= 3.0:
+                bad.append("%s: running %s" % (path, run))
+        elif not within(field(w, "Running"), r"(\d+\.\d+) s"):
             bad.append("%s reported late: %s" % (path, field(w, "Running")))
         # greenlets: the greenlet's frames; asyncio: the task's coroutines,
         # innermost awaited last
         funcs = pyfuncs(w)
-        if fn not in funcs:
+        if (srv.greenlets or srv.aio_frames) and fn not in funcs:
             bad.append("%s: the stack lacks %s: %s (%s)" %
                        (path, fn, funcs[-4:], " ".join(field(w, "Capture"))))
-        if path == "/sleep" and ("await_level1", "await_level2") not in \
-                list(zip(funcs, funcs[1:])):
+        if (srv.greenlets or srv.aio_frames) and path == "/sleep" and \
+                ("await_level1", "await_level2") not in list(zip(funcs, funcs[1:])):
             bad.append("/sleep's stack lacks await_level1 -> await_level2: %s" % funcs[-4:])
         if not any(l.endswith(req) for l in fin):
             bad.append("no finished line for %s" % req)
-    expected = set("GET " + s[0] for s in want_waits)
+    expected = set("GET " + s[0] for s in want_waits) | {"GET /starve_slow"}
     for l in slows:
         req = " ".join(field(l, "Request"))
         if req not in expected:
@@ -389,6 +525,9 @@ def run_one(srv, lib, tmp):
     env = dict(os.environ)
     env.update({"LD_PRELOAD": lib, "SLOWDOG_THRESHOLD": "%gs" % THRESHOLD,
                 "SLOWDOG_LOG": logpath, "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(srv.env)
+    if srv.repeat:
+        env["SLOWDOG_REPEAT"] = "%gs" % srv.repeat
     with open(outpath, "w") as out:
         proc = subprocess.Popen(srv.argv(port), env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=HERE,
@@ -437,25 +576,45 @@ def main():
     only = [args[i + 1] for i, a in enumerate(args) if a == "-k"]
     lib = os.path.abspath(os.path.join(build, "libslowdog.so"))
     tmp = tempfile.mkdtemp(prefix="slowdog-eventloop-")
-    failed = 0
-    for srv in servers():
-        if only and not any(k in srv.name for k in only):
-            continue
+    todo = [srv for srv in servers()
+            if not only or any(k in srv.name for k in only)]
+    lock = threading.Lock()
+    failed = []
+
+    def one(srv):
         miss = srv.missing()
         if miss:
-            log("FAIL %s: %s is missing" % (srv.name, miss))
-            failed += 1
-            continue
-        t0 = time.time()
-        srv.shapes = shapes(srv)
-        bad = run_one(srv, lib, tmp)
-        if bad:
-            failed += 1
-            log("FAIL %s (%.1f s)" % (srv.name, time.time() - t0))
-            for b in bad:
-                log("     " + b)
+            bad, took = ["%s is missing" % miss], 0.0
         else:
-            log("ok   %s (%.1f s)" % (srv.name, time.time() - t0))
+            t0 = time.time()
+            srv.shapes = shapes(srv)
+            try:
+                bad = run_one(srv, lib, tmp)
+            except Exception as e:  # reported, the others go on
+                bad = ["%s: %s" % (type(e).__name__, e)]
+            took = time.time() - t0
+        with lock:
+            if bad:
+                failed.append(srv.name)
+                log("FAIL %s (%.1f s)" % (srv.name, took))
+                for b in bad:
+                    log("     " + b)
+            else:
+                log("ok   %s (%.1f s)" % (srv.name, took))
+
+    def worker():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                srv = todo.pop(0)
+            one(srv)
+    workers = [threading.Thread(target=worker) for _ in range(JOBS)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    failed = len(failed)
     log("event-loop servers: %s" % ("all passed" if not failed else "%d failed" % failed))
     sys.exit(1 if failed else 0)
 
