@@ -732,8 +732,11 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 	}
 }
 
-static void drain_stalls(pid_t pid)
+/* The "ended" lines of stalls; true if there was one (the requests it
+ * starved may now be due). */
+static bool drain_stalls(pid_t pid)
 {
+	bool any = false;
 	int high = atomic_load(&thread_high);
 	for (int i = 0; i < high; i++) {
 		struct sd_thread *t = &thread_table[i];
@@ -745,6 +748,7 @@ static void drain_stalls(pid_t pid)
 			continue;
 		loopst[i].ended_left = at;
 		loopst[i].ended_at = end;
+		any = true;
 		char line[256];
 		int n;
 		if (watchdog_cfg.format == FORMAT_JSON)
@@ -763,6 +767,7 @@ static void drain_stalls(pid_t pid)
 		if (n > 0)
 			sink_write(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, false);
 	}
+	return any;
 }
 
 /* A request on a free loop past the threshold. */
@@ -925,11 +930,16 @@ static int64_t loop_pass(pid_t pid, int64_t next)
 				c->wd_starved = 0;
 				c->wd_starved_ns = 0;
 			}
-			if (c->wd_starved) {
+			if (c->wd_starved && c->wd_starved != ls->stall_id) {
+				/* A stall before the last one: over, its end
+				 * not kept. */
+				c->wd_starved = 0;
+				if (c->wd_at < now + STARVED_GRACE_NS)
+					c->wd_at = now + STARVED_GRACE_NS;
+			} else if (c->wd_starved) {
 				/* Listed by a stall: its own report waits for
 				 * the stall's end. */
-				if (c->wd_starved != ls->stall_id ||
-				    ls->ended_left != ls->reported_left)
+				if (ls->ended_left != ls->reported_left)
 					continue;
 				starved_resume(c, ls);
 			}
@@ -1051,7 +1061,8 @@ static void *watchdog_main(void *arg)
 		drain_stalls(pid);
 		next = loop_pass(pid, next);
 		drain_done(pid);
-		drain_stalls(pid);
+		if (drain_stalls(pid))
+			next = clock_mono_ns(); /* its starved requests: again */
 		if (holding) {
 			int64_t at = last_report_ns + RELEASE_AFTER_NS;
 			if (clock_mono_ns() >= at)

@@ -405,7 +405,8 @@ def check_repeats(srv, what, group, total, pat):
         return bad
     r = srv.repeat
     for i, v in enumerate(vals):
-        if abs(v - vals[0] - i * r) > 0.4:
+        # never early; late by as much as a loaded machine makes it
+        if not -0.1 <= v - vals[0] - i * r <= 0.75:
             bad.append("%s: report %d at %.3f s, the first at %.3f s (SLOWDOG_REPEAT %g s)" %
                        (what, i + 1, v, vals[0], r))
     if total is None:
@@ -456,6 +457,8 @@ def check_log(srv, text):
             bad.append("%s: stall reported late: %s" % (path, field(st, "Loop")))
         for k, one in enumerate(mine[0]):
             funcs = pyfuncs(one)
+            if k and "did not run the signal handler" in " ".join(field(one, "Capture")):
+                continue  # a repeat on an overloaded machine
             if fn not in funcs:
                 bad.append("%s: the stall's Python stack (report %d) lacks %s: %s" %
                            (path, k + 1, fn, funcs[-4:]))
