@@ -6,7 +6,8 @@
 For each server (gunicorn -k gevent and -k eventlet, uWSGI --gevent,
 uvicorn with asyncio and with uvloop, gunicorn with UvicornWorker; loops
 that wait in poll or select: eventlet's poll and selects hubs, gevent's
-libev select and poll backends, uvicorn on asyncio's PollSelector, and
+libev select and poll backends (gunicorn, and uWSGI for poll), uvicorn on
+asyncio's PollSelector, and
 the standard library's asyncio (stdserver.py) on its SelectSelector and
 PollSelector, on Debian's CPython and on pyenv's 3.8 and 3.13), two at a
 time: while two clients keep sending fast requests, one request stalls
@@ -117,8 +118,8 @@ def pyenv_latest(minor):
     return pyenv(found[-1] if found else minor)
 
 
-def servers():
-    uw = Server("uwsgi-gevent", lambda port: [
+def uwsgi_gevent(name, env=None, repeat=None):
+    uw = Server(name, lambda port: [
         "/usr/bin/uwsgi", "--plugin", "python3,gevent_python3", "--http-socket",
         "127.0.0.1:%d" % port, "--gevent", "100", "--gevent-monkey-patch",
         "--master", "--processes", "1", "--die-on-term", "--chdir", HERE,
@@ -126,10 +127,16 @@ def servers():
         "--disable-logging"],
         ["/usr/bin/uwsgi", "/usr/lib/uwsgi/plugins/gevent_python3_plugin.so"])
     uw.closes = True
+    uw.env = env or {}
+    uw.repeat = repeat
+    return uw
+
+
+def servers():
     return [
         gunicorn("gunicorn-gevent", "gevent", "wsgiapp:app"),
         gunicorn("gunicorn-eventlet", "eventlet", "wsgiapp:app"),
-        uw,
+        uwsgi_gevent("uwsgi-gevent"),
         uvicorn("uvicorn-asyncio", "asyncio", "h11"),
         uvicorn("uvicorn-uvloop", "uvloop", "httptools"),
         gunicorn("gunicorn-uvicornworker", "uvicorn.workers.UvicornWorker",
@@ -154,6 +161,7 @@ def poll_servers():
                  env={"GEVENT_BACKEND": "select"}, repeat=0.6),
         gunicorn("gunicorn-gevent-poll", "gevent", "wsgiapp:app",
                  env={"GEVENT_BACKEND": "poll"}, repeat=0.6),
+        uwsgi_gevent("uwsgi-gevent-poll", env={"GEVENT_BACKEND": "poll"}),
         uvp,
         stdlib("asyncio-select", PY, "select", repeat=0.6),
         stdlib("asyncio-poll-3.8", pyenv_latest("3.8"), "poll", repeat=0.6),
