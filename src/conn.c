@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <poll.h>
+#include <sys/select.h>
 
 #include "common.h"
 #include "escape.h"
@@ -454,6 +456,13 @@ void conn_read_iov_more(struct conn *c, const struct iovec *iov, int cnt, size_t
 
 void conn_wait_input(struct conn *c)
 {
+	/* On an event loop the connection is polled for input all along
+	 * (asyncio reads while it answers): its response ends by its
+	 * framing, not here. */
+	if (unlikely(c->owner && c->owner->mux)) {
+		req_cancel_unserved(c);
+		return;
+	}
 	conn_read_enter(c);
 }
 
@@ -510,6 +519,88 @@ void conn_loop_left(struct sd_thread *t)
 {
 	atomic_store_explicit(&t->loop_left_ns, clock_coarse_ns(), memory_order_relaxed);
 	atomic_store_explicit(&t->in_loop_wait, 0, memory_order_release);
+}
+
+void conn_listener(int fd)
+{
+	loop_set_mark(fd);
+}
+
+/*
+ * A poll or select wait of t's that conn_wait_maybe_loop let through: is
+ * it an event loop's? The definition: a thread that waits on many
+ * connections in one call. A thread that is already a poll loop waits in
+ * its loop when the set holds a listener or a tracked connection; another
+ * becomes one when it waits, its own request unanswered (or serving many
+ * at once already), on a set that holds a listener or a connection other
+ * than its own. A thread server waiting on its listener between requests
+ * (gunicorn sync, socketserver), or on its own connection while it reads
+ * a request (uWSGI, a Python socket's timeout), does not.
+ */
+static bool poll_loop_fd(struct sd_thread *t, struct conn *own, int fd)
+{
+	if (loop_set_has(fd))
+		return true; /* a listener (or an epoll set that holds one) */
+	struct conn *c = conn_get(fd);
+	return c && (c != own || t->loop);
+}
+
+static bool poll_loop_mark(struct sd_thread *t, bool found)
+{
+	if (!found)
+		return false;
+	if (!t->loop) {
+		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+		struct conn *o = id ? slot_of(t->fd) : NULL;
+		bool held = o && o->req_id == id && o->state == CONN_REQ;
+		if (!held && !t->mux)
+			return false;
+		t->mux = true;
+		t->loop_epfd = -1;
+		t->loop = true;
+	}
+	loop_enter(t);
+	return true;
+}
+
+static struct conn *own_conn(struct sd_thread *t)
+{
+	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+	struct conn *o = id ? slot_of(t->fd) : NULL;
+	return o && o->req_id == id ? o : NULL;
+}
+
+bool conn_poll_wait(struct sd_thread *t, const struct pollfd *p, nfds_t n)
+{
+	struct conn *own = own_conn(t);
+	bool found = false;
+	for (nfds_t i = 0; i < n && !found; i++)
+		if (p[i].events & (POLLIN | POLLRDNORM))
+			found = poll_loop_fd(t, own, p[i].fd);
+	return poll_loop_mark(t, found);
+}
+
+bool conn_select_wait(struct sd_thread *t, int nfds, const fd_set *rd)
+{
+	if (!rd || nfds <= 0)
+		return false;
+	if (nfds > FD_SETSIZE)
+		nfds = FD_SETSIZE;
+	struct conn *own = own_conn(t);
+	const unsigned long *w = (const unsigned long *)rd;
+	int bits = 8 * (int)sizeof(unsigned long);
+	bool found = false;
+	for (int i = 0; i * bits < nfds && !found; i++) {
+		unsigned long word = w[i];
+		while (word && !found) {
+			int fd = i * bits + __builtin_ctzl(word);
+			word &= word - 1;
+			if (fd >= nfds)
+				break;
+			found = poll_loop_fd(t, own, fd);
+		}
+	}
+	return poll_loop_mark(t, found);
 }
 
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)

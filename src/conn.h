@@ -21,10 +21,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <poll.h>
+#include <sys/select.h>
 #include <sys/uio.h>
 
 #include "http.h"
 #include "reqinfo.h"
+#include "thread.h"
 #include "uwsgi.h"
 
 /* Everything declared here lives in libslowdog.so itself: reached
@@ -91,6 +94,9 @@ struct conn {
 	uint64_t wd_id;
 	int wd_count;   /* reports so far; -1: no more */
 	int64_t wd_at;
+	uint64_t wd_starved;     /* the stall that starves it now, 0: none */
+	int64_t wd_starved_from; /* since when (its start or the stall's) */
+	int64_t wd_starved_ns;   /* starved by stalls that ended, in all */
 };
 
 /* Where a kept head is, and how long it can be. */
@@ -167,6 +173,22 @@ static inline bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov
 	return false;
 }
 void conn_wait_input(struct conn *c);      /* poll/select for input on fd */
+/* accept/accept4 returned a connection from listener fd. */
+void conn_listener(int fd);
+/* A poll/select wait could be an event loop's: the thread is one already
+ * (not an epoll one), or it has a request or serves many. A few loads:
+ * every poll and select of thread servers comes here. */
+static inline bool conn_wait_maybe_loop(const struct sd_thread *t)
+{
+	if (!t)
+		return false;
+	if (t->loop)
+		return t->loop_epfd < 0;
+	return t->mux || atomic_load_explicit(&t->req_id, memory_order_relaxed);
+}
+/* Then: true if it is its event loop's wait (conn_loop_left after it). */
+bool conn_poll_wait(struct sd_thread *t, const struct pollfd *p, nfds_t n);
+bool conn_select_wait(struct sd_thread *t, int nfds, const fd_set *rd);
 /* The thread waits on epfd: true if that is its event loop's wait
  * (conn_loop_left after it). */
 bool conn_epoll_wait(int epfd);

@@ -530,11 +530,13 @@ STUB(sendfile64);
 
 /* ---- accept ---- */
 
-static void accepted(int fd)
+static void accepted(int lfd, int fd)
 {
 	watchdog_setup();
-	if (!slowdog_off)
+	if (!slowdog_off) {
+		conn_listener(lfd);
 		conn_accepted(fd);
+	}
 }
 
 __attribute__((used, visibility("hidden"))) int sd_body_accept(int fd, struct sockaddr *a, socklen_t *al)
@@ -545,7 +547,7 @@ __attribute__((used, visibility("hidden"))) int sd_body_accept(int fd, struct so
 	int e = errno;
 	call_leave(t);
 	if (r >= 0)
-		accepted(r);
+		accepted(fd, r);
 	errno = e;
 	return r;
 }
@@ -559,7 +561,7 @@ __attribute__((used, visibility("hidden"))) int sd_body_accept4(int fd, struct s
 	int e = errno;
 	call_leave(t);
 	if (r >= 0)
-		accepted(r);
+		accepted(fd, r);
 	errno = e;
 	return r;
 }
@@ -629,12 +631,16 @@ __attribute__((used, visibility("hidden"))) int sd_body_poll(struct pollfd *p, n
 {
 	RESOLVE(poll);
 	poll_inputs(p, n);
+	struct sd_thread *lt = thread_self();
+	bool loop = conn_wait_maybe_loop(lt) && conn_poll_wait(lt, p, n);
 	struct sd_thread *t = call_enter(CALL_POLL);
 	int64_t deadline = ms > 0 && t ? wait_deadline(ms * NS_PER_MS) : 0;
 	int ms0 = ms, r;
 	WAIT_AGAIN(t, r, real_poll(p, n, ms), EINTR_RESULT(r),
 		   if (ms > 0) ms = remaining_ms(deadline, ms0));
 	int e = errno;
+	if (loop)
+		conn_loop_left(t);
 	call_leave(t);
 	errno = e;
 	return r;
@@ -646,6 +652,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_ppoll(struct pollfd *p, 
 {
 	RESOLVE(ppoll);
 	poll_inputs(p, n);
+	struct sd_thread *lt = thread_self();
+	bool loop = conn_wait_maybe_loop(lt) && conn_poll_wait(lt, p, n);
 	struct sd_thread *t = call_enter(CALL_PPOLL);
 	bool timed = t && wait_timed(ts);
 	int64_t total = timed ? timespec_ns(ts) : 0;
@@ -655,6 +663,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_ppoll(struct pollfd *p, 
 	WAIT_AGAIN(t, r, real_ppoll(p, n, ts, mask), EINTR_RESULT(r),
 		   if (timed) ts = wait_left_ts(deadline, total, &left));
 	int e = errno;
+	if (loop)
+		conn_loop_left(t);
 	call_leave(t);
 	errno = e;
 	return r;
@@ -724,6 +734,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_select(int nfds, fd_set 
 {
 	RESOLVE(select);
 	select_inputs(nfds, rd);
+	struct sd_thread *lt = thread_self();
+	bool loop = conn_wait_maybe_loop(lt) && conn_select_wait(lt, nfds, rd);
 	struct sd_thread *t = call_enter(CALL_SELECT);
 	/* An interrupted select leaves the sets undefined: keep copies. */
 	fd_set crd, cwr, cex;
@@ -735,6 +747,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_select(int nfds, fd_set 
 	WAIT_AGAIN(t, r, real_select(nfds, rd, wr, ex, tv), EINTR_RESULT(r),
 		   sets_restore(rd, wr, ex, &crd, &cwr, &cex, sb));
 	int e = errno;
+	if (loop)
+		conn_loop_left(t);
 	call_leave(t);
 	errno = e;
 	return r;
@@ -746,6 +760,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_pselect(int nfds, fd_set
 {
 	RESOLVE(pselect);
 	select_inputs(nfds, rd);
+	struct sd_thread *lt = thread_self();
+	bool loop = conn_wait_maybe_loop(lt) && conn_select_wait(lt, nfds, rd);
 	struct sd_thread *t = call_enter(CALL_PSELECT);
 	fd_set crd, cwr, cex;
 	size_t sb = set_bytes(nfds);
@@ -760,6 +776,8 @@ __attribute__((used, visibility("hidden"))) int sd_body_pselect(int nfds, fd_set
 		   sets_restore(rd, wr, ex, &crd, &cwr, &cex, sb);
 		   if (timed) ts = wait_left_ts(deadline, total, &left));
 	int e = errno;
+	if (loop)
+		conn_loop_left(t);
 	call_leave(t);
 	errno = e;
 	return r;

@@ -70,7 +70,9 @@ struct sd_thread {
 	/*
 	 * Event loop. A mux thread that waits in an epoll set holding
 	 * connections or a listener is a loop thread: loop is set and
-	 * loop_epfd is that set (owner writes). Around each wait in it the
+	 * loop_epfd is that set (owner writes); one that waits in poll or
+	 * select on a listener or connections (conn_poll_wait) is one with
+	 * loop_epfd -1, each such wait its loop's. Around each wait in it the
 	 * owner stores in_loop_wait = 1 (release) before, and after it
 	 * loop_left_ns, then in_loop_wait = 0 (release); the watchdog reads
 	 * in_loop_wait (acquire), then loop_left_ns.

@@ -469,7 +469,16 @@ static struct loopst {
 	int64_t reported_left; /* loop_left_ns of the last stall reported */
 	uint64_t stall_id;     /* its Request-Id */
 	int64_t stall_start_real;
+	int stall_count;       /* its reports so far; -1: no more */
+	int64_t stall_next;    /* its next report (SLOWDOG_REPEAT) */
+	int64_t ended_left;    /* the loop_left_ns of the last stall ended */
+	int64_t ended_at;      /* and its end (coarse clock) */
 } loopst[THREADS_MAX];
+
+/* A request starved by a stall is reported on its own (as awaiting) only
+ * if it is still in flight this long after the loop resumed: the loop's
+ * first turns after a stall serve the requests it starved. */
+#define STARVED_GRACE_NS (250 * NS_PER_MS)
 
 /* A loop counts as stalled for the requests on it once it has been out of
  * its wait this long: shorter turns are the loop's ordinary work. */
@@ -584,10 +593,46 @@ static void report_emit(struct report *r, bool first, const char *label)
 	}
 }
 
+/* A stall's end is known (drain_stalls): the time the requests it starved
+ * spent waiting is added up, and each may be reported on its own again
+ * (as awaiting, with its own stack) if it is still in flight a little
+ * after the loop resumed. */
+static void starved_resume(struct conn *c, const struct loopst *ls)
+{
+	int64_t d = ls->ended_at - c->wd_starved_from;
+	if (d > 0)
+		c->wd_starved_ns += d;
+	c->wd_starved = 0;
+	if (c->wd_at < ls->ended_at + STARVED_GRACE_NS)
+		c->wd_at = ls->ended_at + STARVED_GRACE_NS;
+}
+
+/* r is listed as starved by the stall id of ls (since left): no report of
+ * its own while that lasts. */
+static void starve(struct loopreq *r, const struct loopst *ls, uint64_t id,
+		   int64_t left)
+{
+	struct conn *c = r->c;
+	if (c->wd_id != r->id) {
+		c->wd_id = r->id;
+		c->wd_count = 0;
+		c->wd_at = r->start + watchdog_cfg.threshold_ns +
+			   (loop_threshold - watchdog_cfg.loop_threshold_ns);
+		c->wd_starved = 0;
+		c->wd_starved_ns = 0;
+	}
+	if (c->wd_starved == id)
+		return;
+	if (c->wd_starved && ls->ended_left == ls->reported_left)
+		starved_resume(c, ls); /* an earlier stall, over */
+	c->wd_starved = id;
+	c->wd_starved_from = r->start > left ? r->start : left;
+}
+
 /* The loop thread t has been out of its wait since left (coarse clock)
- * with requests in flight: one report. */
+ * with requests in flight: one report (repeat: which one of the stall). */
 static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
-			 pid_t pid)
+			 pid_t pid, int repeat)
 {
 	static struct capture cap;
 	uintptr_t main1, main2;
@@ -661,6 +706,9 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 			 "runs the culprit's code\n",
 			 aio_why ? aio_why : "no greenlets");
 	}
+	/* A repeat keeps the stall's first id. */
+	uint64_t id = repeat > 1 ? ls->stall_id :
+		      culprit ? culprit->id : thread_take_ids(1);
 	int starved = 0;
 	for (int i = 0; i < nloopreqs; i++) {
 		struct loopreq *r = &loopreqs[i];
@@ -673,9 +721,7 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 			put_line(loop_lines, sizeof(loop_lines), &len,
 				 "Starved:    %s waiting %.3f s\n", rl,
 				 (double)(now - r->start) / NS_PER_SEC);
-		/* Listed here: no report of its own while this lasts. */
-		r->c->wd_id = r->id;
-		r->c->wd_count = -1;
+		starve(r, ls, id, left);
 	}
 	if (starved > 50)
 		put_line(loop_lines, sizeof(loop_lines), &len,
@@ -684,11 +730,11 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 		put_line(loop_lines, sizeof(loop_lines), &len,
 			 "Starved:    none\n");
 
-	uint64_t id = culprit ? culprit->id : thread_take_ids(1);
-	if (culprit) {
+	if (culprit && culprit->id == id) {
 		atomic_store_explicit(&culprit->c->reported_id, id, memory_order_release);
 		culprit->c->wd_id = id;
 		culprit->c->wd_count = -1;
+		culprit->c->wd_starved = 0;
 	}
 	int64_t real_now = clock_real_ns();
 	struct report r = {
@@ -696,11 +742,13 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 		.pid = pid,
 		.tid = t->tid,
 		.now_real_ns = real_now,
-		.start_real_ns = culprit ? real_now - (now - culprit->start) : left_real,
-		.running_ns = culprit ? now - culprit->start : now - left,
-		.repeat = 1,
-		.info = chave ? &cinfo : NULL,
-		.label = culprit ? NULL : "event loop",
+		.start_real_ns = culprit && culprit->id == id ?
+					 real_now - (now - culprit->start) : left_real,
+		.running_ns = culprit && culprit->id == id ? now - culprit->start : now - left,
+		.repeat = repeat,
+		/* A repeat names the first report's request, or the loop. */
+		.info = chave && culprit->id == id ? &cinfo : NULL,
+		.label = culprit && culprit->id == id ? NULL : "event loop",
 		.cap = &cap,
 		.loop_kind = "stall",
 		.loop_lines = loop_lines,
@@ -708,11 +756,14 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 	static struct gil_wait gil;
 	if (gil_check(t, &cap, &gil))
 		r.gil = &gil;
-	report_emit(&r, culprit != NULL, NULL);
-	if (culprit && !loopreq_alive(culprit))
+	report_emit(&r, culprit != NULL && repeat == 1, NULL);
+	if (culprit && repeat == 1 && !loopreq_alive(culprit))
 		reported_take(id); /* ended meanwhile: no finished line */
+	if (repeat > 1)
+		return;
 	ls->reported_left = left;
 	ls->stall_id = id;
+	ls->stall_count = 0;
 	/* Its end: written by the loop thread as it enters its wait, or here
 	 * if it did already. */
 	atomic_store(&t->stall_at, left);
@@ -726,8 +777,11 @@ static void report_stall(struct sd_thread *t, struct loopst *ls, int64_t left,
 	}
 }
 
-static void drain_stalls(pid_t pid)
+/* The "ended" lines of stalls; true if there was one (the requests it
+ * starved may now be due). */
+static bool drain_stalls(pid_t pid)
 {
+	bool any = false;
 	int high = atomic_load(&thread_high);
 	for (int i = 0; i < high; i++) {
 		struct sd_thread *t = &thread_table[i];
@@ -737,6 +791,9 @@ static void drain_stalls(pid_t pid)
 		int64_t end = t->stall_end_ns;
 		if (!atomic_compare_exchange_strong(&t->stall_done, &at, 0))
 			continue;
+		loopst[i].ended_left = at;
+		loopst[i].ended_at = end;
+		any = true;
 		char line[256];
 		int n;
 		if (watchdog_cfg.format == FORMAT_JSON)
@@ -755,6 +812,7 @@ static void drain_stalls(pid_t pid)
 		if (n > 0)
 			sink_write(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, false);
 	}
+	return any;
 }
 
 /* A request on a free loop past the threshold. */
@@ -791,6 +849,11 @@ static bool report_awaiting(struct sd_thread *t, struct loopreq *q, pid_t pid,
 	put_line(loop_lines, sizeof(loop_lines), &len,
 		 "Loop:      %s on the event loop of thread %d (the loop is free)\n",
 		 live ? " running" : " awaiting", (int)t->tid);
+	if (q->c->wd_starved_ns > 0)
+		put_line(loop_lines, sizeof(loop_lines), &len,
+			 "Loop:       starved %.3f s of its running time by stalls "
+			 "of this loop (reported as such)\n",
+			 (double)q->c->wd_starved_ns / NS_PER_SEC);
 	if (!loopreq_alive(q)) {
 		debug_line("request %d-%llu ended during its capture", (int)pid,
 			   (unsigned long long)q->id);
@@ -825,6 +888,19 @@ static bool thread_stopped(pid_t tid)
 	buf[n] = '\0';
 	char *p = strrchr(buf, ')');
 	return p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
+}
+
+/* The stall of ls was reported (count times so far) at at: when next. */
+static void stall_repeat_next(struct loopst *ls, int64_t at, int64_t now)
+{
+	ls->stall_count = ls->stall_count > 0 ? ls->stall_count + 1 : 1;
+	if (!watchdog_cfg.repeat_ns || ls->stall_count >= watchdog_cfg.repeat_max) {
+		ls->stall_count = -1;
+		return;
+	}
+	ls->stall_next = at + watchdog_cfg.repeat_ns;
+	if (ls->stall_next <= now)
+		ls->stall_next = now + watchdog_cfg.repeat_ns;
 }
 
 /* The loop threads' part of a pass; returns the next time it is due. */
@@ -867,13 +943,25 @@ static int64_t loop_pass(pid_t pid, int64_t next)
 			int64_t due = left + loop_threshold;
 			if (due <= now && thread_stopped(t->tid)) {
 				ls->reported_left = left; /* not a request's doing */
+				ls->stall_count = -1;
 			} else if (due <= now) {
-				report_stall(t, ls, left, pid);
+				report_stall(t, ls, left, pid, 1);
 				now = clock_mono_ns();
+				stall_repeat_next(ls, due, now);
 			} else if (due < next) {
 				next = due;
 			}
+		} else if (ls->stall_count > 0) {
+			/* The same stall goes on: SLOWDOG_REPEAT. */
+			if (ls->stall_next <= now) {
+				report_stall(t, ls, left, pid, ls->stall_count + 1);
+				now = clock_mono_ns();
+				stall_repeat_next(ls, ls->stall_next, now);
+			}
 		}
+		if (!in_wait && ls->stall_count > 0 && left == ls->reported_left &&
+		    ls->stall_next < next)
+			next = ls->stall_next;
 		bool stalled = !in_wait && now - left >= LOOP_BUSY_NS;
 		for (int k = 0; k < nloopreqs; k++) {
 			struct loopreq *q = &loopreqs[k];
@@ -888,6 +976,21 @@ static int64_t loop_pass(pid_t pid, int64_t next)
 				if (watchdog_cfg.queue_count)
 					c->wd_at -= queued_ns(q->fd, q->gen, q->id,
 							      q->start, &known);
+				c->wd_starved = 0;
+				c->wd_starved_ns = 0;
+			}
+			if (c->wd_starved && c->wd_starved != ls->stall_id) {
+				/* A stall before the last one: over, its end
+				 * not kept. */
+				c->wd_starved = 0;
+				if (c->wd_at < now + STARVED_GRACE_NS)
+					c->wd_at = now + STARVED_GRACE_NS;
+			} else if (c->wd_starved) {
+				/* Listed by a stall: its own report waits for
+				 * the stall's end. */
+				if (ls->ended_left != ls->reported_left)
+					continue;
+				starved_resume(c, ls);
 			}
 			if (c->wd_count < 0)
 				continue;
@@ -1009,6 +1112,7 @@ static void *watchdog_main(void *arg)
 			if (d->at < next)
 				next = d->at;
 		}
+		drain_stalls(pid);
 		next = loop_pass(pid, next);
 		/* SLOWDOG_QUEUE=count: a request that waited may be due before
 		 * the threshold has passed since its first read, and none tells
@@ -1023,7 +1127,8 @@ static void *watchdog_main(void *arg)
 				next = clock_mono_ns() + look;
 		}
 		drain_done(pid);
-		drain_stalls(pid);
+		if (drain_stalls(pid))
+			next = clock_mono_ns(); /* its starved requests: again */
 		if (holding) {
 			int64_t at = last_report_ns + RELEASE_AFTER_NS;
 			if (clock_mono_ns() >= at)

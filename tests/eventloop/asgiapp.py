@@ -39,6 +39,10 @@ async def wait_socket(port):
         writer.close()
 
 
+async def after_stall(sec):
+    await asyncio.sleep(sec)
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -72,6 +76,9 @@ async def app(scope, receive, send):
         await await_level1(2.0)
     elif path == "/starve":
         await asyncio.sleep(0.4)
+    elif path == "/starve_slow":
+        await asyncio.sleep(0.4)  # a stall starves it here, then it awaits
+        await after_stall(1.2)
     elif path == "/pool":
         await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.3)
     body = b"ok " + path.encode() + b"\n"

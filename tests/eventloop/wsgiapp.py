@@ -41,6 +41,10 @@ def wait_socket(port):
         s.close()
 
 
+def after_stall(sec):
+    time.sleep(sec)  # monkey-patched: cooperative
+
+
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     query = environ.get("QUERY_STRING", "")
@@ -56,6 +60,9 @@ def app(environ, start_response):
         await_level1(2.0)
     elif path == "/starve":
         time.sleep(0.4)
+    elif path == "/starve_slow":
+        time.sleep(0.4)  # a stall starves it here, then it awaits
+        after_stall(1.2)
     elif path == "/pool":
         if "eventlet" in sys.modules:
             from eventlet import tpool

@@ -206,10 +206,33 @@ static void exec_op(const struct op *o)
 			conn_write_failed(c, errs[o->arg & 3]);
 		break;
 	}
-	case OP_POLL_IN:
+	case OP_POLL_IN: {
+		/* poll or select on fd and fd2, as preload.c makes them: maybe
+		 * an event loop's wait; arg & 4 makes fd2 a listener first. */
 		if (c)
 			conn_wait_input(c);
+		if (o->arg & 4)
+			conn_listener(o->fd2);
+		struct sd_thread *t = thread_self();
+		if (!conn_wait_maybe_loop(t))
+			break;
+		if (o->arg & 1) {
+			struct pollfd p[2] = {{.fd = o->fd, .events = POLLIN},
+					      {.fd = o->fd2, .events = POLLIN}};
+			if (conn_poll_wait(t, p, 2))
+				conn_loop_left(t);
+		} else if (o->fd >= 0 && o->fd < FD_SETSIZE && o->fd2 >= 0 &&
+			   o->fd2 < FD_SETSIZE) {
+			fd_set rd;
+			FD_ZERO(&rd);
+			FD_SET(o->fd, &rd);
+			FD_SET(o->fd2, &rd);
+			int nfds = (o->fd > o->fd2 ? o->fd : o->fd2) + 1;
+			if (conn_select_wait(t, nfds, &rd))
+				conn_loop_left(t);
+		}
 		break;
+	}
 	case OP_EPOLL_CTL: {
 		static const int ops[3] = {EPOLL_CTL_ADD, EPOLL_CTL_MOD,
 					   EPOLL_CTL_DEL};

@@ -141,6 +141,9 @@ enum op_kind {
 	OP_CLOSE_RANGE,
 	OP_DUP2,        /* dup2(fd, fd2) */
 	OP_DUPFD,       /* fcntl(fd, F_DUPFD_CLOEXEC) returned fd2 */
+	OP_ACCEPT_FROM, /* accept4(fd2) returned fd */
+	OP_POLL_SET,    /* poll on fd and fd2 (-1: none) for input */
+	OP_SELECT_SET,  /* select on fd and fd2 (-1: none) for input */
 };
 
 struct op {
@@ -212,6 +215,44 @@ static void op_exec(void *arg)
 		if (conn_epoll_wait(o->fd)) /* the loop's wait, returned */
 			conn_loop_left(thread_self());
 		break;
+	case OP_ACCEPT_FROM:
+		conn_listener(o->fd2);
+		conn_accepted(o->fd);
+		break;
+	case OP_POLL_SET: {
+		struct pollfd p[2] = {{.fd = o->fd, .events = POLLIN},
+				      {.fd = o->fd2, .events = POLLIN}};
+		nfds_t n = o->fd2 >= 0 ? 2 : 1;
+		for (nfds_t i = 0; i < n; i++) {
+			struct conn *pc = conn_get(p[i].fd);
+			if (pc)
+				conn_wait_input(pc);
+		}
+		struct sd_thread *t = thread_self();
+		if (conn_wait_maybe_loop(t) && conn_poll_wait(t, p, n))
+			conn_loop_left(t);
+		break;
+	}
+	case OP_SELECT_SET: {
+		fd_set rd;
+		FD_ZERO(&rd);
+		int nfds = 0;
+		for (int i = 0; i < 2; i++) {
+			int fd = i ? o->fd2 : o->fd;
+			if (fd < 0)
+				continue;
+			FD_SET(fd, &rd);
+			struct conn *pc = conn_get(fd);
+			if (pc)
+				conn_wait_input(pc);
+			if (fd + 1 > nfds)
+				nfds = fd + 1;
+		}
+		struct sd_thread *t = thread_self();
+		if (conn_wait_maybe_loop(t) && conn_select_wait(t, nfds, &rd))
+			conn_loop_left(t);
+		break;
+	}
 	case OP_SHUTDOWN:
 		if (c)
 			conn_shutdown(c);
@@ -307,6 +348,21 @@ static void do_epoll_ctl(struct wt *w, int epfd, int op, int fd, uint32_t ev)
 static void do_epoll_wait(struct wt *w, int epfd)
 {
 	run(w, (struct op){.kind = OP_EPOLL_WAIT, .fd = epfd});
+}
+
+static void do_accept_from(struct wt *w, int fd, int listener)
+{
+	run(w, (struct op){.kind = OP_ACCEPT_FROM, .fd = fd, .fd2 = listener});
+}
+
+static void do_poll2(struct wt *w, int fd, int fd2)
+{
+	run(w, (struct op){.kind = OP_POLL_SET, .fd = fd, .fd2 = fd2});
+}
+
+static void do_select2(struct wt *w, int fd, int fd2)
+{
+	run(w, (struct op){.kind = OP_SELECT_SET, .fd = fd, .fd2 = fd2});
 }
 
 static void do_shutdown(struct wt *w, int fd)
@@ -1809,6 +1865,88 @@ Test(conn, event_loop_upgrade_ends_the_request)
 		       "Connection: Upgrade\r\n\r\n");
 	expect_conn_idle(a);
 	do_read(M, a, "\x81\x82\x00\x00\x00\x00hi");
+	expect_conn_idle(a);
+}
+
+/* poll and select loops (eventlet's hubs, gevent's libev select and poll
+ * backends, asyncio's PollSelector and SelectSelector). */
+
+/* gunicorn sync, socketserver: the listener polled between requests. */
+Test(conn, poll_on_listener_between_requests_is_no_loop)
+{
+	int a = 100;
+
+	do_poll2(M, L, -1); /* before any request */
+	cr_assert_not(M->rec && M->rec->loop);
+	do_accept_from(M, a, L);
+	do_read(M, a, REQ_GET("/a"));
+	do_write(M, a, RESP_5);
+	do_poll2(M, L, -1); /* answered, not closed yet */
+	cr_assert_not(M->rec->loop);
+	do_close(M, a);
+	do_poll2(M, L, -1);
+	do_select2(M, L, 50);
+	cr_assert_not(mux(M));
+	cr_assert_not(M->rec->loop);
+	/* the next request is the thread's, as before */
+	do_accept_from(M, a, L);
+	do_read(M, a, REQ_GET("/b"));
+	expect_req(M, a, "GET", "/b", NULL);
+}
+
+/* uWSGI reading a body, a Python socket with a timeout: the thread polls
+ * its own connection, its request unanswered. */
+Test(conn, poll_on_own_connection_is_no_loop)
+{
+	int a = 100;
+
+	do_accept_from(M, a, L);
+	do_read(M, a, "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
+	do_poll2(M, a, -1);
+	do_select2(M, a, -1);
+	cr_assert_not(mux(M));
+	cr_assert_not(M->rec->loop);
+	expect_req(M, a, "POST", "/a", NULL);
+}
+
+/* eventlet's selects hub: its request unanswered, the thread waits on the
+ * listener (the acceptor greenlet's): a loop thread, its waits timed. */
+Test(conn, select_on_listener_with_request_unanswered_is_a_loop)
+{
+	int a = 100;
+
+	do_accept_from(M, a, L);
+	do_read(M, a, REQ_GET("/a"));
+	do_select2(M, L, -1);
+	cr_assert(mux(M));
+	cr_assert(M->rec->loop);
+	cr_assert_lt(M->rec->loop_epfd, 0);
+	cr_assert_eq(atomic_load(&M->rec->in_loop_wait), 0);
+	int64_t left = atomic_load(&M->rec->loop_left_ns);
+	cr_assert_gt(left, 0);
+	/* a later wait on one connection of its own is the loop's too */
+	do_poll2(M, a, -1);
+	cr_assert_geq(atomic_load(&M->rec->loop_left_ns), left);
+}
+
+/* asyncio's PollSelector: connections polled for input all along; a
+ * response ends by its framing, not by the next wait. */
+Test(conn, poll_loop_response_ends_by_its_framing)
+{
+	int a = 100, b = 101;
+
+	do_accept(M, a);
+	do_accept(M, b);
+	do_read(M, a, REQ_GET("/a"));
+	uint64_t ida = expect_req(M, a, "GET", "/a", NULL);
+	do_poll2(M, a, b); /* another connection in the set: a loop */
+	cr_assert(M->rec->loop);
+	do_write(M, a, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+	do_poll2(M, a, b);
+	struct conn *c = conn_get(a);
+	cr_assert_eq(c->state, CONN_RESP);
+	cr_assert_eq(c->req_id, ida);
+	do_write(M, a, "hello");
 	expect_conn_idle(a);
 }
 
