@@ -184,12 +184,16 @@ static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
 	}
 }
 
+static void uwsgi_unkeep(struct conn *c);
+
 static inline __attribute__((always_inline)) void req_start(struct conn *c, int64_t now)
 {
 	struct sd_thread *t = thread_get();
 	if (t)
 		thread_takes(t, c, now);
 	info_begin(c);
+	if (unlikely(c->lazy_uwsgi))
+		uwsgi_unkeep(c);
 	c->fill = c->cur;
 	if (c->info[c->cur].proto != PROTO_UNKNOWN &&
 	    c->info[c->cur].proto != PROTO_HTTP) {
@@ -289,6 +293,48 @@ static bool kept_head_is_head(const char *buf, size_t n)
 	return w == 0x44414548 /* "HEAD", little-endian */ && buf[k + 4] == ' ';
 }
 
+/*
+ * Whether buf, read on c, is kept as a uwsgi packet (conn_lazy_uwsgi): it
+ * began the request being served, by a thread that is no event loop (an
+ * event loop reads the response's framing, which depends on the method),
+ * and holds the packet's whole vars block, small enough. Parsing nginx's
+ * variables would cost the server more than everything else slowdog does
+ * for the request. The body (or whatever follows) is not kept, and
+ * nothing more is parsed on this connection (as after a parsed packet).
+ */
+static bool uwsgi_keep(struct conn *c, const char *buf, size_t n)
+{
+	if (n < 4 || buf[3] != 0 || c->state != CONN_REQ || c->cur != 0 ||
+	    !conn_alone(c) || (c->owner && c->owner->mux))
+		return false;
+	size_t size = 4 + ((size_t)(unsigned char)buf[1] |
+			   (size_t)(unsigned char)buf[2] << 8);
+	if (size > n || size > CONN_LAZY_UWSGI_MAX)
+		return false;
+	memcpy(conn_lazy_uwsgi(c), buf, size);
+	c->lazy_len = (uint16_t)size;
+	c->lazy_uwsgi = true;
+	c->parse_off = true;
+	return true;
+}
+
+/* The kept packet's description, parsed into info[0] as the packet would
+ * have been when it was read (within info_begin/info_end). */
+static void uwsgi_unkeep(struct conn *c)
+{
+	char pkt[CONN_LAZY_UWSGI_MAX];
+	size_t k = c->lazy_len < sizeof(pkt) ? c->lazy_len : sizeof(pkt);
+	memcpy(pkt, conn_lazy_uwsgi(c), k);
+	c->lazy_len = 0;
+	c->lazy_uwsgi = false;
+	struct reqraw *in = &c->info[0];
+	info_clear(in);
+	in->proto = PROTO_UWSGI;
+	uwsgi_req_init(&c->rp.uwsgi);
+	size_t used;
+	uwsgi_req_feed(&c->rp.uwsgi, in, pkt, k, &used);
+}
+
 static void parse_request(struct conn *c, const char *buf, size_t n)
 {
 	if (c->parse_off || n == 0)
@@ -302,6 +348,10 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 	info_begin(c);
 	if (in->proto == PROTO_UNKNOWN) {
 		if ((unsigned char)buf[0] == 0) {
+			if (uwsgi_keep(c, buf, n)) {
+				info_end(c);
+				return;
+			}
 			in->proto = PROTO_UWSGI;
 			uwsgi_req_init(&c->rp.uwsgi);
 		} else if (http_looks_like_request(buf, n)) {
@@ -692,7 +742,7 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 	if (!c)
 		return false;
 	struct reqraw raw;
-	static char head[CONN_LAZY_MAX]; /* the watchdog's alone */
+	static char head[CONN_LAZY_UWSGI_MAX]; /* the watchdog's alone */
 	for (int tries = 0; tries < 100; tries++) {
 		uint32_t s1 = atomic_load_explicit(&c->info_seq, memory_order_acquire);
 		if (s1 & 1)
@@ -701,10 +751,11 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 			return false;
 		uint8_t cur = c->cur & 1;
 		memcpy(&raw, &c->info[cur], sizeof(raw));
+		bool uw = c->lazy_uwsgi;
 		size_t lazy = c->lazy_len;
-		if (lazy > CONN_LAZY_MAX)
-			lazy = CONN_LAZY_MAX;
-		memcpy(head, &c->info[cur ^ 1], lazy);
+		if (lazy > (uw ? CONN_LAZY_UWSGI_MAX : CONN_LAZY_MAX))
+			lazy = uw ? CONN_LAZY_UWSGI_MAX : CONN_LAZY_MAX;
+		memcpy(head, uw ? conn_lazy_uwsgi(c) : (char *)&c->info[cur ^ 1], lazy);
 		uint64_t id = c->req_id;
 		atomic_thread_fence(memory_order_acquire);
 		uint32_t s2 = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
@@ -712,7 +763,15 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 			continue;
 		if (id != req_id)
 			return false;
-		if (lazy) {
+		if (lazy && uw) {
+			/* The packet as the serving thread would have parsed it. */
+			struct uwsgi_req u;
+			size_t used;
+			uwsgi_req_init(&u);
+			reqraw_clear(&raw);
+			raw.proto = PROTO_UWSGI;
+			uwsgi_req_feed(&u, &raw, head, lazy, &used);
+		} else if (lazy) {
 			/* The head as the serving thread would have parsed it. */
 			struct http_req p;
 			size_t used;

@@ -58,6 +58,8 @@ struct conn {
 	bool upgraded;        /* a loop thread answered 101: not HTTP any more,
 	                         no further request on it */
 	bool ep_in;           /* in epfd for input only (no EPOLLOUT) */
+	bool lazy_uwsgi;      /* lazy_len bytes of a uwsgi packet are kept
+	                         in info[] whole (conn_lazy_uwsgi) */
 	uintptr_t glet;       /* loop threads: the greenlet current when the
 	                         request began (glet.h), 0 unknown */
 	struct sd_thread *owner;
@@ -98,6 +100,18 @@ struct conn {
 static inline char *conn_lazy(struct conn *c)
 {
 	return (char *)&c->info[(c->cur & 1) ^ 1];
+}
+
+/* A uwsgi packet (header and vars, no more) that came whole in the read
+ * that began its request is kept as read, parsed only if it must be (by
+ * the watchdog when it describes the request, or here when the
+ * connection starts another request): it takes the whole of info[], as a
+ * uwsgi connection carries one request at a time, never pipelined. Its
+ * first byte (modifier1, 0) reads as info[0].proto, PROTO_UNKNOWN. */
+#define CONN_LAZY_UWSGI_MAX (2 * sizeof(struct reqraw))
+static inline char *conn_lazy_uwsgi(struct conn *c)
+{
+	return (char *)c->info;
 }
 
 #define CONN_CHUNK_BITS 8
