@@ -642,14 +642,14 @@ static inline __attribute__((always_inline)) bool write_begin(struct conn *c)
 	return true;
 }
 
-void conn_write_done(struct conn *c, const void *buf, size_t n)
+void conn_write_first(struct conn *c, const void *buf, size_t n)
 {
 	if (n == 0 || !write_begin(c))
 		return;
 	write_bytes(c, buf, n);
 }
 
-void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt, size_t n)
+void conn_write_iov_first(struct conn *c, const struct iovec *iov, int cnt, size_t n)
 {
 	if (n == 0 || !write_begin(c))
 		return;
@@ -657,6 +657,9 @@ void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt, size_t n)
 		size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
 		write_bytes(c, iov[i].iov_base, k);
 		n -= k;
+		/* the rest would change nothing (see write_bytes) */
+		if (c->resp_unframed && c->state == CONN_RESP)
+			break;
 	}
 }
 

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "common.h"
 #include "http.h"
 #include "reqinfo.h"
 #include "uwsgi.h"
@@ -187,9 +188,32 @@ bool conn_epoll_wait(int epfd);
 /* A loop thread's wait returned. */
 void conn_loop_left(struct sd_thread *t);
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events);
-void conn_write_done(struct conn *c, const void *buf, size_t n);
-void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt,
-		    size_t n);
+void conn_write_first(struct conn *c, const void *buf, size_t n);
+void conn_write_iov_first(struct conn *c, const struct iovec *iov, int cnt,
+			  size_t n);
+/* A response under way whose end slowdog does not look for (it ends at
+ * the server's next step): each further write only notes its time.
+ * Inline, so that the calls after a response's first cost the caller a
+ * compare and a clock read. */
+static inline bool conn_write_noted(struct conn *c, size_t n)
+{
+	if (n != 0 && c->resp_unframed && c->state == CONN_RESP) {
+		c->last_write_ns = clock_coarse_ns();
+		return true;
+	}
+	return false;
+}
+static inline void conn_write_done(struct conn *c, const void *buf, size_t n)
+{
+	if (!conn_write_noted(c, n))
+		conn_write_first(c, buf, n);
+}
+static inline void conn_write_iov(struct conn *c, const struct iovec *iov,
+				  int cnt, size_t n)
+{
+	if (!conn_write_noted(c, n))
+		conn_write_iov_first(c, iov, cnt, n);
+}
 void conn_sendfile_done(struct conn *c, size_t n);
 void conn_write_failed(struct conn *c, int err); /* EPIPE, ECONNRESET */
 void conn_shutdown(struct conn *c);
