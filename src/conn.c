@@ -12,6 +12,8 @@
 #include "thread.h"
 
 _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
+/* One past the highest chunk mapped so far (chunks stay mapped). */
+static _Atomic unsigned conn_chunks_high;
 
 uint64_t conn_next_id(void)
 {
@@ -420,6 +422,10 @@ static void slot_reset(int fd, bool accepted)
 			chunk = expect;
 		} else {
 			chunk = m;
+			unsigned h = atomic_load(&conn_chunks_high);
+			while (h < ci + 1 &&
+			       !atomic_compare_exchange_weak(&conn_chunks_high, &h, ci + 1))
+				;
 		}
 	}
 	struct conn *c = &chunk[fd & (CONN_CHUNK - 1)];
@@ -795,11 +801,7 @@ struct conn *conn_slot(int fd)
 
 int conn_fd_limit(void)
 {
-	int hi = 0;
-	for (unsigned ci = 0; ci < CONN_CHUNKS; ci++)
-		if (atomic_load_explicit(&conn_chunks[ci], memory_order_acquire))
-			hi = (int)(ci + 1) * CONN_CHUNK;
-	return hi;
+	return (int)atomic_load(&conn_chunks_high) * CONN_CHUNK;
 }
 
 void conn_atfork_child(void)
