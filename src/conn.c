@@ -477,10 +477,38 @@ void conn_read_enter_slow(struct conn *c)
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
+/*
+ * The usual read that begins a request: a GET head, whole and alone. Kept
+ * as parse_request keeps it (lazy_ok), without its general path: the
+ * method is known, so is what the parser's first look would tell (an HTTP
+ * request, not HEAD).
+ */
+static inline __attribute__((always_inline)) bool keep_get(struct conn *c, const char *buf,
+							   size_t n)
+{
+	struct reqraw *in = &c->info[c->fill & 1];
+	uint32_t w;
+	if (c->parse_off || n < 4 || n > CONN_LAZY_MAX ||
+	    (in->proto != PROTO_UNKNOWN && in->proto != PROTO_HTTP))
+		return false;
+	memcpy(&w, buf, sizeof(w));
+	if (w != 0x20544547 /* "GET ", little-endian */ || !lazy_ok(c, in, buf, n))
+		return false;
+	info_begin(c);
+	in->proto = PROTO_HTTP;
+	memcpy(conn_lazy(c), buf, n);
+	c->lazy_len = (uint16_t)n;
+	in->is_head = false;
+	c->resp.no_body = false;
+	info_end(c);
+	return true;
+}
+
 void conn_read_begin(struct conn *c, const void *buf, size_t n)
 {
 	req_start(c, clock_coarse_ns());
-	parse_request(c, buf, n);
+	if (!keep_get(c, buf, n))
+		parse_request(c, buf, n);
 }
 
 void conn_read_more(struct conn *c, const void *buf, size_t n)
@@ -585,7 +613,8 @@ void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
-static void write_bytes(struct conn *c, const char *buf, size_t n)
+static inline __attribute__((always_inline)) void write_bytes(struct conn *c, const char *buf,
+							       size_t n)
 {
 	while (n > 0) {
 		if (c->state == CONN_IDLE)
