@@ -46,11 +46,7 @@ static void loop_set_mark(int epfd)
 
 static struct conn *slot_of(int fd)
 {
-	if ((unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
-		return NULL;
-	struct conn *chunk = atomic_load_explicit(
-		&conn_chunks[(unsigned)fd >> CONN_CHUNK_BITS], memory_order_acquire);
-	return chunk ? &chunk[fd & (CONN_CHUNK - 1)] : NULL;
+	return conn_slot(fd);
 }
 
 /* The seqlock around info[]: one writer (the thread serving the
@@ -821,11 +817,6 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 		return true;
 	}
 	return false;
-}
-
-struct conn *conn_slot(int fd)
-{
-	return slot_of(fd);
 }
 
 int conn_fd_limit(void)

@@ -232,8 +232,17 @@ void conn_end_label(struct sd_thread *t);
  * connection gen and request req_id. */
 bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out);
 
-/* Watchdog: the connection on fd, tracked or not (NULL: never mapped). */
-struct conn *conn_slot(int fd);
+/* Watchdog: the connection on fd, tracked or not (NULL: never mapped).
+ * Inline: the watchdog asks for every slot of the table at each pass over
+ * an event loop's connections. */
+static inline struct conn *conn_slot(int fd)
+{
+	if ((unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
+		return NULL;
+	struct conn *chunk = atomic_load_explicit(
+		&conn_chunks[(unsigned)fd >> CONN_CHUNK_BITS], memory_order_acquire);
+	return chunk ? &chunk[fd & (CONN_CHUNK - 1)] : NULL;
+}
 /* Watchdog: one past the highest fd the table has room for so far. */
 int conn_fd_limit(void);
 
