@@ -537,7 +537,7 @@ void conn_wait_input(struct conn *c)
 	conn_read_enter(c);
 }
 
-static inline void loop_enter(struct sd_thread *t)
+void conn_loop_enter(struct sd_thread *t)
 {
 	if (unlikely(atomic_load_explicit(&t->stall_at, memory_order_relaxed))) {
 		/* A stall the watchdog reported ends here. */
@@ -551,38 +551,30 @@ static inline void loop_enter(struct sd_thread *t)
 	atomic_store_explicit(&t->in_loop_wait, 1, memory_order_release);
 }
 
-bool conn_epoll_wait(int epfd)
+bool conn_epoll_wait_slow(struct sd_thread *t, int epfd)
 {
-	struct sd_thread *t = thread_self();
-	if (!t)
+	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+	struct conn *o = slot_of(t->fd);
+	bool held = o && o->req_id == id && o->state == CONN_REQ;
+	if (o && id && o->req_id == id && o->state == CONN_RESP &&
+	    o->epfd == epfd && o->ep_in && o->owner == t) {
+		/* Waiting for input on its own connection, in the set
+		 * it serves from, once it has answered (an asyncio
+		 * loop between one client's requests): the server's
+		 * next step, the request is over. */
+		req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
 		return false;
-	t->last_epfd = epfd;
-	if (likely(!t->loop || t->loop_epfd != epfd)) {
-		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
-		if (!id && !t->mux)
-			return false;
-		struct conn *o = slot_of(t->fd);
-		bool held = o && o->req_id == id && o->state == CONN_REQ;
-		if (o && id && o->req_id == id && o->state == CONN_RESP &&
-		    o->epfd == epfd && o->ep_in && o->owner == t) {
-			/* Waiting for input on its own connection, in the set
-			 * it serves from, once it has answered (an asyncio
-			 * loop between one client's requests): the server's
-			 * next step, the request is over. */
-			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
-			return false;
-		}
-		/* Waiting on the very epoll set that holds its own request's
-		 * socket, or on one that holds connections, before answering
-		 * its request: an event loop, not a request thread. */
-		bool set = loop_set_has(epfd) || (held && o->epfd == epfd);
-		if (!set || !(held || t->mux))
-			return false;
-		t->mux = true;
-		t->loop_epfd = epfd;
-		t->loop = true;
 	}
-	loop_enter(t);
+	/* Waiting on the very epoll set that holds its own request's
+	 * socket, or on one that holds connections, before answering
+	 * its request: an event loop, not a request thread. */
+	bool set = loop_set_has(epfd) || (held && o->epfd == epfd);
+	if (!set || !(held || t->mux))
+		return false;
+	t->mux = true;
+	t->loop_epfd = epfd;
+	t->loop = true;
+	conn_loop_enter(t);
 	return true;
 }
 

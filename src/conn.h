@@ -26,6 +26,7 @@
 #include "common.h"
 #include "http.h"
 #include "reqinfo.h"
+#include "thread.h"
 #include "uwsgi.h"
 
 /* Everything declared here lives in libslowdog.so itself: reached
@@ -183,9 +184,26 @@ static inline bool conn_read_iov(struct conn *c, int fd, const struct iovec *iov
 }
 void conn_wait_input(struct conn *c);      /* poll/select for input on fd */
 /* The thread waits on epfd: true if that is its event loop's wait
- * (conn_loop_left after it). */
-bool conn_epoll_wait(int epfd);
-/* A loop thread's wait returned. */
+ * (conn_loop_left after it). Inline for the two usual cases: a thread
+ * with no request in hand (a sync worker waiting for its listener), and a
+ * known event loop's wait in its own set. */
+bool conn_epoll_wait_slow(struct sd_thread *t, int epfd);
+void conn_loop_enter(struct sd_thread *t);
+static inline bool conn_epoll_wait(int epfd)
+{
+	struct sd_thread *t = thread_self();
+	if (!t)
+		return false;
+	t->last_epfd = epfd;
+	if (t->loop && t->loop_epfd == epfd) {
+		conn_loop_enter(t);
+		return true;
+	}
+	if (!atomic_load_explicit(&t->req_id, memory_order_relaxed) && !t->mux)
+		return false;
+	return conn_epoll_wait_slow(t, epfd);
+}
+/* A loop thread's wait returned. Leaves errno as it was. */
 void conn_loop_left(struct sd_thread *t);
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events);
 void conn_write_first(struct conn *c, const void *buf, size_t n);
