@@ -775,11 +775,10 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_wait(int epfd, str
 	int ms0 = ms, r;
 	WAIT_AGAIN(t, r, real_epoll_wait(epfd, ev, max, ms), EINTR_RESULT(r),
 		   if (ms > 0) ms = remaining_ms(deadline, ms0));
-	int e = errno;
+	/* errno as the call left it: neither changes it */
 	if (loop)
 		conn_loop_left(t);
 	call_leave(t);
-	errno = e;
 	return r;
 }
 STUB(epoll_wait);
@@ -794,11 +793,10 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_pwait(int epfd, st
 	int ms0 = ms, r;
 	WAIT_AGAIN(t, r, real_epoll_pwait(epfd, ev, max, ms, mask), EINTR_RESULT(r),
 		   if (ms > 0) ms = remaining_ms(deadline, ms0));
-	int e = errno;
+	/* errno as the call left it: neither changes it */
 	if (loop)
 		conn_loop_left(t);
 	call_leave(t);
-	errno = e;
 	return r;
 }
 STUB(epoll_pwait);
