@@ -537,18 +537,15 @@ void conn_wait_input(struct conn *c)
 	conn_read_enter(c);
 }
 
-void conn_loop_enter(struct sd_thread *t)
+void conn_stall_end(struct sd_thread *t)
 {
-	if (unlikely(atomic_load_explicit(&t->stall_at, memory_order_relaxed))) {
-		/* A stall the watchdog reported ends here. */
-		int64_t at = atomic_exchange(&t->stall_at, 0);
-		if (at) {
-			t->stall_end_ns = clock_coarse_ns();
-			atomic_store_explicit(&t->stall_done, at, memory_order_release);
-			thread_ring();
-		}
+	/* A stall the watchdog reported ends here. */
+	int64_t at = atomic_exchange(&t->stall_at, 0);
+	if (at) {
+		t->stall_end_ns = clock_coarse_ns();
+		atomic_store_explicit(&t->stall_done, at, memory_order_release);
+		thread_ring();
 	}
-	atomic_store_explicit(&t->in_loop_wait, 1, memory_order_release);
 }
 
 bool conn_epoll_wait_slow(struct sd_thread *t, int epfd)
@@ -578,11 +575,6 @@ bool conn_epoll_wait_slow(struct sd_thread *t, int epfd)
 	return true;
 }
 
-void conn_loop_left(struct sd_thread *t)
-{
-	atomic_store_explicit(&t->loop_left_ns, clock_coarse_ns(), memory_order_relaxed);
-	atomic_store_explicit(&t->in_loop_wait, 0, memory_order_release);
-}
 
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
 {

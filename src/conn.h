@@ -188,7 +188,13 @@ void conn_wait_input(struct conn *c);      /* poll/select for input on fd */
  * with no request in hand (a sync worker waiting for its listener), and a
  * known event loop's wait in its own set. */
 bool conn_epoll_wait_slow(struct sd_thread *t, int epfd);
-void conn_loop_enter(struct sd_thread *t);
+void conn_stall_end(struct sd_thread *t);
+static inline void conn_loop_enter(struct sd_thread *t)
+{
+	if (__builtin_expect(atomic_load_explicit(&t->stall_at, memory_order_relaxed) != 0, 0))
+		conn_stall_end(t);
+	atomic_store_explicit(&t->in_loop_wait, 1, memory_order_release);
+}
 static inline bool conn_epoll_wait(int epfd)
 {
 	struct sd_thread *t = thread_self();
@@ -204,7 +210,11 @@ static inline bool conn_epoll_wait(int epfd)
 	return conn_epoll_wait_slow(t, epfd);
 }
 /* A loop thread's wait returned. Leaves errno as it was. */
-void conn_loop_left(struct sd_thread *t);
+static inline void conn_loop_left(struct sd_thread *t)
+{
+	atomic_store_explicit(&t->loop_left_ns, clock_coarse_ns(), memory_order_relaxed);
+	atomic_store_explicit(&t->in_loop_wait, 0, memory_order_release);
+}
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events);
 void conn_write_first(struct conn *c, const void *buf, size_t n);
 void conn_write_iov_first(struct conn *c, const struct iovec *iov, int cnt,
