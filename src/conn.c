@@ -302,7 +302,8 @@ static bool kept_head_is_head(const char *buf, size_t n)
  * for the request. The body (or whatever follows) is not kept, and
  * nothing more is parsed on this connection (as after a parsed packet).
  */
-static bool uwsgi_keep(struct conn *c, const char *buf, size_t n)
+static inline __attribute__((always_inline)) bool uwsgi_keep(struct conn *c, const char *buf,
+							      size_t n)
 {
 	if (n < 4 || buf[3] != 0 || c->state != CONN_REQ || c->cur != 0 ||
 	    !conn_alone(c) || (c->owner && c->owner->mux))
@@ -506,10 +507,24 @@ static inline __attribute__((always_inline)) bool keep_get(struct conn *c, const
 	return true;
 }
 
+/* The same for a uwsgi packet that came whole (uwsgi_keep): parse_request
+ * would keep it, having learned no more than that its first byte is 0. */
+static inline __attribute__((always_inline)) bool keep_packet(struct conn *c, const char *buf,
+							      size_t n)
+{
+	if (c->parse_off || n == 0 || buf[0] != 0 ||
+	    c->info[c->fill & 1].proto != PROTO_UNKNOWN)
+		return false;
+	info_begin(c);
+	bool kept = uwsgi_keep(c, buf, n);
+	info_end(c);
+	return kept;
+}
+
 void conn_read_begin(struct conn *c, const void *buf, size_t n)
 {
 	req_start(c, clock_coarse_ns());
-	if (!keep_get(c, buf, n))
+	if (!keep_get(c, buf, n) && !keep_packet(c, buf, n))
 		parse_request(c, buf, n);
 }
 
