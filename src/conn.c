@@ -12,10 +12,8 @@
 #include "thread.h"
 
 _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
-/* One past the highest chunk mapped so far (chunks stay mapped), and one
- * past the highest fd a connection was ever on. */
+/* One past the highest chunk mapped so far (chunks stay mapped). */
 static _Atomic unsigned conn_chunks_high;
-static _Atomic int conn_fds_high;
 
 uint64_t conn_next_id(void)
 {
@@ -428,10 +426,6 @@ static void slot_reset(int fd, bool accepted)
 		}
 	}
 	struct conn *c = &chunk[fd & (CONN_CHUNK - 1)];
-	int high = atomic_load_explicit(&conn_fds_high, memory_order_relaxed);
-	while (unlikely(fd >= high) &&
-	       !atomic_compare_exchange_weak(&conn_fds_high, &high, fd + 1))
-		;
 
 	/* The accepting thread is done with any answered request. */
 	struct sd_thread *t = accepted ? thread_self() : NULL;
@@ -826,9 +820,7 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 
 int conn_fd_limit(void)
 {
-	int chunks = (int)atomic_load(&conn_chunks_high) * CONN_CHUNK;
-	int fds = atomic_load(&conn_fds_high);
-	return fds < chunks ? fds : chunks;
+	return (int)atomic_load(&conn_chunks_high) * CONN_CHUNK;
 }
 
 void conn_atfork_child(void)

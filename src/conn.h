@@ -271,8 +271,7 @@ static inline struct conn *conn_slot(int fd)
 		&conn_chunks[(unsigned)fd >> CONN_CHUNK_BITS], memory_order_acquire);
 	return chunk ? &chunk[fd & (CONN_CHUNK - 1)] : NULL;
 }
-/* Watchdog: one past the highest fd a connection was ever on (and the
- * table has room for). */
+/* Watchdog: one past the highest fd the table has room for so far. */
 int conn_fd_limit(void);
 
 /* Child after fork: forget every connection. */
