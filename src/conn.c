@@ -14,6 +14,8 @@
 #include "thread.h"
 
 _Atomic(struct conn *) conn_chunks[CONN_CHUNKS];
+/* One past the highest chunk mapped so far (chunks stay mapped). */
+static _Atomic unsigned conn_chunks_high;
 
 uint64_t conn_next_id(void)
 {
@@ -46,11 +48,7 @@ static void loop_set_mark(int epfd)
 
 static struct conn *slot_of(int fd)
 {
-	if ((unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
-		return NULL;
-	struct conn *chunk = atomic_load_explicit(
-		&conn_chunks[(unsigned)fd >> CONN_CHUNK_BITS], memory_order_acquire);
-	return chunk ? &chunk[fd & (CONN_CHUNK - 1)] : NULL;
+	return conn_slot(fd);
 }
 
 /* The seqlock around info[]: one writer (the thread serving the
@@ -186,12 +184,16 @@ static void thread_takes(struct sd_thread *t, struct conn *c, int64_t now)
 	}
 }
 
+static void uwsgi_unkeep(struct conn *c);
+
 static inline __attribute__((always_inline)) void req_start(struct conn *c, int64_t now)
 {
 	struct sd_thread *t = thread_get();
 	if (t)
 		thread_takes(t, c, now);
 	info_begin(c);
+	if (unlikely(c->lazy_uwsgi))
+		uwsgi_unkeep(c);
 	c->fill = c->cur;
 	if (c->info[c->cur].proto != PROTO_UNKNOWN &&
 	    c->info[c->cur].proto != PROTO_HTTP) {
@@ -291,6 +293,49 @@ static bool kept_head_is_head(const char *buf, size_t n)
 	return w == 0x44414548 /* "HEAD", little-endian */ && buf[k + 4] == ' ';
 }
 
+/*
+ * Whether buf, read on c, is kept as a uwsgi packet (conn_lazy_uwsgi): it
+ * began the request being served, by a thread that is no event loop (an
+ * event loop reads the response's framing, which depends on the method),
+ * and holds the packet's whole vars block, small enough. Parsing nginx's
+ * variables would cost the server more than everything else slowdog does
+ * for the request. The body (or whatever follows) is not kept, and
+ * nothing more is parsed on this connection (as after a parsed packet).
+ */
+static inline __attribute__((always_inline)) bool uwsgi_keep(struct conn *c, const char *buf,
+							      size_t n)
+{
+	if (n < 4 || buf[3] != 0 || c->state != CONN_REQ || c->cur != 0 ||
+	    !conn_alone(c) || (c->owner && c->owner->mux))
+		return false;
+	size_t size = 4 + ((size_t)(unsigned char)buf[1] |
+			   (size_t)(unsigned char)buf[2] << 8);
+	if (size > n || size > CONN_LAZY_UWSGI_MAX)
+		return false;
+	memcpy(conn_lazy_uwsgi(c), buf, size);
+	c->lazy_len = (uint16_t)size;
+	c->lazy_uwsgi = true;
+	c->parse_off = true;
+	return true;
+}
+
+/* The kept packet's description, parsed into info[0] as the packet would
+ * have been when it was read (within info_begin/info_end). */
+static void uwsgi_unkeep(struct conn *c)
+{
+	char pkt[CONN_LAZY_UWSGI_MAX];
+	size_t k = c->lazy_len < sizeof(pkt) ? c->lazy_len : sizeof(pkt);
+	memcpy(pkt, conn_lazy_uwsgi(c), k);
+	c->lazy_len = 0;
+	c->lazy_uwsgi = false;
+	struct reqraw *in = &c->info[0];
+	info_clear(in);
+	in->proto = PROTO_UWSGI;
+	uwsgi_req_init(&c->rp.uwsgi);
+	size_t used;
+	uwsgi_req_feed(&c->rp.uwsgi, in, pkt, k, &used);
+}
+
 static void parse_request(struct conn *c, const char *buf, size_t n)
 {
 	if (c->parse_off || n == 0)
@@ -304,6 +349,10 @@ static void parse_request(struct conn *c, const char *buf, size_t n)
 	info_begin(c);
 	if (in->proto == PROTO_UNKNOWN) {
 		if ((unsigned char)buf[0] == 0) {
+			if (uwsgi_keep(c, buf, n)) {
+				info_end(c);
+				return;
+			}
 			in->proto = PROTO_UWSGI;
 			uwsgi_req_init(&c->rp.uwsgi);
 		} else if (http_looks_like_request(buf, n)) {
@@ -372,6 +421,10 @@ static void slot_reset(int fd, bool accepted)
 			chunk = expect;
 		} else {
 			chunk = m;
+			unsigned h = atomic_load(&conn_chunks_high);
+			while (h < ci + 1 &&
+			       !atomic_compare_exchange_weak(&conn_chunks_high, &h, ci + 1))
+				;
 		}
 	}
 	struct conn *c = &chunk[fd & (CONN_CHUNK - 1)];
@@ -423,10 +476,52 @@ void conn_read_enter_slow(struct conn *c)
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
+/*
+ * The usual read that begins a request: a GET head, whole and alone. Kept
+ * as parse_request keeps it (lazy_ok), without its general path: the
+ * method is known, so is what the parser's first look would tell (an HTTP
+ * request, not HEAD).
+ */
+static inline __attribute__((always_inline)) bool keep_get(struct conn *c, const char *buf,
+							   size_t n)
+{
+	struct reqraw *in = &c->info[c->fill & 1];
+	uint32_t w;
+	if (c->parse_off || n < 4 || n > CONN_LAZY_MAX ||
+	    (in->proto != PROTO_UNKNOWN && in->proto != PROTO_HTTP))
+		return false;
+	memcpy(&w, buf, sizeof(w));
+	if (w != 0x20544547 /* "GET ", little-endian */ || !lazy_ok(c, in, buf, n))
+		return false;
+	info_begin(c);
+	in->proto = PROTO_HTTP;
+	memcpy(conn_lazy(c), buf, n);
+	c->lazy_len = (uint16_t)n;
+	in->is_head = false;
+	c->resp.no_body = false;
+	info_end(c);
+	return true;
+}
+
+/* The same for a uwsgi packet that came whole (uwsgi_keep): parse_request
+ * would keep it, having learned no more than that its first byte is 0. */
+static inline __attribute__((always_inline)) bool keep_packet(struct conn *c, const char *buf,
+							      size_t n)
+{
+	if (c->parse_off || n == 0 || buf[0] != 0 ||
+	    c->info[c->fill & 1].proto != PROTO_UNKNOWN)
+		return false;
+	info_begin(c);
+	bool kept = uwsgi_keep(c, buf, n);
+	info_end(c);
+	return kept;
+}
+
 void conn_read_begin(struct conn *c, const void *buf, size_t n)
 {
 	req_start(c, clock_coarse_ns());
-	parse_request(c, buf, n);
+	if (!keep_get(c, buf, n) && !keep_packet(c, buf, n))
+		parse_request(c, buf, n);
 }
 
 void conn_read_more(struct conn *c, const void *buf, size_t n)
@@ -466,60 +561,44 @@ void conn_wait_input(struct conn *c)
 	conn_read_enter(c);
 }
 
-static inline void loop_enter(struct sd_thread *t)
+void conn_stall_end(struct sd_thread *t)
 {
-	if (unlikely(atomic_load_explicit(&t->stall_at, memory_order_relaxed))) {
-		/* A stall the watchdog reported ends here. */
-		int64_t at = atomic_exchange(&t->stall_at, 0);
-		if (at) {
-			t->stall_end_ns = clock_coarse_ns();
-			atomic_store_explicit(&t->stall_done, at, memory_order_release);
-			thread_ring();
-		}
+	/* A stall the watchdog reported ends here. */
+	int64_t at = atomic_exchange(&t->stall_at, 0);
+	if (at) {
+		t->stall_end_ns = clock_coarse_ns();
+		atomic_store_explicit(&t->stall_done, at, memory_order_release);
+		thread_ring();
 	}
-	atomic_store_explicit(&t->in_loop_wait, 1, memory_order_release);
 }
 
-bool conn_epoll_wait(int epfd)
+bool conn_epoll_wait_slow(struct sd_thread *t, int epfd)
 {
-	struct sd_thread *t = thread_self();
-	if (!t)
+	uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
+	struct conn *o = slot_of(t->fd);
+	bool held = o && o->req_id == id && o->state == CONN_REQ;
+	if (o && id && o->req_id == id && o->state == CONN_RESP &&
+	    o->epfd == epfd && o->ep_in && o->owner == t) {
+		/* Waiting for input on its own connection, in the set
+		 * it serves from, once it has answered (an asyncio
+		 * loop between one client's requests): the server's
+		 * next step, the request is over. */
+		req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
 		return false;
-	t->last_epfd = epfd;
-	if (likely(!t->loop || t->loop_epfd != epfd)) {
-		uint64_t id = atomic_load_explicit(&t->req_id, memory_order_relaxed);
-		if (!id && !t->mux)
-			return false;
-		struct conn *o = slot_of(t->fd);
-		bool held = o && o->req_id == id && o->state == CONN_REQ;
-		if (o && id && o->req_id == id && o->state == CONN_RESP &&
-		    o->epfd == epfd && o->ep_in && o->owner == t) {
-			/* Waiting for input on its own connection, in the set
-			 * it serves from, once it has answered (an asyncio
-			 * loop between one client's requests): the server's
-			 * next step, the request is over. */
-			req_end(o, o->last_write_ns ? o->last_write_ns : clock_coarse_ns());
-			return false;
-		}
-		/* Waiting on the very epoll set that holds its own request's
-		 * socket, or on one that holds connections, before answering
-		 * its request: an event loop, not a request thread. */
-		bool set = loop_set_has(epfd) || (held && o->epfd == epfd);
-		if (!set || !(held || t->mux))
-			return false;
-		t->mux = true;
-		t->loop_epfd = epfd;
-		t->loop = true;
 	}
-	loop_enter(t);
+	/* Waiting on the very epoll set that holds its own request's
+	 * socket, or on one that holds connections, before answering
+	 * its request: an event loop, not a request thread. */
+	bool set = loop_set_has(epfd) || (held && o->epfd == epfd);
+	if (!set || !(held || t->mux))
+		return false;
+	t->mux = true;
+	t->loop_epfd = epfd;
+	t->loop = true;
+	conn_loop_enter(t);
 	return true;
 }
 
-void conn_loop_left(struct sd_thread *t)
-{
-	atomic_store_explicit(&t->loop_left_ns, clock_coarse_ns(), memory_order_relaxed);
-	atomic_store_explicit(&t->in_loop_wait, 0, memory_order_release);
-}
 
 void conn_listener(int fd)
 {
@@ -559,7 +638,7 @@ static bool poll_loop_mark(struct sd_thread *t, bool found)
 		t->loop_epfd = -1;
 		t->loop = true;
 	}
-	loop_enter(t);
+	conn_loop_enter(t);
 	return true;
 }
 
@@ -620,7 +699,8 @@ void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events)
 		req_end(c, c->last_write_ns ? c->last_write_ns : clock_coarse_ns());
 }
 
-static void write_bytes(struct conn *c, const char *buf, size_t n)
+static inline __attribute__((always_inline)) void write_bytes(struct conn *c, const char *buf,
+							       size_t n)
 {
 	while (n > 0) {
 		if (c->state == CONN_IDLE)
@@ -683,14 +763,14 @@ static inline __attribute__((always_inline)) bool write_begin(struct conn *c)
 	return true;
 }
 
-void conn_write_done(struct conn *c, const void *buf, size_t n)
+void conn_write_first(struct conn *c, const void *buf, size_t n)
 {
 	if (n == 0 || !write_begin(c))
 		return;
 	write_bytes(c, buf, n);
 }
 
-void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt, size_t n)
+void conn_write_iov_first(struct conn *c, const struct iovec *iov, int cnt, size_t n)
 {
 	if (n == 0 || !write_begin(c))
 		return;
@@ -698,6 +778,9 @@ void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt, size_t n)
 		size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
 		write_bytes(c, iov[i].iov_base, k);
 		n -= k;
+		/* the rest would change nothing (see write_bytes) */
+		if (c->resp_unframed && c->state == CONN_RESP)
+			break;
 	}
 }
 
@@ -783,7 +866,7 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 	if (!c)
 		return false;
 	struct reqraw raw;
-	static char head[CONN_LAZY_MAX]; /* the watchdog's alone */
+	static char head[CONN_LAZY_UWSGI_MAX]; /* the watchdog's alone */
 	for (int tries = 0; tries < 100; tries++) {
 		uint32_t s1 = atomic_load_explicit(&c->info_seq, memory_order_acquire);
 		if (s1 & 1)
@@ -792,10 +875,11 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 			return false;
 		uint8_t cur = c->cur & 1;
 		memcpy(&raw, &c->info[cur], sizeof(raw));
+		bool uw = c->lazy_uwsgi;
 		size_t lazy = c->lazy_len;
-		if (lazy > CONN_LAZY_MAX)
-			lazy = CONN_LAZY_MAX;
-		memcpy(head, &c->info[cur ^ 1], lazy);
+		if (lazy > (uw ? CONN_LAZY_UWSGI_MAX : CONN_LAZY_MAX))
+			lazy = uw ? CONN_LAZY_UWSGI_MAX : CONN_LAZY_MAX;
+		memcpy(head, uw ? conn_lazy_uwsgi(c) : (char *)&c->info[cur ^ 1], lazy);
 		uint64_t id = c->req_id;
 		atomic_thread_fence(memory_order_acquire);
 		uint32_t s2 = atomic_load_explicit(&c->info_seq, memory_order_relaxed);
@@ -803,7 +887,15 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 			continue;
 		if (id != req_id)
 			return false;
-		if (lazy) {
+		if (lazy && uw) {
+			/* The packet as the serving thread would have parsed it. */
+			struct uwsgi_req u;
+			size_t used;
+			uwsgi_req_init(&u);
+			reqraw_clear(&raw);
+			raw.proto = PROTO_UWSGI;
+			uwsgi_req_feed(&u, &raw, head, lazy, &used);
+		} else if (lazy) {
 			/* The head as the serving thread would have parsed it. */
 			struct http_req p;
 			size_t used;
@@ -817,18 +909,9 @@ bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out)
 	return false;
 }
 
-struct conn *conn_slot(int fd)
-{
-	return slot_of(fd);
-}
-
 int conn_fd_limit(void)
 {
-	int hi = 0;
-	for (unsigned ci = 0; ci < CONN_CHUNKS; ci++)
-		if (atomic_load_explicit(&conn_chunks[ci], memory_order_acquire))
-			hi = (int)(ci + 1) * CONN_CHUNK;
-	return hi;
+	return (int)atomic_load(&conn_chunks_high) * CONN_CHUNK;
 }
 
 void conn_atfork_child(void)

@@ -25,6 +25,7 @@
 #include <sys/select.h>
 #include <sys/uio.h>
 
+#include "common.h"
 #include "http.h"
 #include "reqinfo.h"
 #include "thread.h"
@@ -61,6 +62,8 @@ struct conn {
 	bool upgraded;        /* a loop thread answered 101: not HTTP any more,
 	                         no further request on it */
 	bool ep_in;           /* in epfd for input only (no EPOLLOUT) */
+	bool lazy_uwsgi;      /* lazy_len bytes of a uwsgi packet are kept
+	                         in info[] whole (conn_lazy_uwsgi) */
 	uintptr_t glet;       /* loop threads: the greenlet current when the
 	                         request began (glet.h), 0 unknown */
 	struct sd_thread *owner;
@@ -104,6 +107,18 @@ struct conn {
 static inline char *conn_lazy(struct conn *c)
 {
 	return (char *)&c->info[(c->cur & 1) ^ 1];
+}
+
+/* A uwsgi packet (header and vars, no more) that came whole in the read
+ * that began its request is kept as read, parsed only if it must be (by
+ * the watchdog when it describes the request, or here when the
+ * connection starts another request): it takes the whole of info[], as a
+ * uwsgi connection carries one request at a time, never pipelined. Its
+ * first byte (modifier1, 0) reads as info[0].proto, PROTO_UNKNOWN. */
+#define CONN_LAZY_UWSGI_MAX (2 * sizeof(struct reqraw))
+static inline char *conn_lazy_uwsgi(struct conn *c)
+{
+	return (char *)c->info;
 }
 
 #define CONN_CHUNK_BITS 8
@@ -190,14 +205,64 @@ static inline bool conn_wait_maybe_loop(const struct sd_thread *t)
 bool conn_poll_wait(struct sd_thread *t, const struct pollfd *p, nfds_t n);
 bool conn_select_wait(struct sd_thread *t, int nfds, const fd_set *rd);
 /* The thread waits on epfd: true if that is its event loop's wait
- * (conn_loop_left after it). */
-bool conn_epoll_wait(int epfd);
-/* A loop thread's wait returned. */
-void conn_loop_left(struct sd_thread *t);
+ * (conn_loop_left after it). Inline for the two usual cases: a thread
+ * with no request in hand (a sync worker waiting for its listener), and a
+ * known event loop's wait in its own set. */
+bool conn_epoll_wait_slow(struct sd_thread *t, int epfd);
+void conn_stall_end(struct sd_thread *t);
+static inline void conn_loop_enter(struct sd_thread *t)
+{
+	if (__builtin_expect(atomic_load_explicit(&t->stall_at, memory_order_relaxed) != 0, 0))
+		conn_stall_end(t);
+	atomic_store_explicit(&t->in_loop_wait, 1, memory_order_release);
+}
+static inline bool conn_epoll_wait(int epfd)
+{
+	struct sd_thread *t = thread_self();
+	if (!t)
+		return false;
+	t->last_epfd = epfd;
+	if (t->loop && t->loop_epfd == epfd) {
+		conn_loop_enter(t);
+		return true;
+	}
+	if (!atomic_load_explicit(&t->req_id, memory_order_relaxed) && !t->mux)
+		return false;
+	return conn_epoll_wait_slow(t, epfd);
+}
+/* A loop thread's wait returned. Leaves errno as it was. */
+static inline void conn_loop_left(struct sd_thread *t)
+{
+	atomic_store_explicit(&t->loop_left_ns, clock_coarse_ns(), memory_order_relaxed);
+	atomic_store_explicit(&t->in_loop_wait, 0, memory_order_release);
+}
 void conn_epoll_ctl(struct conn *c, int epfd, int op, uint32_t events);
-void conn_write_done(struct conn *c, const void *buf, size_t n);
-void conn_write_iov(struct conn *c, const struct iovec *iov, int cnt,
-		    size_t n);
+void conn_write_first(struct conn *c, const void *buf, size_t n);
+void conn_write_iov_first(struct conn *c, const struct iovec *iov, int cnt,
+			  size_t n);
+/* A response under way whose end slowdog does not look for (it ends at
+ * the server's next step): each further write only notes its time.
+ * Inline, so that the calls after a response's first cost the caller a
+ * compare and a clock read. */
+static inline bool conn_write_noted(struct conn *c, size_t n)
+{
+	if (n != 0 && c->resp_unframed && c->state == CONN_RESP) {
+		c->last_write_ns = clock_coarse_ns();
+		return true;
+	}
+	return false;
+}
+static inline void conn_write_done(struct conn *c, const void *buf, size_t n)
+{
+	if (!conn_write_noted(c, n))
+		conn_write_first(c, buf, n);
+}
+static inline void conn_write_iov(struct conn *c, const struct iovec *iov,
+				  int cnt, size_t n)
+{
+	if (!conn_write_noted(c, n))
+		conn_write_iov_first(c, iov, cnt, n);
+}
 void conn_sendfile_done(struct conn *c, size_t n);
 void conn_write_failed(struct conn *c, int err); /* EPIPE, ECONNRESET */
 void conn_shutdown(struct conn *c);
@@ -216,8 +281,17 @@ void conn_end_label(struct sd_thread *t);
  * connection gen and request req_id. */
 bool conn_describe(int fd, uint32_t gen, uint64_t req_id, struct reqinfo *out);
 
-/* Watchdog: the connection on fd, tracked or not (NULL: never mapped). */
-struct conn *conn_slot(int fd);
+/* Watchdog: the connection on fd, tracked or not (NULL: never mapped).
+ * Inline: the watchdog asks for every slot of the table at each pass over
+ * an event loop's connections. */
+static inline struct conn *conn_slot(int fd)
+{
+	if ((unsigned)fd >= CONN_CHUNKS * CONN_CHUNK)
+		return NULL;
+	struct conn *chunk = atomic_load_explicit(
+		&conn_chunks[(unsigned)fd >> CONN_CHUNK_BITS], memory_order_acquire);
+	return chunk ? &chunk[fd & (CONN_CHUNK - 1)] : NULL;
+}
 /* Watchdog: one past the highest fd the table has room for so far. */
 int conn_fd_limit(void);
 

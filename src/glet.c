@@ -13,10 +13,27 @@ size_t glet_ts_off;
 static size_t found_modid;  /* greenlet's module id, layout not checked */
 static uintptr_t main_type; /* type of a main greenlet (greenlet.greenlet) */
 
+/* A look over the loaded objects: the loader's count of objects loaded
+ * so far (dlpi_adds), as the last look saw it; a look that finds it
+ * unchanged stops at the first object, since nothing was loaded since. */
+struct look {
+	bool first;
+	unsigned long long adds; /* in: the last look's; out: this one's */
+};
+static struct look last_look;
+
 static int find_module(struct dl_phdr_info *info, size_t size, void *data)
 {
-	(void)size;
-	(void)data;
+	struct look *l = data;
+	if (l->first) {
+		l->first = false;
+		if (size >= offsetof(struct dl_phdr_info, dlpi_adds) +
+				    sizeof(info->dlpi_adds)) {
+			if (l->adds && info->dlpi_adds == l->adds)
+				return 1;
+			l->adds = info->dlpi_adds;
+		}
+	}
 	const char *n = info->dlpi_name;
 	if (n && strstr(n, "greenlet/_greenlet") && info->dlpi_tls_modid) {
 		found_modid = info->dlpi_tls_modid;
@@ -86,7 +103,8 @@ bool glet_setup(unsigned long pthread_id)
 		if (last && now - last < NS_PER_SEC)
 			return false;
 		last = now;
-		dl_iterate_phdr(find_module, NULL);
+		last_look.first = true;
+		dl_iterate_phdr(find_module, &last_look);
 	}
 	if (!found_modid)
 		return false;

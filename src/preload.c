@@ -793,11 +793,10 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_wait(int epfd, str
 	int ms0 = ms, r;
 	WAIT_AGAIN(t, r, real_epoll_wait(epfd, ev, max, ms), EINTR_RESULT(r),
 		   if (ms > 0) ms = remaining_ms(deadline, ms0));
-	int e = errno;
+	/* errno as the call left it: neither changes it */
 	if (loop)
 		conn_loop_left(t);
 	call_leave(t);
-	errno = e;
 	return r;
 }
 STUB(epoll_wait);
@@ -812,11 +811,10 @@ __attribute__((used, visibility("hidden"))) int sd_body_epoll_pwait(int epfd, st
 	int ms0 = ms, r;
 	WAIT_AGAIN(t, r, real_epoll_pwait(epfd, ev, max, ms, mask), EINTR_RESULT(r),
 		   if (ms > 0) ms = remaining_ms(deadline, ms0));
-	int e = errno;
+	/* errno as the call left it: neither changes it */
 	if (loop)
 		conn_loop_left(t);
 	call_leave(t);
-	errno = e;
 	return r;
 }
 STUB(epoll_pwait);
@@ -1087,31 +1085,38 @@ SD_EXPORT int dup3(int old, int new, int flags)
 	return duped(old, real_dup3(old, new, flags));
 }
 
-static int fcntl_common(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
+static __attribute__((noinline)) int fcntl_dup(int (*fn)(int, int, ...), int fd,
+					       int cmd, void *arg)
 {
-	int r = fn(fd, cmd, arg);
-	return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? duped(fd, r) : r;
+	return duped(fd, fn(fd, cmd, arg));
+}
+
+/* Every command but the two that make a descriptor: a tail call. */
+static inline int fcntl_common(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
+{
+	if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+		return fcntl_dup(fn, fd, cmd, arg);
+	return fn(fd, cmd, arg);
 }
 
 /* The third argument is an int or a pointer; passing it on as a pointer-
- * sized value is what the ABI does for both. */
-SD_EXPORT int fcntl(int fd, int cmd, ...)
+ * sized value is what the ABI does for both. It comes in the register of
+ * a third argument either way (x86-64: a variadic call passes its
+ * arguments as a plain one does), so the functions take it as one: no
+ * variadic prologue saving every argument register, on a call that
+ * Python's sockets make several times a request. */
+SD_EXPORT int sd_fcntl(int fd, int cmd, void *arg) __asm__("fcntl");
+SD_EXPORT int sd_fcntl64(int fd, int cmd, void *arg) __asm__("fcntl64");
+
+SD_EXPORT int sd_fcntl(int fd, int cmd, void *arg)
 {
 	RESOLVE(fcntl);
-	va_list ap;
-	va_start(ap, cmd);
-	void *arg = va_arg(ap, void *);
-	va_end(ap);
 	return fcntl_common(real_fcntl, fd, cmd, arg);
 }
 
-SD_EXPORT int fcntl64(int fd, int cmd, ...)
+SD_EXPORT int sd_fcntl64(int fd, int cmd, void *arg)
 {
 	RESOLVE(fcntl64);
-	va_list ap;
-	va_start(ap, cmd);
-	void *arg = va_arg(ap, void *);
-	va_end(ap);
 	return fcntl_common(real_fcntl64 ? real_fcntl64 : real_fcntl, fd, cmd, arg);
 }
 

@@ -108,9 +108,12 @@ static void setup(void)
 	glet_setup(pthread_self());
 }
 
-void watchdog_setup(void)
+_Atomic int watchdog_ready;
+
+void watchdog_setup_once(void)
 {
 	pthread_once(&setup_once, setup);
+	atomic_store_explicit(&watchdog_ready, 1, memory_order_release);
 }
 
 

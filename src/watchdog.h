@@ -14,8 +14,16 @@
 extern bool slowdog_off;           /* SLOWDOG_DISABLE or setup failed */
 
 /* Once per process, at the first accepted connection: reads the config
- * (warning on bad values) and prepares capture. Cheap after the first call. */
-void watchdog_setup(void);
+ * (warning on bad values) and prepares capture. After the first call, one
+ * load and a compare. */
+extern _Atomic int watchdog_ready __attribute__((visibility("hidden"))); /* the setup has run */
+void watchdog_setup_once(void);
+static inline void watchdog_setup(void)
+{
+	if (__builtin_expect(!atomic_load_explicit(&watchdog_ready,
+						   memory_order_acquire), 0))
+		watchdog_setup_once();
+}
 
 /* Starts the thread if it is not running in this process; t (or NULL)
  * is the thread whose request made it start: it gets its entry in the

@@ -1124,6 +1124,36 @@ Test(conn, uwsgi_protocol_head)
 	expect_idle(M);
 }
 
+/* A packet read whole is kept as read (not parsed on the serving thread)
+ * and described all the same; a later read on the connection starts a
+ * request that keeps the packet's description, as a parsed packet's. */
+Test(conn, uwsgi_protocol_kept_packet)
+{
+	int c = 1000;
+	static struct pkt p;
+	static char rd[4100];
+
+	pkt_build(&p, nginx_post);
+	memcpy(rd, p.b, p.n);
+	memset(rd + p.n, 'b', sizeof(rd) - p.n);
+
+	do_accept(M, c);
+	do_readn(M, c, rd, sizeof(rd)); /* vars and some body */
+	cr_assert(conn_get(c)->lazy_uwsgi, "the packet is kept");
+	uint64_t id = expect_req(M, c, "POST", "/upload?tag=D", "app.test");
+	do_readn(M, c, rd, 1000); /* more body: nothing parsed */
+	cr_assert(conn_get(c)->lazy_uwsgi);
+	cr_assert_eq(expect_req(M, c, "POST", "/upload?tag=D", "app.test"), id);
+	do_write(M, c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	expect_answered(M, c);
+	do_readn(M, c, "xy", 2);
+	cr_assert(!conn_get(c)->lazy_uwsgi, "parsed when the next request starts");
+	uint64_t id2 = expect_req(M, c, "POST", "/upload?tag=D", "app.test");
+	cr_assert_neq(id2, id);
+	do_close(M, c);
+	expect_idle(M);
+}
+
 /* =====================================================================
  * f. Python standard library
  * ===================================================================== */
