@@ -129,8 +129,13 @@ def test_signal_taken_later():
         lines = [l for l in err.splitlines() if "installed its own handler" in l]
         check("signal taken later: said once", len(lines) == 1, err)
         rs = reports(s.logtext())
-        check("signal taken later: second spin reported without a stack",
-              len(rs) == 2 and "Capture:    failed" in rs[1], s.logtext()[-600:])
+        # Without its signal slowdog cannot stop a running thread; it may
+        # still catch it in a wait (a spinning thread lets the GIL go every
+        # 5 ms), through the blocked or syscall path.
+        check("signal taken later: second spin reported, not through the signal",
+              len(rs) == 2 and "Capture:    signal" not in rs[1] and
+              re.search(r"^Capture:    (failed|blocked|asleep in )", rs[1], re.M),
+              s.logtext()[-600:])
 
 
 def test_no_eintr():
