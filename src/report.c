@@ -905,6 +905,19 @@ static void put_jstrz(struct out *o, const char *s)
 		PUTS(o, "null");
 }
 
+/* A Python frame's object opened: "{"file":...,"line":...,"function":...". */
+static void put_jframe_head(struct out *o, const struct py_frame *f)
+{
+	PUTS(o, "{\"file\":");
+	put_jstrz(o, f->file);
+	if (f->line > 0)
+		putf(o, ",\"line\":%d", f->line);
+	else
+		PUTS(o, ",\"line\":null");
+	PUTS(o, ",\"function\":");
+	put_jstrz(o, f->func);
+}
+
 static void put_jtime(struct out *o, int64_t ns)
 {
 	put_utc(o, ns, true);
@@ -1015,14 +1028,7 @@ static void put_jpyframe(struct out *o, const struct py_frame *f, bool *first)
 		PUTS(o, "}");
 		return;
 	}
-	PUTS(o, "{\"file\":");
-	put_jstrz(o, f->file);
-	if (f->line > 0)
-		putf(o, ",\"line\":%d", f->line);
-	else
-		PUTS(o, ",\"line\":null");
-	PUTS(o, ",\"function\":");
-	put_jstrz(o, f->func);
+	put_jframe_head(o, f);
 	PUTS(o, ",\"source\":");
 	const char *p;
 	size_t n;
@@ -1212,14 +1218,7 @@ static void put_jgil(struct out *o, const struct gil_wait *g, pid_t pid)
 			const struct py_frame *f = &g->py[i];
 			if (i)
 				PUTS(o, ",");
-			PUTS(o, "{\"file\":");
-			put_jstrz(o, f->file);
-			if (f->line > 0)
-				putf(o, ",\"line\":%d", f->line);
-			else
-				PUTS(o, ",\"line\":null");
-			PUTS(o, ",\"function\":");
-			put_jstrz(o, f->func);
+			put_jframe_head(o, f);
 			PUTS(o, "}");
 		}
 		putf(o, "],\"total\":%d,\"damaged\":%s}", g->py_total,
